@@ -1,0 +1,327 @@
+//! Control-plane configuration: one typed struct, read from an optional TOML file and then
+//! from `KOINOS_CONTROL_*` environment variables (nested keys joined with `__`, e.g.
+//! `KOINOS_CONTROL_LIVEKIT__API_KEY`). Secrets may be given inline for development or, as
+//! production should, through `*_file` settings naming a file that holds only the secret.
+//! Loading fails fast with a message naming the offending setting.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the REST API, the web page and the health/metrics endpoints.
+    pub http_listen: SocketAddr,
+    /// Address of the gRPC API.
+    pub grpc_listen: SocketAddr,
+    /// Directory holding the built web page (`web/dist`); empty disables serving it.
+    pub web_dir: Option<PathBuf>,
+    /// The MatrixRTC transport URL handed to the page in `/config.json`
+    /// (the `livekit_service_url` clients advertise in their call membership).
+    pub public_rtc_service_url: String,
+    pub homeserver: HomeserverConfig,
+    pub livekit: LiveKitConfig,
+    pub call: CallConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeserverConfig {
+    /// Client-server API base URL of the homeserver, as control reaches it.
+    pub url: String,
+    /// URL the browser uses for the homeserver (put in `/config.json`); defaults to `url`.
+    pub public_url: Option<String>,
+    /// The homeserver's server name; OpenID tokens naming any other server are refused.
+    pub server_name: String,
+    /// Localpart or full user id of control's service account.
+    pub service_user: String,
+    pub service_password: Option<String>,
+    pub service_password_file: Option<PathBuf>,
+    /// Device id control logs in with, so that restarts reuse one device.
+    pub service_device_id: String,
+    /// After this long without a successful sync, membership is "unknown" and control
+    /// refuses every request (fail closed) until sync recovers.
+    #[serde(with = "secs")]
+    pub max_sync_staleness: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveKitConfig {
+    /// LiveKit's HTTP API (RoomService), as control reaches it.
+    pub api_url: String,
+    /// The signalling URL given to clients: the gateway, not LiveKit itself.
+    pub public_url: String,
+    pub api_key: String,
+    pub api_secret: Option<String>,
+    pub api_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallConfig {
+    /// Largest call LiveKit admits; the design's ladder stops at 6.
+    pub max_participants: u32,
+    /// Lifetime of an issued LiveKit token (LiveKit refreshes it on a live connection).
+    #[serde(with = "secs")]
+    pub token_ttl: Duration,
+    /// How long LiveKit keeps an empty room before closing it.
+    #[serde(with = "secs")]
+    pub empty_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_listen: "127.0.0.1:8080".parse().expect("literal address"),
+            grpc_listen: "127.0.0.1:50051".parse().expect("literal address"),
+            web_dir: None,
+            public_rtc_service_url: "http://localhost:8080/api/rtc".into(),
+            homeserver: HomeserverConfig {
+                url: "http://localhost:8008".into(),
+                public_url: None,
+                server_name: "localhost".into(),
+                service_user: "koinos-rtc".into(),
+                service_password: None,
+                service_password_file: None,
+                service_device_id: "KOINOSRTC".into(),
+                max_sync_staleness: Duration::from_secs(90),
+            },
+            livekit: LiveKitConfig {
+                api_url: "http://localhost:7881".into(),
+                public_url: "ws://localhost:7880".into(),
+                api_key: String::new(),
+                api_secret: None,
+                api_secret_file: None,
+            },
+            call: CallConfig {
+                max_participants: 6,
+                token_ttl: Duration::from_secs(600),
+                empty_timeout: Duration::from_secs(120),
+            },
+        }
+    }
+}
+
+/// Secrets resolved from inline values or files; kept out of `Config` so that `Config` can be
+/// printed in logs without leaking them.
+#[derive(Clone)]
+pub struct Secrets {
+    pub service_password: String,
+    pub livekit_api_secret: String,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets { .. }")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("cannot read {setting} from {path}: {source}")]
+    SecretFile {
+        setting: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given), then `KOINOS_CONTROL_*` variables.
+    pub fn load(file: Option<&std::path::Path>) -> Result<(Self, Secrets), ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("KOINOS_CONTROL_").split("__"));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        let secrets = config.validate()?;
+        Ok((config, secrets))
+    }
+
+    fn validate(&self) -> Result<Secrets, ConfigError> {
+        for (name, value) in [
+            ("homeserver.url", &self.homeserver.url),
+            ("livekit.api_url", &self.livekit.api_url),
+            ("public_rtc_service_url", &self.public_rtc_service_url),
+        ] {
+            let url = url::Url::parse(value).map_err(|e| {
+                ConfigError::Invalid(format!("{name} = {value:?} is not a URL: {e}"))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be http(s), got {value:?}"
+                )));
+            }
+        }
+        let public = url::Url::parse(&self.livekit.public_url).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "livekit.public_url = {:?} is not a URL: {e}",
+                self.livekit.public_url
+            ))
+        })?;
+        if !matches!(public.scheme(), "ws" | "wss") {
+            return Err(ConfigError::Invalid(format!(
+                "livekit.public_url must be ws:// or wss:// (the gateway), got {:?}",
+                self.livekit.public_url
+            )));
+        }
+        if self.homeserver.server_name.is_empty() {
+            return Err(ConfigError::Invalid(
+                "homeserver.server_name is required".into(),
+            ));
+        }
+        if self.livekit.api_key.is_empty() {
+            return Err(ConfigError::Invalid("livekit.api_key is required".into()));
+        }
+        if !(2..=6).contains(&self.call.max_participants) {
+            return Err(ConfigError::Invalid(format!(
+                "call.max_participants must be between 2 and 6 (the quality ladder's range), got {}",
+                self.call.max_participants
+            )));
+        }
+        if self.call.token_ttl < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "call.token_ttl must be at least 60 seconds".into(),
+            ));
+        }
+        Ok(Secrets {
+            service_password: secret(
+                "homeserver.service_password",
+                &self.homeserver.service_password,
+                &self.homeserver.service_password_file,
+            )?,
+            livekit_api_secret: secret(
+                "livekit.api_secret",
+                &self.livekit.api_secret,
+                &self.livekit.api_secret_file,
+            )?,
+        })
+    }
+}
+
+fn secret(
+    setting: &'static str,
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<String, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid(format!(
+            "both {setting} and {setting}_file are set; set exactly one"
+        ))),
+        (Some(value), None) if !value.is_empty() => Ok(value.clone()),
+        (None, Some(path)) => {
+            let value =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                    setting,
+                    path: path.clone(),
+                    source,
+                })?;
+            let value = value.trim_end_matches(['\n', '\r']).to_owned();
+            if value.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "{setting}_file {} is empty",
+                    path.display()
+                )));
+            }
+            Ok(value)
+        }
+        _ => Err(ConfigError::Invalid(format!(
+            "{setting} (or {setting}_file) is required"
+        ))),
+    }
+}
+
+/// Durations are whole seconds in the file and the environment.
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_secrets() -> Config {
+        let mut c = Config::default();
+        c.livekit.api_key = "key".into();
+        c.livekit.api_secret = Some("s".repeat(32));
+        c.homeserver.service_password = Some("pw".into());
+        c
+    }
+
+    #[test]
+    fn defaults_with_secrets_are_valid() {
+        with_secrets().validate().unwrap();
+    }
+
+    #[test]
+    fn missing_secret_names_the_setting() {
+        let mut c = with_secrets();
+        c.livekit.api_secret = None;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("livekit.api_secret"), "{err}");
+    }
+
+    #[test]
+    fn inline_and_file_secret_is_contradictory() {
+        let mut c = with_secrets();
+        c.homeserver.service_password_file = Some("/nonexistent".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn secret_file_is_read_and_trimmed() {
+        let dir = std::env::temp_dir().join(format!("koinos-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let mut c = with_secrets();
+        c.livekit.api_secret = None;
+        c.livekit.api_secret_file = Some(path);
+        assert_eq!(c.validate().unwrap().livekit_api_secret, "from-file");
+    }
+
+    #[test]
+    fn public_livekit_url_must_be_websocket() {
+        let mut c = with_secrets();
+        c.livekit.public_url = "http://localhost:7880".into();
+        assert!(c.validate().unwrap_err().to_string().contains("ws://"));
+    }
+
+    #[test]
+    fn max_participants_is_bounded_by_the_ladder() {
+        let mut c = with_secrets();
+        c.call.max_participants = 7;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_participants")
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! The gRPC transport (`koinos.rtc.v1.ControlService`): decodes into the service layer's types
+//! and calls the same [`RtcService`] as REST.
+
+use std::sync::Arc;
+
+use koinos_proto::v1::{
+    IssueTokenRequest, IssueTokenResponse, control_service_server::ControlService,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    error::ApiError,
+    service::{OpenIdToken, RtcService, TokenRequest},
+};
+
+pub struct GrpcApi {
+    pub service: Arc<RtcService>,
+}
+
+#[tonic::async_trait]
+impl ControlService for GrpcApi {
+    async fn issue_token(
+        &self,
+        request: Request<IssueTokenRequest>,
+    ) -> Result<Response<IssueTokenResponse>, Status> {
+        let request = request.into_inner();
+        let openid = request
+            .openid_token
+            .ok_or_else(|| ApiError::BadJson("openid_token is required".into()))?;
+        let grant = self
+            .service
+            .issue_token(TokenRequest {
+                room_id: request.room_id,
+                openid_token: OpenIdToken {
+                    access_token: openid.access_token,
+                    token_type: openid.token_type,
+                    matrix_server_name: openid.matrix_server_name,
+                    expires_in: openid.expires_in,
+                },
+                device_id: request.device_id,
+            })
+            .await?;
+        Ok(Response::new(IssueTokenResponse {
+            url: grant.url,
+            jwt: grant.jwt,
+            livekit_room: grant.livekit_room,
+            identity: grant.identity,
+            expires_at: grant.expires_at,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::tests::{FakeLiveKit, fake_service};
+    use koinos_proto::v1::OpenIdToken as ProtoOpenId;
+
+    fn request(token: &str) -> IssueTokenRequest {
+        IssueTokenRequest {
+            room_id: "!case:localhost".into(),
+            openid_token: Some(ProtoOpenId {
+                access_token: token.into(),
+                token_type: "Bearer".into(),
+                matrix_server_name: "localhost".into(),
+                expires_in: 3600,
+            }),
+            device_id: "DEV".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn grpc_and_rest_share_the_policy() {
+        let api = GrpcApi {
+            service: Arc::new(fake_service(Arc::new(FakeLiveKit::default()))),
+        };
+        let ok = api
+            .issue_token(Request::new(request("alice-token")))
+            .await
+            .unwrap();
+        assert_eq!(ok.get_ref().identity, "@alice:localhost:DEV");
+
+        let denied = api
+            .issue_token(Request::new(request("mallory-token")))
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            denied.metadata().get("x-matrix-errcode").unwrap(),
+            "M_FORBIDDEN"
+        );
+
+        let mut missing = request("alice-token");
+        missing.openid_token = None;
+        let bad = api.issue_token(Request::new(missing)).await.unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    }
+}

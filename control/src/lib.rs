@@ -1,0 +1,17 @@
+//! koinos-rtc control plane: decides *who* may be in a case room's call.
+//!
+//! See `ARCHITECTURE.md` at the repository root for how this crate fits with the gateway,
+//! LiveKit and the homeserver. Module map:
+//! - [`service`]: the operations (one service layer), independent of transport;
+//! - [`rest`] and [`grpc`]: the two transports;
+//! - [`homeserver`], [`membership`], [`livekit`]: the outbound dependencies, each behind a trait;
+//! - [`config`] and [`error`]: configuration and the one error type that is the wire format.
+
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod homeserver;
+pub mod livekit;
+pub mod membership;
+pub mod rest;
+pub mod service;

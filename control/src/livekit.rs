@@ -1,0 +1,121 @@
+//! LiveKit as control uses it: creating the call's room (LiveKit runs with
+//! `room.auto_create: false`, so only control can bring a room into being), counting who is
+//! in it, and minting access tokens.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use livekit_api::{
+    access_token::{AccessToken, VideoGrants},
+    services::room::{CreateRoomOptions, RoomClient},
+};
+use tracing::warn;
+
+use crate::error::ApiError;
+
+#[async_trait]
+pub trait LiveKitRooms: Send + Sync {
+    /// Creates the room if it does not exist (LiveKit's CreateRoom is idempotent).
+    async fn ensure_room(&self, name: &str, max_participants: u32) -> Result<(), ApiError>;
+    /// Identities currently in the room.
+    async fn participants(&self, name: &str) -> Result<Vec<String>, ApiError>;
+    /// Whether LiveKit answers at all (readiness).
+    async fn reachable(&self) -> bool;
+}
+
+pub struct LiveKitService {
+    rooms: RoomClient,
+    empty_timeout: Duration,
+}
+
+impl LiveKitService {
+    pub fn new(api_url: &str, api_key: &str, api_secret: &str, empty_timeout: Duration) -> Self {
+        Self {
+            rooms: RoomClient::with_api_key(api_url, api_key, api_secret),
+            empty_timeout,
+        }
+    }
+}
+
+#[async_trait]
+impl LiveKitRooms for LiveKitService {
+    async fn ensure_room(&self, name: &str, max_participants: u32) -> Result<(), ApiError> {
+        let options = CreateRoomOptions {
+            max_participants,
+            empty_timeout: self.empty_timeout.as_secs() as u32,
+            departure_timeout: 20,
+            ..Default::default()
+        };
+        self.rooms
+            .create_room(name, options)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                warn!(error = %e, "LiveKit CreateRoom failed");
+                ApiError::Unavailable
+            })
+    }
+
+    async fn participants(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        let list = self.rooms.list_participants(name).await.map_err(|e| {
+            warn!(error = %e, "LiveKit ListParticipants failed");
+            ApiError::Unavailable
+        })?;
+        Ok(list.into_iter().map(|p| p.identity).collect())
+    }
+
+    async fn reachable(&self) -> bool {
+        self.rooms.list_rooms(vec![]).await.is_ok()
+    }
+}
+
+/// Signs LiveKit access tokens with the API key LiveKit (and the gateway) know.
+#[derive(Clone)]
+pub struct TokenMinter {
+    api_key: String,
+    api_secret: String,
+}
+
+impl std::fmt::Debug for TokenMinter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenMinter")
+            .field("api_key", &self.api_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenMinter {
+    pub fn new(api_key: &str, api_secret: &str) -> Self {
+        Self {
+            api_key: api_key.to_owned(),
+            api_secret: api_secret.to_owned(),
+        }
+    }
+
+    /// A join-only token for one room: no roomCreate, no roomAdmin, no room listing.
+    pub fn participant_token(
+        &self,
+        room: &str,
+        identity: &str,
+        display_name: &str,
+        ttl: Duration,
+    ) -> Result<String, ApiError> {
+        AccessToken::with_api_key(&self.api_key, &self.api_secret)
+            .with_identity(identity)
+            .with_name(display_name)
+            .with_ttl(ttl)
+            .with_grants(VideoGrants {
+                room_join: true,
+                room: room.to_owned(),
+                can_publish: Some(true),
+                can_subscribe: Some(true),
+                can_publish_data: Some(true),
+                ..Default::default()
+            })
+            .to_jwt()
+            .map_err(|e| {
+                warn!(error = %e, "token signing failed");
+                ApiError::Internal
+            })
+    }
+}

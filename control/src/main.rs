@@ -1,0 +1,169 @@
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use koinos_control::{
+    config::Config,
+    grpc::GrpcApi,
+    homeserver::HomeserverOpenId,
+    livekit::{LiveKitService, TokenMinter},
+    membership::MatrixMembership,
+    rest::{AppState, router},
+    service::{RtcService, SystemClock},
+};
+use koinos_proto::v1::control_service_server::ControlServiceServer;
+use tracing::{error, info, warn};
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: koinos-control [--config FILE]\n\n\
+         Settings come from FILE (TOML; also KOINOS_CONTROL_CONFIG) and KOINOS_CONTROL_* \
+         environment variables. See the README's configuration table."
+    );
+    std::process::exit(2)
+}
+
+fn config_path() -> Option<PathBuf> {
+    let mut args = std::env::args().skip(1);
+    let mut path = std::env::var_os("KOINOS_CONTROL_CONFIG").map(PathBuf::from);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => path = Some(args.next().unwrap_or_else(|| usage()).into()),
+            _ => usage(),
+        }
+    }
+    path
+}
+
+fn init_tracing() {
+    // matrix-sdk logs request details at debug level; keep it at warn so that access tokens
+    // can never reach the log even when RUST_LOG=debug is set for our own crates.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        .add_directive("matrix_sdk=warn".parse().expect("static directive"))
+        .add_directive("matrix_sdk_base=warn".parse().expect("static directive"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("KOINOS_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    init_tracing();
+    if let Err(e) = run().await {
+        error!("{e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let (config, secrets) = Config::load(config_path().as_deref())?;
+    info!(http = %config.http_listen, grpc = %config.grpc_listen, homeserver = %config.homeserver.url, "starting koinos-control");
+
+    let membership = login_with_retry(&config, &secrets.service_password).await?;
+    tokio::spawn(membership.clone().run_sync());
+
+    let service = Arc::new(RtcService {
+        openid: Arc::new(HomeserverOpenId::new(
+            &config.homeserver.url,
+            &config.homeserver.server_name,
+        )?),
+        membership,
+        livekit: Arc::new(LiveKitService::new(
+            &config.livekit.api_url,
+            &config.livekit.api_key,
+            &secrets.livekit_api_secret,
+            config.call.empty_timeout,
+        )),
+        minter: TokenMinter::new(&config.livekit.api_key, &secrets.livekit_api_secret),
+        clock: Arc::new(SystemClock),
+        public_livekit_url: config.livekit.public_url.clone(),
+        max_participants: config.call.max_participants,
+        token_ttl: config.call.token_ttl,
+    });
+
+    let web_config = serde_json::json!({
+        "homeserver_url": config.homeserver.public_url.as_deref().unwrap_or(&config.homeserver.url),
+        "server_name": config.homeserver.server_name,
+        "rtc_service_url": config.public_rtc_service_url,
+    });
+    if let Some(dir) = &config.web_dir {
+        if !dir.join("index.html").exists() {
+            warn!(dir = %dir.display(), "web_dir has no index.html; build the page with `make web`");
+        }
+    }
+    let app = router(
+        AppState {
+            service: service.clone(),
+            web_config: Arc::new(web_config),
+        },
+        config.web_dir.clone(),
+    );
+
+    let http = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_listen))?;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(ControlServiceServer::new(GrpcApi { service }))
+        .serve_with_shutdown(config.grpc_listen, shutdown());
+    info!("ready to serve");
+    tokio::try_join!(
+        async {
+            axum::serve(http, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+                .context("HTTP server failed")
+        },
+        async { grpc.await.context("gRPC server failed") },
+    )?;
+    info!("stopped");
+    Ok(())
+}
+
+/// The homeserver may still be starting; a wrong password, though, is fatal at once.
+async fn login_with_retry(
+    config: &Config,
+    password: &str,
+) -> anyhow::Result<Arc<MatrixMembership>> {
+    let hs = &config.homeserver;
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1.. {
+        match MatrixMembership::login(
+            &hs.url,
+            &hs.server_name,
+            &hs.service_user,
+            password,
+            &hs.service_device_id,
+            hs.max_sync_staleness,
+        )
+        .await
+        {
+            Ok(m) => return Ok(m),
+            Err(e) if e.to_string().contains("M_FORBIDDEN") || attempt >= 60 => {
+                return Err(e.context("cannot log control's service account in"));
+            }
+            Err(e) => {
+                warn!(attempt, "homeserver not available yet: {e:#}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    unreachable!()
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler")
+            .recv()
+            .await;
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

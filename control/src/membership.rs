@@ -1,0 +1,221 @@
+//! Who is joined to which case room, as control's service account sees it through matrix-sdk.
+//!
+//! Concurrency model: one task — [`MatrixMembership::run_sync`] — owns the matrix-sdk sync loop
+//! and is the only writer of the client's in-memory room state; request handlers only read it
+//! (`Client::get_room`, `Room::get_member_no_sync`), which matrix-sdk makes safe to do
+//! concurrently. The sync task also records when it last synced successfully; readers treat
+//! state older than `max_sync_staleness` as unknown and refuse (fail closed).
+//!
+//! A negative answer from the synced state is confirmed with the homeserver before it is given:
+//! a practitioner who joined a case a moment ago must not be refused because control's sync has
+//! not caught up yet. Positive answers are served from memory, so revocations are as fresh as
+//! the sync stream (the homeserver pushes membership changes to the long-poll at once).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use async_trait::async_trait;
+use matrix_sdk::{
+    Client, Room, RoomState,
+    config::SyncSettings,
+    ruma::{
+        RoomId, UserId,
+        api::client::state::get_state_event_for_key,
+        events::{
+            StateEventType,
+            room::member::{MembershipState, StrippedRoomMemberEvent},
+        },
+    },
+};
+use tracing::{debug, info, warn};
+
+use crate::error::ApiError;
+
+/// The membership authority as the service layer sees it.
+#[async_trait]
+pub trait MembershipOracle: Send + Sync {
+    /// `Ok(true)` only if `user` is joined to `room` now. `Err(Unavailable)` when control
+    /// cannot know (callers must treat that as a refusal).
+    async fn is_joined(&self, room: &RoomId, user: &UserId) -> Result<bool, ApiError>;
+    /// True once the membership state is known and fresh.
+    fn is_ready(&self) -> bool;
+}
+
+pub struct MatrixMembership {
+    client: Client,
+    server_name: String,
+    max_staleness: Duration,
+    /// Milliseconds since the epoch of the last successful sync (0: never).
+    last_sync_ms: AtomicU64,
+    synced_once: AtomicBool,
+}
+
+impl MatrixMembership {
+    /// Logs the service account in (reusing one device id across restarts).
+    pub async fn login(
+        homeserver_url: &str,
+        server_name: &str,
+        user: &str,
+        password: &str,
+        device_id: &str,
+        max_staleness: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
+        let client = Client::builder()
+            .homeserver_url(homeserver_url)
+            .build()
+            .await?;
+        client
+            .matrix_auth()
+            .login_username(user, password)
+            .device_id(device_id)
+            .initial_device_display_name("koinos-rtc control plane")
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("service account login as {user} failed: {e}"))?;
+        info!(user_id = ?client.user_id(), "service account logged in");
+        Ok(Arc::new(Self {
+            client,
+            server_name: server_name.to_owned(),
+            max_staleness,
+            last_sync_ms: AtomicU64::new(0),
+            synced_once: AtomicBool::new(false),
+        }))
+    }
+
+    /// The sync loop: the only writer of membership state. Runs until the process ends,
+    /// backing off on errors (and so becoming "not ready" once the state is stale).
+    pub async fn run_sync(self: Arc<Self>) {
+        let server_name = self.server_name.clone();
+        // Accept invites to case rooms from users of our own homeserver: that is how a new
+        // case room gets control into it.
+        self.client.add_event_handler(
+            move |ev: StrippedRoomMemberEvent, room: Room, client: Client| {
+                let server_name = server_name.clone();
+                async move {
+                    if Some(ev.state_key.as_ref()) != client.user_id()
+                        || ev.content.membership != MembershipState::Invite
+                    {
+                        return;
+                    }
+                    if ev.sender.server_name().as_str() != server_name {
+                        warn!(room_id = %room.room_id(), sender = %ev.sender, "ignoring invite from another homeserver");
+                        return;
+                    }
+                    match room.join().await {
+                        Ok(()) => info!(room_id = %room.room_id(), inviter = %ev.sender, "joined case room on invite"),
+                        Err(e) => warn!(room_id = %room.room_id(), error = %e, "could not accept invite"),
+                    }
+                }
+            },
+        );
+
+        let mut settings = SyncSettings::default().timeout(Duration::from_secs(30));
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.client.sync_once(settings.clone()).await {
+                Ok(response) => {
+                    settings = settings.token(response.next_batch);
+                    self.last_sync_ms.store(now_ms(), Ordering::Release);
+                    if !self.synced_once.swap(true, Ordering::AcqRel) {
+                        info!(
+                            rooms = self.client.joined_rooms().len(),
+                            "membership state synced"
+                        );
+                    }
+                    backoff = Duration::from_secs(1);
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?backoff, "homeserver sync failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    fn is_fresh(&self) -> bool {
+        let last = self.last_sync_ms.load(Ordering::Acquire);
+        last != 0 && now_ms().saturating_sub(last) <= self.max_staleness.as_millis() as u64
+    }
+
+    /// Asks the homeserver directly for `user`'s membership event in `room`.
+    async fn membership_from_homeserver(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Option<String>, ApiError> {
+        let request = get_state_event_for_key::v3::Request::new(
+            room.to_owned(),
+            StateEventType::RoomMember,
+            user.to_string(),
+        );
+        let started = Instant::now();
+        match self.client.send(request).await {
+            Ok(response) => {
+                debug!(elapsed = ?started.elapsed(), "membership confirmed with homeserver");
+                let content: serde_json::Value =
+                    serde_json::from_str(response.event_or_content.get()).map_err(|e| {
+                        warn!(error = %e, "homeserver returned a malformed member event");
+                        ApiError::Unavailable
+                    })?;
+                Ok(content
+                    .get("membership")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_owned))
+            }
+            Err(e) => match e.as_client_api_error().map(|api| api.status_code.as_u16()) {
+                // No member event, or the service account cannot see the room: not a member.
+                Some(403 | 404) => Ok(None),
+                _ => {
+                    warn!(error = %e, "cannot confirm membership with the homeserver");
+                    Err(ApiError::Unavailable)
+                }
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl MembershipOracle for MatrixMembership {
+    async fn is_joined(&self, room_id: &RoomId, user: &UserId) -> Result<bool, ApiError> {
+        if !self.is_fresh() {
+            return Err(ApiError::Unavailable);
+        }
+        // Control must itself be in the room to know its membership; a room it is not in is
+        // answered like any room the caller is not in.
+        let Some(room) = self.client.get_room(room_id) else {
+            return Ok(false);
+        };
+        if room.state() != RoomState::Joined {
+            return Ok(false);
+        }
+        let member = room.get_member_no_sync(user).await.map_err(|e| {
+            warn!(error = %e, "membership store read failed");
+            ApiError::Internal
+        })?;
+        if member.is_some_and(|m| *m.membership() == MembershipState::Join) {
+            return Ok(true);
+        }
+        Ok(self
+            .membership_from_homeserver(room_id, user)
+            .await?
+            .as_deref()
+            == Some("join"))
+    }
+
+    fn is_ready(&self) -> bool {
+        self.synced_once.load(Ordering::Acquire) && self.is_fresh()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

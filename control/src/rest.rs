@@ -1,0 +1,251 @@
+//! The JSON REST transport: `/api/rtc/*`, health, the page's runtime config and the page itself.
+//! Built by [`router`] so that tests drive it without a socket (`tower::ServiceExt::oneshot`).
+
+use std::{path::PathBuf, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, FromRequest, Request, State, rejection::BytesRejection},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::de::DeserializeOwned;
+use tower_http::{
+    cors::{Any, CorsLayer},
+    services::{ServeDir, ServeFile},
+    trace::TraceLayer,
+};
+
+use crate::{
+    error::ApiError,
+    service::{RtcService, TokenRequest},
+};
+
+/// Request bodies are small JSON objects; anything larger is refused before parsing.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<RtcService>,
+    /// Served as `/config.json`: what the page needs to find the homeserver and control.
+    pub web_config: Arc<serde_json::Value>,
+}
+
+pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
+    // Element Call runs on its own origin and calls the JWT endpoints cross-origin, as it does
+    // with lk-jwt-service; the endpoints authenticate by body, not by cookie.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([http::Method::POST, http::Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE]);
+    let api = Router::new()
+        .route("/token", post(issue_token))
+        .layer(cors)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+
+    let mut app = Router::new()
+        .nest("/api/rtc", api)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/config.json", get(web_config));
+    if let Some(dir) = web_dir {
+        let index = dir.join("index.html");
+        app = app.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)));
+    }
+    app.layer(TraceLayer::new_for_http()).with_state(state)
+}
+
+async fn issue_token(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<TokenRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.service.issue_token(request).await?))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.service.is_ready().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn web_config(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json((*state.web_config).clone())
+}
+
+/// `Json` with Matrix-shaped rejections that say exactly what is wrong with the body.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(ApiError::NotJson(
+                "Content-Type must be application/json".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(ref inner)
+                if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::TooLarge
+            }
+            _ => ApiError::BadJson("could not read the request body".into()),
+        })?;
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                ApiError::NotJson(format!("request body is not valid JSON: {e}"))
+            } else {
+                ApiError::BadJson(format!("invalid request: {e}"))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::service::tests::{FakeLiveKit, fake_service};
+
+    fn app() -> Router {
+        let state = AppState {
+            service: Arc::new(fake_service(Arc::new(FakeLiveKit::default()))),
+            web_config: Arc::new(serde_json::json!({"homeserver_url": "http://hs"})),
+        };
+        router(state, None)
+    }
+
+    async fn post_token(body: &str, content_type: &str) -> (StatusCode, serde_json::Value) {
+        let response = app()
+            .oneshot(
+                Request::post("/api/rtc/token")
+                    .header(header::CONTENT_TYPE, content_type)
+                    .body(Body::from(body.to_owned()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn body(token: &str, room: &str, extra: &str) -> String {
+        format!(
+            r#"{{"room_id":"{room}","openid_token":{{"access_token":"{token}","token_type":"Bearer","matrix_server_name":"localhost","expires_in":3600}},"device_id":"DEV"{extra}}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn member_gets_token() {
+        let (status, json) = post_token(
+            &body("alice-token", "!case:localhost", ""),
+            "application/json",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["identity"], "@alice:localhost:DEV");
+        assert_eq!(json["url"], "ws://localhost:7880");
+        assert!(json["jwt"].as_str().unwrap().split('.').count() == 3);
+    }
+
+    #[tokio::test]
+    async fn non_member_gets_403_m_forbidden() {
+        let (status, json) = post_token(
+            &body("mallory-token", "!case:localhost", ""),
+            "application/json",
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(json["errcode"], "M_FORBIDDEN");
+        assert!(json.get("jwt").is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_openid_token_gets_401() {
+        let (status, json) =
+            post_token(&body("forged", "!case:localhost", ""), "application/json").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(json["errcode"], "M_UNAUTHORIZED");
+    }
+
+    #[tokio::test]
+    async fn unknown_field_is_rejected_by_name() {
+        let (status, json) = post_token(
+            &body("alice-token", "!case:localhost", r#","admin":true"#),
+            "application/json",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json["errcode"], "M_BAD_JSON");
+        assert!(
+            json["error"]
+                .as_str()
+                .unwrap()
+                .contains("unknown field `admin`"),
+            "{json}"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_field_is_rejected_by_name() {
+        let (status, json) =
+            post_token(r#"{"room_id":"!case:localhost"}"#, "application/json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            json["error"].as_str().unwrap().contains("openid_token"),
+            "{json}"
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_json_and_wrong_content_type_are_400_not_json() {
+        let (status, json) = post_token("{not json", "application/json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json["errcode"], "M_NOT_JSON");
+        let (status, json) =
+            post_token(&body("alice-token", "!case:localhost", ""), "text/plain").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json["errcode"], "M_NOT_JSON");
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_413() {
+        let huge = body(&"a".repeat(MAX_BODY_BYTES), "!case:localhost", "");
+        let (status, json) = post_token(&huge, "application/json").await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json["errcode"], "M_TOO_LARGE");
+    }
+
+    #[tokio::test]
+    async fn config_json_is_served() {
+        let response = app()
+            .oneshot(Request::get("/config.json").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}

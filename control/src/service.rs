@@ -1,0 +1,368 @@
+//! The control plane's operations, independent of transport: REST (`rest.rs`) and gRPC
+//! (`grpc.rs`) both decode into these types and call [`RtcService`]; no policy lives in a
+//! transport.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
+use matrix_sdk::ruma::{OwnedRoomId, UserId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+use crate::{
+    error::ApiError,
+    homeserver::OpenIdVerifier,
+    livekit::{LiveKitRooms, TokenMinter},
+    membership::MembershipOracle,
+};
+
+/// An OpenID token as the Matrix client-server API returns it. Never logged.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenIdToken {
+    pub access_token: String,
+    pub token_type: String,
+    pub matrix_server_name: String,
+    pub expires_in: i64,
+}
+
+impl std::fmt::Debug for OpenIdToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenIdToken")
+            .field("matrix_server_name", &self.matrix_server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub room_id: String,
+    pub openid_token: OpenIdToken,
+    pub device_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenGrant {
+    pub url: String,
+    pub jwt: String,
+    pub livekit_room: String,
+    pub identity: String,
+    pub expires_at: i64,
+}
+
+/// Wall-clock time, behind a trait so that expiry logic is testable.
+pub trait Clock: Send + Sync {
+    fn now_unix(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+}
+
+pub struct RtcService {
+    pub openid: Arc<dyn OpenIdVerifier>,
+    pub membership: Arc<dyn MembershipOracle>,
+    pub livekit: Arc<dyn LiveKitRooms>,
+    pub minter: TokenMinter,
+    pub clock: Arc<dyn Clock>,
+    /// The signalling URL handed to clients (the gateway).
+    pub public_livekit_url: String,
+    pub max_participants: u32,
+    pub token_ttl: Duration,
+}
+
+/// The LiveKit room of a Matrix room's room-scoped call, named as lk-jwt-service ≥ 0.4.3 names
+/// it so that Element Call clients in the same case land in the same LiveKit room.
+pub fn livekit_room_name(room_id: &str) -> String {
+    let json = serde_json::to_string(&[room_id, "m.call#ROOM"]).expect("strings serialise");
+    STANDARD_NO_PAD.encode(Sha256::digest(json.as_bytes()))
+}
+
+/// The LiveKit identity of a Matrix device in a call: `<user_id>:<device_id>`.
+pub fn livekit_identity(user: &UserId, device_id: &str) -> String {
+    format!("{user}:{device_id}")
+}
+
+fn parse_room_id(raw: &str) -> Result<OwnedRoomId, ApiError> {
+    OwnedRoomId::try_from(raw)
+        .map_err(|e| ApiError::BadJson(format!("room_id {raw:?} is not a Matrix room id: {e}")))
+}
+
+fn check_device_id(device_id: &str) -> Result<(), ApiError> {
+    // Matrix device ids are opaque, but they become part of a LiveKit identity and of a state
+    // key: keep them printable and bounded.
+    if device_id.is_empty() || device_id.len() > 255 {
+        return Err(ApiError::BadJson(
+            "device_id must be 1 to 255 characters".into(),
+        ));
+    }
+    if device_id
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(ApiError::BadJson(
+            "device_id must not contain whitespace or control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_openid_shape(token: &OpenIdToken) -> Result<(), ApiError> {
+    if token.access_token.is_empty() || token.access_token.len() > 1024 {
+        return Err(ApiError::BadJson(
+            "openid_token.access_token must be 1 to 1024 characters".into(),
+        ));
+    }
+    if !token.token_type.eq_ignore_ascii_case("Bearer") {
+        return Err(ApiError::BadJson(
+            "openid_token.token_type must be \"Bearer\"".into(),
+        ));
+    }
+    if token.matrix_server_name.is_empty() {
+        return Err(ApiError::BadJson(
+            "openid_token.matrix_server_name is required".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl RtcService {
+    /// `POST /api/rtc/token`, gRPC `IssueToken`.
+    pub async fn issue_token(&self, request: TokenRequest) -> Result<TokenGrant, ApiError> {
+        let room_id = parse_room_id(&request.room_id)?;
+        check_device_id(&request.device_id)?;
+        check_openid_shape(&request.openid_token)?;
+
+        let user = self.openid.verify(&request.openid_token).await?;
+        if !self.membership.is_joined(&room_id, &user).await? {
+            info!(%user, %room_id, "token refused: not joined");
+            return Err(ApiError::Forbidden);
+        }
+
+        let livekit_room = livekit_room_name(room_id.as_str());
+        let identity = livekit_identity(&user, &request.device_id);
+        self.livekit
+            .ensure_room(&livekit_room, self.max_participants)
+            .await?;
+        let present = self.livekit.participants(&livekit_room).await?;
+        if !present.contains(&identity) && present.len() >= self.max_participants as usize {
+            info!(%user, %room_id, present = present.len(), "token refused: call full");
+            return Err(ApiError::CallFull {
+                max: self.max_participants,
+            });
+        }
+
+        let jwt = self.minter.participant_token(
+            &livekit_room,
+            &identity,
+            user.localpart(),
+            self.token_ttl,
+        )?;
+        info!(%user, %room_id, %livekit_room, "token issued");
+        Ok(TokenGrant {
+            url: self.public_livekit_url.clone(),
+            jwt,
+            livekit_room,
+            identity,
+            expires_at: self.clock.now_unix() + self.token_ttl.as_secs() as i64,
+        })
+    }
+
+    pub async fn is_ready(&self) -> bool {
+        self.membership.is_ready() && self.livekit.reachable().await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use matrix_sdk::ruma::{OwnedUserId, RoomId};
+
+    use super::*;
+
+    #[test]
+    fn room_name_matches_lk_jwt_service() {
+        // Vector from lk-jwt-service's documentation of the room-name rule.
+        assert_eq!(
+            livekit_room_name("!roomid:example.com"),
+            "F4oOprKFBq6JHqy2qYpq6UQQmR7hCvxkQQoUrd0+SbI"
+        );
+    }
+
+    /// Fakes for the outbound dependencies, shared with the REST router tests.
+    pub struct FakeOpenId;
+    #[async_trait]
+    impl OpenIdVerifier for FakeOpenId {
+        async fn verify(&self, token: &OpenIdToken) -> Result<OwnedUserId, ApiError> {
+            match token.access_token.as_str() {
+                "alice-token" => Ok("@alice:localhost".try_into().unwrap()),
+                "mallory-token" => Ok("@mallory:localhost".try_into().unwrap()),
+                "hs-down" => Err(ApiError::Unavailable),
+                _ => Err(ApiError::Unauthorized),
+            }
+        }
+    }
+
+    pub struct FakeMembership;
+    #[async_trait]
+    impl MembershipOracle for FakeMembership {
+        async fn is_joined(&self, room: &RoomId, user: &UserId) -> Result<bool, ApiError> {
+            Ok(room.as_str() == "!case:localhost" && user.as_str() == "@alice:localhost")
+        }
+        fn is_ready(&self) -> bool {
+            true
+        }
+    }
+
+    #[derive(Default)]
+    pub struct FakeLiveKit {
+        pub present: Mutex<Vec<String>>,
+        pub created: Mutex<Vec<String>>,
+    }
+    #[async_trait]
+    impl LiveKitRooms for FakeLiveKit {
+        async fn ensure_room(&self, name: &str, _max: u32) -> Result<(), ApiError> {
+            self.created.lock().unwrap().push(name.to_owned());
+            Ok(())
+        }
+        async fn participants(&self, _name: &str) -> Result<Vec<String>, ApiError> {
+            Ok(self.present.lock().unwrap().clone())
+        }
+        async fn reachable(&self) -> bool {
+            true
+        }
+    }
+
+    pub struct FixedClock(pub i64);
+    impl Clock for FixedClock {
+        fn now_unix(&self) -> i64 {
+            self.0
+        }
+    }
+
+    pub fn fake_service(livekit: Arc<FakeLiveKit>) -> RtcService {
+        RtcService {
+            openid: Arc::new(FakeOpenId),
+            membership: Arc::new(FakeMembership),
+            livekit,
+            minter: TokenMinter::new("devkey", "secret-secret-secret-secret-secret"),
+            clock: Arc::new(FixedClock(1_000)),
+            public_livekit_url: "ws://localhost:7880".into(),
+            max_participants: 6,
+            token_ttl: Duration::from_secs(600),
+        }
+    }
+
+    pub fn request(token: &str, room: &str) -> TokenRequest {
+        TokenRequest {
+            room_id: room.into(),
+            openid_token: OpenIdToken {
+                access_token: token.into(),
+                token_type: "Bearer".into(),
+                matrix_server_name: "localhost".into(),
+                expires_in: 3600,
+            },
+            device_id: "DEVICE".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn member_gets_a_join_only_token_for_the_room() {
+        let livekit = Arc::new(FakeLiveKit::default());
+        let service = fake_service(livekit.clone());
+        let grant = service
+            .issue_token(request("alice-token", "!case:localhost"))
+            .await
+            .unwrap();
+        assert_eq!(grant.identity, "@alice:localhost:DEVICE");
+        assert_eq!(grant.livekit_room, livekit_room_name("!case:localhost"));
+        assert_eq!(grant.expires_at, 1_600);
+        assert_eq!(
+            *livekit.created.lock().unwrap(),
+            vec![grant.livekit_room.clone()]
+        );
+
+        let claims = livekit_api::access_token::TokenVerifier::with_api_key(
+            "devkey",
+            "secret-secret-secret-secret-secret",
+        )
+        .verify(&grant.jwt)
+        .unwrap();
+        assert_eq!(claims.sub, grant.identity);
+        assert!(claims.video.room_join);
+        assert_eq!(claims.video.room, grant.livekit_room);
+        assert!(!claims.video.room_admin && !claims.video.room_create && !claims.video.room_list);
+    }
+
+    #[tokio::test]
+    async fn non_member_is_forbidden_and_no_room_is_created() {
+        let livekit = Arc::new(FakeLiveKit::default());
+        let service = fake_service(livekit.clone());
+        let err = service
+            .issue_token(request("mallory-token", "!case:localhost"))
+            .await
+            .unwrap_err();
+        assert_eq!(err, ApiError::Forbidden);
+        assert!(livekit.created.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn seventh_participant_is_refused_but_a_rejoin_is_not() {
+        let livekit = Arc::new(FakeLiveKit::default());
+        *livekit.present.lock().unwrap() = (0..6).map(|i| format!("@u{i}:localhost:D")).collect();
+        let service = fake_service(livekit.clone());
+        let err = service
+            .issue_token(request("alice-token", "!case:localhost"))
+            .await
+            .unwrap_err();
+        assert_eq!(err, ApiError::CallFull { max: 6 });
+
+        livekit.present.lock().unwrap()[0] = "@alice:localhost:DEVICE".into();
+        service
+            .issue_token(request("alice-token", "!case:localhost"))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn malformed_fields_are_bad_json_with_the_field_named() {
+        let service = fake_service(Arc::new(FakeLiveKit::default()));
+        let err = service
+            .issue_token(request("alice-token", "not-a-room"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ApiError::BadJson(m) if m.contains("room_id")),
+            "{err:?}"
+        );
+
+        let mut bad_device = request("alice-token", "!case:localhost");
+        bad_device.device_id = "has space".into();
+        let err = service.issue_token(bad_device).await.unwrap_err();
+        assert!(
+            matches!(&err, ApiError::BadJson(m) if m.contains("device_id")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn homeserver_outage_is_a_refusal() {
+        let service = fake_service(Arc::new(FakeLiveKit::default()));
+        let err = service
+            .issue_token(request("hs-down", "!case:localhost"))
+            .await
+            .unwrap_err();
+        assert_eq!(err, ApiError::Unavailable);
+    }
+}

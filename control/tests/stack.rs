@@ -1,0 +1,242 @@
+//! Black-box tests of control against the running dev stack: real Synapse, real LiveKit, the
+//! real gateway, control's own binary under the supervisor (`dev/stack e2e` starts it).
+//! On failure the tail of the components' logs is printed.
+
+use std::{path::PathBuf, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use livekit_protocol::{SignalRequest, SignalResponse, signal_request, signal_response};
+use prost::Message as _;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+const HS: &str = "http://127.0.0.1:8008";
+const CONTROL: &str = "http://127.0.0.1:8080";
+const LIVEKIT_WS: &str = "ws://127.0.0.1:7881";
+const GATEWAY_WS: &str = "ws://127.0.0.1:7880";
+
+fn dev_dir() -> PathBuf {
+    std::env::var_os("KOINOS_DEV_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.dev"))
+}
+
+/// Prints the components' logs if the test panics.
+struct LogsOnFailure;
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for name in ["control", "gateway", "livekit"] {
+                let path = dev_dir().join("logs").join(format!("{name}.log"));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("----- {} (last 40 lines)", path.display());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+fn demo_room() -> String {
+    let path = dev_dir().join("state/demo.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} missing ({e}): is the dev stack up? (dev/stack start)",
+            path.display()
+        )
+    });
+    serde_json::from_str::<Value>(&text).unwrap()["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn login(user: &str) -> (String, String) {
+    let response: Value = reqwest::Client::new()
+        .post(format!("{HS}/_matrix/client/v3/login"))
+        .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": "koinos-dev"}))
+        .send()
+        .await
+        .expect("homeserver reachable")
+        .json()
+        .await
+        .unwrap();
+    (
+        response["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login {user}: {response}"))
+            .to_owned(),
+        response["user_id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn openid(user: &str) -> Value {
+    let (access, user_id) = login(user).await;
+    reqwest::Client::new()
+        .post(format!(
+            "{HS}/_matrix/client/v3/user/{user_id}/openid/request_token"
+        ))
+        .bearer_auth(access)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn post_token(body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{CONTROL}/api/rtc/token"))
+        .json(body)
+        .send()
+        .await
+        .expect("control reachable");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Opens a LiveKit signalling session with `jwt` at `base` and returns the first server message.
+async fn first_signal(
+    base: &str,
+    jwt: &str,
+) -> Result<signal_response::Message, tungstenite::Error> {
+    let url = format!("{base}/rtc?access_token={jwt}&protocol=16&sdk=rust&auto_subscribe=1");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let message = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("a signalling message within 15 s")
+            .expect("stream open")
+            .expect("frame");
+        if let Message::Binary(bytes) = frame {
+            break SignalResponse::decode(bytes)
+                .unwrap()
+                .message
+                .expect("message");
+        }
+    };
+    let leave = SignalRequest {
+        message: Some(signal_request::Message::Leave(Default::default())),
+    };
+    let _ = ws.send(Message::Binary(leave.encode_to_vec().into())).await;
+    let _ = ws.close(None).await;
+    Ok(message)
+}
+
+#[tokio::test]
+async fn member_gets_a_token_livekit_accepts_directly_and_through_the_gateway() {
+    let _logs = LogsOnFailure;
+    let room = demo_room();
+    let (status, grant) = post_token(
+        &json!({"room_id": room, "openid_token": openid("carol").await, "device_id": "STACKTEST"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{grant}");
+    assert_eq!(grant["identity"], "@carol:localhost:STACKTEST");
+    assert_eq!(grant["url"], "ws://localhost:7880");
+    let jwt = grant["jwt"].as_str().unwrap();
+
+    for base in [LIVEKIT_WS, GATEWAY_WS] {
+        match first_signal(base, jwt).await.unwrap() {
+            signal_response::Message::Join(join) => {
+                assert_eq!(
+                    join.participant.unwrap().identity,
+                    "@carol:localhost:STACKTEST"
+                );
+                assert_eq!(
+                    join.room.unwrap().name,
+                    grant["livekit_room"].as_str().unwrap()
+                );
+            }
+            other => panic!("{base}: expected join, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn non_member_is_refused_with_403() {
+    let _logs = LogsOnFailure;
+    let (status, body) = post_token(
+        &json!({"room_id": demo_room(), "openid_token": openid("mallory").await, "device_id": "D"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(body["errcode"], "M_FORBIDDEN");
+    assert!(body.get("jwt").is_none());
+}
+
+#[tokio::test]
+async fn unknown_room_gets_the_same_403() {
+    let _logs = LogsOnFailure;
+    let (status, body) = post_token(&json!({"room_id": "!doesnotexist:localhost", "openid_token": openid("alice").await, "device_id": "D"})).await;
+    assert_eq!(status, 403);
+    assert_eq!(body["errcode"], "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn forged_or_foreign_openid_tokens_are_401() {
+    let _logs = LogsOnFailure;
+    let room = demo_room();
+    let forged = json!({"access_token": "forgedforgedforged", "token_type": "Bearer", "matrix_server_name": "localhost", "expires_in": 3600});
+    let (status, body) =
+        post_token(&json!({"room_id": room, "openid_token": forged, "device_id": "D"})).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED")),
+        "{body}"
+    );
+
+    let mut foreign = openid("alice").await;
+    foreign["matrix_server_name"] = json!("evil.example");
+    let (status, body) =
+        post_token(&json!({"room_id": room, "openid_token": foreign, "device_id": "D"})).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_and_issue_nothing() {
+    let _logs = LogsOnFailure;
+    let response = reqwest::Client::new()
+        .post(format!("{CONTROL}/api/rtc/token"))
+        .header("content-type", "application/json")
+        .body("{\"room_id\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_NOT_JSON");
+
+    let (status, body) = post_token(&json!({"room_id": demo_room(), "openid_token": openid("alice").await, "device_id": "D", "grants": {"roomAdmin": true}})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errcode"], "M_BAD_JSON");
+    assert!(body["error"].as_str().unwrap().contains("grants"), "{body}");
+    assert!(body.get("jwt").is_none());
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let _logs = LogsOnFailure;
+    for path in ["/healthz", "/readyz"] {
+        let status = reqwest::get(format!("{CONTROL}{path}"))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 200, "{path}");
+    }
+    let config: Value = reqwest::get(format!("{CONTROL}/config.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["homeserver_url"], "http://localhost:8008");
+}

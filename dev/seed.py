@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Seed the dev homeserver with the demo practitioners and the "Demo case" (design.md).
+
+Idempotent: existing accounts and the existing case are reused, so it runs on every `make up`.
+Users are registered with Synapse's shared-secret admin API (open registration stays off).
+Writes STATE_DIR/demo.json (the case's room id, for tests) and STATE_DIR/seeded when done.
+Standard library only.
+"""
+import hashlib
+import hmac
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+HS = os.environ.get("KOINOS_HS_URL", "http://127.0.0.1:8008")
+SERVER_NAME = os.environ.get("KOINOS_SERVER_NAME", "localhost")
+SHARED_SECRET = open(os.environ["KOINOS_REGISTRATION_SECRET_FILE"]).read().strip()
+SERVICE_PASSWORD = open(os.environ["KOINOS_SERVICE_PASSWORD_FILE"]).read().strip()
+STATE_DIR = os.environ["KOINOS_STATE_DIR"]
+
+PASSWORD = "koinos-dev"
+PRACTITIONERS = ["alice", "bob", "carol", "dave", "erin", "frank"]
+SERVICE_ACCOUNT = "koinos-rtc"
+CASE_TYPE = "org.koinos.case"
+CASE_NAME = "Demo case"
+CALL_MEMBER = "org.matrix.msc3401.call.member"
+
+
+class MatrixError(Exception):
+    def __init__(self, status: int, body: dict):
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+def call(method: str, path: str, body=None, token=None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(HS + path, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        try:
+            payload = json.loads(e.read() or b"{}")
+        except ValueError:
+            payload = {}
+        raise MatrixError(e.code, payload) from None
+
+
+def user_id(localpart: str) -> str:
+    return f"@{localpart}:{SERVER_NAME}"
+
+
+def register(localpart: str, password: str) -> None:
+    nonce = call("GET", "/_synapse/admin/v1/register")["nonce"]
+    mac = hmac.new(SHARED_SECRET.encode(), digestmod=hashlib.sha1)
+    for part in (nonce, localpart, password, "notadmin"):
+        mac.update(part.encode())
+        if part != "notadmin":
+            mac.update(b"\x00")
+    try:
+        call(
+            "POST",
+            "/_synapse/admin/v1/register",
+            {"nonce": nonce, "username": localpart, "password": password, "admin": False, "mac": mac.hexdigest()},
+        )
+        print(f"seed: registered {user_id(localpart)}")
+    except MatrixError as e:
+        if e.body.get("errcode") != "M_USER_IN_USE":
+            raise
+
+
+def login(localpart: str, password: str) -> str:
+    resp = call(
+        "POST",
+        "/_matrix/client/v3/login",
+        {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": localpart},
+            "password": password,
+            "device_id": "KOINOSSEED",
+            "initial_device_display_name": "koinos-rtc dev seeding",
+        },
+    )
+    return resp["access_token"]
+
+
+def find_case(token: str) -> str | None:
+    for room_id in call("GET", "/_matrix/client/v3/joined_rooms", token=token)["joined_rooms"]:
+        quoted = urllib.parse.quote(room_id)
+        try:
+            create = call("GET", f"/_matrix/client/v3/rooms/{quoted}/state/m.room.create", token=token)
+            name = call("GET", f"/_matrix/client/v3/rooms/{quoted}/state/m.room.name", token=token)
+        except MatrixError:
+            continue
+        if create.get("type") == CASE_TYPE and name.get("name") == CASE_NAME:
+            return room_id
+    return None
+
+
+def main() -> int:
+    for localpart in PRACTITIONERS + ["mallory"]:
+        register(localpart, PASSWORD)
+    register(SERVICE_ACCOUNT, SERVICE_PASSWORD)
+
+    tokens = {p: login(p, PASSWORD) for p in PRACTITIONERS}
+    tokens[SERVICE_ACCOUNT] = login(SERVICE_ACCOUNT, SERVICE_PASSWORD)
+
+    room_id = find_case(tokens["alice"])
+    if room_id is None:
+        room_id = call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            {
+                "name": CASE_NAME,
+                "topic": "Demonstration case for koinos-rtc",
+                "preset": "private_chat",
+                "creation_content": {"type": CASE_TYPE},
+                "power_level_content_override": {
+                    "events": {CALL_MEMBER: 0},
+                    "users": {user_id("alice"): 100, user_id(SERVICE_ACCOUNT): 100},
+                },
+                "invite": [user_id(u) for u in PRACTITIONERS[1:] + [SERVICE_ACCOUNT]],
+            },
+            token=tokens["alice"],
+        )["room_id"]
+        print(f"seed: created {CASE_NAME!r} {room_id}")
+    quoted = urllib.parse.quote(room_id)
+    for localpart in PRACTITIONERS[1:] + [SERVICE_ACCOUNT]:
+        call("POST", f"/_matrix/client/v3/join/{quoted}", {}, token=tokens[localpart])
+
+    os.makedirs(STATE_DIR, exist_ok=True)
+    with open(os.path.join(STATE_DIR, "demo.json"), "w") as f:
+        json.dump({"room_id": room_id, "server_name": SERVER_NAME}, f)
+    open(os.path.join(STATE_DIR, "seeded"), "w").close()
+    print(f"seed: {CASE_NAME!r} is {room_id}; practitioners {', '.join(PRACTITIONERS)} joined; mallory in no case")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except MatrixError as e:
+        print(f"seed: homeserver refused: {e}", file=sys.stderr)
+        sys.exit(1)

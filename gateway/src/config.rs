@@ -1,0 +1,188 @@
+//! Gateway configuration: one typed struct from an optional TOML file and `KOINOS_GATEWAY_*`
+//! environment variables (nested keys joined with `__`); the LiveKit API secret inline (dev) or
+//! from a file (production). Fails fast naming the offending setting.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where browsers connect their LiveKit signalling (the URL control hands out).
+    pub listen: SocketAddr,
+    /// LiveKit's own signalling endpoint, e.g. `ws://127.0.0.1:7881`.
+    pub upstream_url: String,
+    /// LiveKit API key and secret: the gateway checks tokens with the same key LiveKit uses.
+    pub api_key: String,
+    pub api_secret: Option<String>,
+    pub api_secret_file: Option<PathBuf>,
+    /// Page origins allowed to open a session (LiveKit itself accepts any). `["*"]` allows all;
+    /// requests without an `Origin` header (native clients, loadtest) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Largest signalling frame accepted from either side; a larger one ends the session.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7880".parse().expect("literal address"),
+            upstream_url: "ws://127.0.0.1:7881".into(),
+            api_key: String::new(),
+            api_secret: None,
+            api_secret_file: None,
+            allowed_origins: vec!["http://localhost:8080".into()],
+            max_frame_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given), then `KOINOS_GATEWAY_*`; returns the secret apart.
+    pub fn load(file: Option<&std::path::Path>) -> Result<(Self, String), ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("KOINOS_GATEWAY_").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        let secret = config.validate()?;
+        Ok((config, secret))
+    }
+
+    pub fn validate(&self) -> Result<String, ConfigError> {
+        let upstream = url::Url::parse(&self.upstream_url).map_err(|e| {
+            ConfigError::Invalid(format!("upstream_url {:?}: {e}", self.upstream_url))
+        })?;
+        if !matches!(upstream.scheme(), "ws" | "wss") {
+            return Err(ConfigError::Invalid(format!(
+                "upstream_url must be ws:// or wss://, got {:?}",
+                self.upstream_url
+            )));
+        }
+        if self.api_key.is_empty() {
+            return Err(ConfigError::Invalid("api_key is required".into()));
+        }
+        if self.max_frame_bytes < 64 * 1024 {
+            return Err(ConfigError::Invalid(
+                "max_frame_bytes must be at least 65536".into(),
+            ));
+        }
+        match (&self.api_secret, &self.api_secret_file) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid(
+                "both api_secret and api_secret_file are set; set exactly one".into(),
+            )),
+            (Some(s), None) if !s.is_empty() => Ok(s.clone()),
+            (None, Some(path)) => {
+                let s = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot read api_secret_file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let s = s.trim_end_matches(['\n', '\r']).to_owned();
+                if s.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "api_secret_file {} is empty",
+                        path.display()
+                    )));
+                }
+                Ok(s)
+            }
+            _ => Err(ConfigError::Invalid(
+                "api_secret (or api_secret_file) is required".into(),
+            )),
+        }
+    }
+
+    /// LiveKit's HTTP base (for the validate endpoints), derived from the WebSocket URL.
+    pub fn upstream_http_base(&self) -> String {
+        let url = self.upstream_url.trim_end_matches('/');
+        if let Some(rest) = url.strip_prefix("wss://") {
+            format!("https://{rest}")
+        } else if let Some(rest) = url.strip_prefix("ws://") {
+            format!("http://{rest}")
+        } else {
+            url.to_owned()
+        }
+    }
+
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true,
+            Some(origin) => self
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            api_key: "devkey".into(),
+            api_secret: Some("secret".into()),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn requires_a_secret() {
+        let mut c = valid();
+        c.api_secret = None;
+        assert!(c.validate().unwrap_err().to_string().contains("api_secret"));
+    }
+
+    #[test]
+    fn upstream_must_be_websocket() {
+        let mut c = valid();
+        c.upstream_url = "http://127.0.0.1:7881".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("upstream_url")
+        );
+    }
+
+    #[test]
+    fn http_base_follows_scheme() {
+        let mut c = valid();
+        assert_eq!(c.upstream_http_base(), "http://127.0.0.1:7881");
+        c.upstream_url = "wss://lk.example/".into();
+        assert_eq!(c.upstream_http_base(), "https://lk.example");
+    }
+
+    #[test]
+    fn origin_allow_list() {
+        let c = valid();
+        assert!(c.origin_allowed(None));
+        assert!(c.origin_allowed(Some("http://localhost:8080")));
+        assert!(!c.origin_allowed(Some("https://evil.example")));
+    }
+}

@@ -1,0 +1,59 @@
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use koinos_gateway::{Gateway, config::Config, router};
+use tracing::{error, info};
+
+fn config_path() -> Option<PathBuf> {
+    let mut args = std::env::args().skip(1);
+    let mut path = std::env::var_os("KOINOS_GATEWAY_CONFIG").map(PathBuf::from);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--config", Some(file)) => path = Some(file.into()),
+            _ => {
+                eprintln!(
+                    "usage: koinos-gateway [--config FILE]\n\nSettings come from FILE (TOML; also \
+                     KOINOS_GATEWAY_CONFIG) and KOINOS_GATEWAY_* environment variables."
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    path
+}
+
+#[tokio::main]
+async fn main() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("KOINOS_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    if let Err(e) = run().await {
+        error!("{e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let (config, secret) = Config::load(config_path().as_deref())?;
+    let listen = config.listen;
+    info!(%listen, upstream = %config.upstream_url, "starting koinos-gateway");
+    let app = router(Gateway::new(config, &secret));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .context("server failed")?;
+    Ok(())
+}

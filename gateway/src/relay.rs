@@ -1,0 +1,110 @@
+//! One signalling session: the browser's WebSocket and LiveKit's, relayed both ways.
+//!
+//! The task owns both legs. Binary frames are decoded (see [`crate::signal`]) and their
+//! original bytes forwarded; WebSocket-level ping/pong stays on each leg (each peer answers its
+//! own), since livekit-client keeps the session alive with signalling-level pings that do pass
+//! through. A close, an error or an undecodable frame on either leg ends both.
+
+use axum::extract::ws::{self, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::signal::{ClientVerdict, inspect_client_frame, inspect_server_frame};
+
+type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Why a session ended, for the log.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("browser closed")]
+    BrowserClosed,
+    #[error("LiveKit closed")]
+    UpstreamClosed,
+    #[error("browser leg failed: {0}")]
+    BrowserError(String),
+    #[error("LiveKit leg failed: {0}")]
+    UpstreamError(String),
+    #[error("bad frame: {0}")]
+    BadFrame(String),
+}
+
+pub async fn run(browser: WebSocket, upstream: Upstream, identity: String, path: String) {
+    let span = info_span!("session", %identity, %path);
+    async move {
+        info!("session open");
+        let end = relay(browser, upstream).await;
+        match &end {
+            End::BrowserClosed | End::UpstreamClosed => info!(reason = %end, "session closed"),
+            _ => warn!(reason = %end, "session ended"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn relay(browser: WebSocket, upstream: Upstream) -> End {
+    let (mut to_browser, mut from_browser) = browser.split();
+    let (mut to_upstream, mut from_upstream) = upstream.split();
+
+    let end = loop {
+        tokio::select! {
+            message = from_browser.next() => {
+                let message = match message {
+                    None => break End::BrowserClosed,
+                    Some(Err(e)) => break End::BrowserError(e.to_string()),
+                    Some(Ok(m)) => m,
+                };
+                let forward = match message {
+                    ws::Message::Binary(bytes) => match inspect_client_frame(&bytes) {
+                        Ok(ClientVerdict::Forward(kind)) => {
+                            debug!(kind, len = bytes.len(), "client frame");
+                            tungstenite::Message::Binary(bytes)
+                        }
+                        Ok(ClientVerdict::Drop(kind)) => {
+                            warn!(kind, "dropped a client request the server must not see");
+                            continue;
+                        }
+                        Err(e) => break End::BadFrame(e.to_string()),
+                    },
+                    ws::Message::Text(text) => tungstenite::Message::Text(text.as_str().into()),
+                    ws::Message::Close(_) => break End::BrowserClosed,
+                    ws::Message::Ping(_) | ws::Message::Pong(_) => continue,
+                };
+                if let Err(e) = to_upstream.send(forward).await {
+                    break End::UpstreamError(e.to_string());
+                }
+            }
+            message = from_upstream.next() => {
+                let message = match message {
+                    None => break End::UpstreamClosed,
+                    Some(Err(e)) => break End::UpstreamError(e.to_string()),
+                    Some(Ok(m)) => m,
+                };
+                let forward = match message {
+                    tungstenite::Message::Binary(bytes) => match inspect_server_frame(&bytes) {
+                        Ok(kind) => {
+                            debug!(kind, len = bytes.len(), "server frame");
+                            ws::Message::Binary(bytes)
+                        }
+                        Err(e) => break End::BadFrame(e.to_string()),
+                    },
+                    tungstenite::Message::Text(text) => ws::Message::Text(text.as_str().into()),
+                    tungstenite::Message::Close(_) => break End::UpstreamClosed,
+                    tungstenite::Message::Ping(_)
+                    | tungstenite::Message::Pong(_)
+                    | tungstenite::Message::Frame(_) => continue,
+                };
+                if let Err(e) = to_browser.send(forward).await {
+                    break End::BrowserError(e.to_string());
+                }
+            }
+        }
+    };
+    // Couple the legs: whichever side ended, the other is closed now, so that the client's
+    // own resume logic starts from a clean pair instead of a half-open session.
+    let _ = to_browser.send(ws::Message::Close(None)).await;
+    let _ = to_upstream.send(tungstenite::Message::Close(None)).await;
+    end
+}
