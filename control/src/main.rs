@@ -41,7 +41,9 @@ fn init_tracing() {
         .unwrap_or_else(|_| "info".into())
         .add_directive("matrix_sdk=warn".parse().expect("static directive"))
         .add_directive("matrix_sdk_base=warn".parse().expect("static directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     if std::env::var("KOINOS_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
@@ -89,10 +91,10 @@ async fn run() -> anyhow::Result<()> {
         "server_name": config.homeserver.server_name,
         "rtc_service_url": config.public_rtc_service_url,
     });
-    if let Some(dir) = &config.web_dir {
-        if !dir.join("index.html").exists() {
-            warn!(dir = %dir.display(), "web_dir has no index.html; build the page with `make web`");
-        }
+    if let Some(dir) = &config.web_dir
+        && !dir.join("index.html").exists()
+    {
+        warn!(dir = %dir.display(), "web_dir has no index.html; build it with `make build`");
     }
     let app = router(
         AppState {

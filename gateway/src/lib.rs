@@ -70,6 +70,16 @@ fn plain(status: StatusCode, message: &'static str) -> Response {
     (status, message).into_response()
 }
 
+/// A request the gateway answers itself, without reaching LiveKit.
+#[derive(Debug, Clone, Copy)]
+struct Refusal(StatusCode, &'static str);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        plain(self.0, self.1)
+    }
+}
+
 /// The access token from `?access_token=` or `Authorization: Bearer`, as LiveKit accepts it.
 fn access_token(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
     if let Some(query) = uri.query() {
@@ -87,21 +97,21 @@ fn access_token(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
 }
 
 /// Checks what the gateway itself must check before anything reaches LiveKit.
-fn admit(gateway: &Gateway, uri: &http::Uri, headers: &HeaderMap) -> Result<String, Response> {
+fn admit(gateway: &Gateway, uri: &http::Uri, headers: &HeaderMap) -> Result<String, Refusal> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !gateway.inner.config.origin_allowed(origin) {
         warn!(origin, "session refused: origin not allowed");
-        return Err(plain(StatusCode::FORBIDDEN, "origin not allowed"));
+        return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     let Some(token) = access_token(uri, headers) else {
-        return Err(plain(StatusCode::UNAUTHORIZED, "no access token"));
+        return Err(Refusal(StatusCode::UNAUTHORIZED, "no access token"));
     };
     match gateway.inner.verifier.verify(&token) {
         Ok(claims) => Ok(claims.sub),
         Err(e) => {
             // The reason (expired, bad signature…) is logged; the client gets LiveKit's answer.
             info!(reason = %e, "session refused: invalid token");
-            Err(plain(StatusCode::UNAUTHORIZED, "invalid token"))
+            Err(Refusal(StatusCode::UNAUTHORIZED, "invalid token"))
         }
     }
 }
@@ -111,7 +121,7 @@ fn upstream_request(
     uri: &http::Uri,
     headers: &HeaderMap,
     peer: SocketAddr,
-) -> Result<tungstenite::handshake::client::Request, Response> {
+) -> Result<tungstenite::handshake::client::Request, Refusal> {
     use tungstenite::client::IntoClientRequest;
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let url = format!(
@@ -121,7 +131,7 @@ fn upstream_request(
     );
     let mut request = url.into_client_request().map_err(|e| {
         warn!(error = %e, "cannot build upstream request");
-        plain(StatusCode::BAD_REQUEST, "malformed request")
+        Refusal(StatusCode::BAD_REQUEST, "malformed request")
     })?;
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(chain) => format!("{chain}, {}", peer.ip()),
@@ -146,11 +156,11 @@ async fn signal_ws(
 ) -> Response {
     let identity = match admit(&gateway, &uri, &headers) {
         Ok(identity) => identity,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let request = match upstream_request(&gateway, &uri, &headers, peer) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let max_frame = gateway.inner.config.max_frame_bytes;
     let ws_config = tungstenite::protocol::WebSocketConfig::default()
@@ -182,12 +192,12 @@ async fn signal_ws(
 }
 
 fn cors_headers(gateway: &Gateway, headers: &HeaderMap, response: &mut Response) {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if gateway.inner.config.origin_allowed(origin.to_str().ok()) {
-            let h = response.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        }
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && gateway.inner.config.origin_allowed(origin.to_str().ok())
+    {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
 }
 
@@ -214,7 +224,7 @@ async fn validate(
     headers: HeaderMap,
 ) -> Response {
     let mut response = match admit(&gateway, &uri, &headers) {
-        Err(response) => response,
+        Err(refusal) => refusal.into_response(),
         Ok(_) => {
             let url = format!(
                 "{}{}",

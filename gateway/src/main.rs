@@ -26,7 +26,9 @@ fn config_path() -> Option<PathBuf> {
 async fn main() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     if std::env::var("KOINOS_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
