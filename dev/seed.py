@@ -124,7 +124,9 @@ def main() -> int:
                 "creation_content": {"type": CASE_TYPE},
                 "power_level_content_override": {
                     "events": {CALL_MEMBER: 0},
-                    "users": {user_id("alice"): 100, user_id(SERVICE_ACCOUNT): 100},
+                    # Room version 12 (Synapse's default) gives the creator unlimited power
+                    # and forbids listing it here; older versions need it listed.
+                    "users": {user_id(SERVICE_ACCOUNT): 100},
                 },
                 "invite": [user_id(u) for u in PRACTITIONERS[1:] + [SERVICE_ACCOUNT]],
             },
