@@ -1,0 +1,190 @@
+import { test as base, expect, type BrowserContext, type Page } from "@playwright/test";
+
+export const DEMO_PASSWORD = process.env.KOINOS_DEMO_PASSWORD ?? "koinos-dev";
+export const DEMO_CASE = process.env.KOINOS_DEMO_CASE ?? "Demo case";
+/** Connecting to LiveKit on a loaded 2-core box can take a while. */
+export const CONNECT_TIMEOUT = 60_000;
+
+interface Fixtures {
+  /** A page in a fresh, independent browser context (own storage, own fake devices). */
+  openUserPage: (label: string) => Promise<Page>;
+}
+
+const MAX_LOG_LINES = 3000;
+
+export const test = base.extend<Fixtures>({
+  openUserPage: async ({ browser, baseURL }, use, testInfo) => {
+    const contexts: BrowserContext[] = [];
+    const logs = new Map<string, string[]>();
+    const push = (label: string, line: string): void => {
+      const list = logs.get(label) ?? [];
+      list.push(`${new Date().toISOString()} ${line}`);
+      if (list.length > MAX_LOG_LINES) list.splice(0, list.length - MAX_LOG_LINES);
+      logs.set(label, list);
+    };
+
+    await use(async (label: string) => {
+      const context = await browser.newContext({
+        ...(baseURL ? { baseURL } : {}),
+        permissions: ["camera", "microphone"],
+        viewport: { width: 1280, height: 800 },
+      });
+      contexts.push(context);
+      const page = await context.newPage();
+      page.on("console", (msg) => push(label, `[console.${msg.type()}] ${msg.text()}`));
+      page.on("pageerror", (err) => push(label, `[pageerror] ${err.stack ?? err.message}`));
+      page.on("requestfailed", (req) => push(label, `[requestfailed] ${req.method()} ${req.url()} ${req.failure()?.errorText ?? ""}`));
+      page.on("response", (res) => {
+        if (res.status() >= 400) push(label, `[http ${res.status()}] ${res.request().method()} ${res.url()}`);
+      });
+      return page;
+    });
+
+    // Leave calls politely before closing, so memberships do not linger for the next run.
+    for (const context of contexts) {
+      for (const page of context.pages()) {
+        await page
+          .evaluate(() => {
+            window.dispatchEvent(new Event("pagehide"));
+          })
+          .catch(() => undefined);
+      }
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    for (const context of contexts) await context.close().catch(() => undefined);
+
+    if (testInfo.status !== testInfo.expectedStatus) {
+      for (const [label, lines] of logs) {
+        const body = lines.join("\n");
+        await testInfo.attach(`browser-console-${label}.txt`, { body, contentType: "text/plain" });
+        // Also straight into the test output: the tail is what usually matters.
+        console.log(`\n===== browser console (${label}), last 200 lines =====\n${lines.slice(-200).join("\n")}`);
+      }
+    }
+  },
+});
+
+export { expect };
+
+/** Signs in through the login form and waits for the case list. Returns the Matrix user id. */
+export async function signIn(page: Page, username: string, password = DEMO_PASSWORD): Promise<string> {
+  await page.goto("/");
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page.getByRole("button", { name: "Sign out" })).toBeVisible({ timeout: 30_000 });
+  const whoami = page.getByTestId("whoami");
+  await expect(whoami).toHaveText(/^@/);
+  return (await whoami.textContent())?.trim() ?? "";
+}
+
+export async function openCase(page: Page, name = DEMO_CASE): Promise<void> {
+  const entry = page.getByTestId("case_entry").filter({ hasText: new RegExp(`^${escapeRegExp(name)}$`) }).first();
+  await expect(entry).toBeVisible({ timeout: 30_000 });
+  await entry.click();
+  await expect(page.getByTestId("case_name")).toHaveText(name);
+  // The panel knows whether a call is running once the initial membership calculation ran.
+  await expect(page.getByRole("button", { name: /^(Start call|Join call)$/ })).toBeVisible();
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+export interface RemoteMediaSummary {
+  remotes: number;
+  identities: string[];
+  subscribedAudio: number;
+  subscribedVideo: number;
+}
+
+/** What the page's LiveKit room (test hook window.__koinosRoom) has subscribed. */
+export async function remoteMedia(page: Page): Promise<RemoteMediaSummary | null> {
+  return page.evaluate(() => {
+    const room = window.__koinosRoom;
+    if (!room) return null;
+    let subscribedAudio = 0;
+    let subscribedVideo = 0;
+    const identities: string[] = [];
+    for (const p of room.remoteParticipants.values()) {
+      identities.push(p.identity);
+      for (const pub of p.trackPublications.values()) {
+        if (!pub.isSubscribed || !pub.track) continue;
+        const kind: string = pub.kind;
+        if (kind === "audio") subscribedAudio++;
+        if (kind === "video") subscribedVideo++;
+      }
+    }
+    return { remotes: room.remoteParticipants.size, identities, subscribedAudio, subscribedVideo };
+  });
+}
+
+export interface InboundCounters {
+  framesDecoded: number;
+  audioBytesReceived: number;
+}
+
+/** Sums inbound-rtp framesDecoded (video) and bytesReceived (audio) over the remote tracks. */
+export async function inboundCounters(page: Page): Promise<InboundCounters> {
+  return page.evaluate(async () => {
+    const room = window.__koinosRoom;
+    let framesDecoded = 0;
+    let audioBytesReceived = 0;
+    if (!room) return { framesDecoded, audioBytesReceived };
+    for (const p of room.remoteParticipants.values()) {
+      for (const pub of p.trackPublications.values()) {
+        const track = pub.track;
+        if (!pub.isSubscribed || !track) continue;
+        const report = await track.getRTCStatsReport();
+        report?.forEach((stat: { type?: string; kind?: string; framesDecoded?: number; bytesReceived?: number }) => {
+          if (stat.type !== "inbound-rtp") return;
+          if (stat.kind === "video") framesDecoded += stat.framesDecoded ?? 0;
+          if (stat.kind === "audio") audioBytesReceived += stat.bytesReceived ?? 0;
+        });
+      }
+    }
+    return { framesDecoded, audioBytesReceived };
+  });
+}
+
+export const HOMESERVER_URL = process.env.KOINOS_HS_URL ?? "http://localhost:8008";
+const CALL_MEMBER = "org.matrix.msc3401.call.member";
+
+/** The case room id shown in the page's URL (`#/case/<roomId>`). */
+export function roomIdOf(page: Page): string {
+  const encoded = /#\/case\/([^/?]+)/.exec(page.url())?.[1];
+  if (!encoded) throw new Error(`not on a case page: ${page.url()}`);
+  return decodeURIComponent(encoded);
+}
+
+/**
+ * Call memberships in the room's current state that still claim a live call (non-empty content
+ * not yet expired), read straight from the homeserver with a fresh login — not through the page.
+ */
+export async function liveCallMemberships(roomId: string, user = "alice"): Promise<string[]> {
+  const login = await fetch(`${HOMESERVER_URL}/_matrix/client/v3/login`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({
+      type: "m.login.password",
+      identifier: { type: "m.id.user", user },
+      password: DEMO_PASSWORD,
+      device_id: "E2ECHECK",
+    }),
+  });
+  const { access_token: token } = (await login.json()) as { access_token: string };
+  const response = await fetch(`${HOMESERVER_URL}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state`, {
+    headers: { Authorization: `Bearer ${token}` },
+  });
+  if (!response.ok) throw new Error(`room state: HTTP ${response.status}`);
+  const events = (await response.json()) as {
+    type: string;
+    state_key: string;
+    origin_server_ts: number;
+    content: { expires?: number; created_ts?: number; application?: string };
+  }[];
+  return events
+    .filter((e) => e.type === CALL_MEMBER && e.content.application !== undefined)
+    .filter((e) => (e.content.created_ts ?? e.origin_server_ts) + (e.content.expires ?? 4 * 3600_000) > Date.now())
+    .map((e) => e.state_key);
+}

@@ -1,0 +1,83 @@
+import { useSyncExternalStore } from "react";
+import type { Room as MatrixRoom } from "matrix-js-sdk";
+import type { Participant } from "livekit-client";
+import { ErrorMessage } from "../errors/ErrorMessage";
+import type { CallController } from "./callController";
+import { ParticipantTile } from "./ParticipantTile";
+import { displayNameOf } from "./useRtcSession";
+
+/** LiveKit identity `<user_id>:<device_id>` → Matrix user id (device ids contain no ':'). */
+export function userIdFromIdentity(identity: string): string | undefined {
+  if (!identity.startsWith("@")) return undefined;
+  const last = identity.lastIndexOf(":");
+  const first = identity.indexOf(":");
+  if (last <= first) return undefined;
+  return identity.slice(0, last);
+}
+
+function nameFor(room: MatrixRoom, p: Participant): string {
+  const userId = userIdFromIdentity(p.identity);
+  if (userId) return displayNameOf(room, userId);
+  return p.name || p.identity;
+}
+
+interface Props {
+  controller: CallController;
+  onLeave: () => void;
+}
+
+export function CallView({ controller, onLeave }: Props) {
+  const snap = useSyncExternalStore(controller.subscribe, controller.getSnapshot);
+  const lk = controller.livekitRoom;
+  const room = controller.matrixRoom;
+
+  const participants: Participant[] = lk ? [lk.localParticipant, ...lk.remoteParticipants.values()] : [];
+  const connected = snap.phase === "connected" && lk !== undefined;
+  const micOn = lk?.localParticipant.isMicrophoneEnabled ?? false;
+  const camOn = lk?.localParticipant.isCameraEnabled ?? false;
+  const count = Math.max(1, Math.min(participants.length, 6));
+
+  return (
+    <section className="call-view" aria-label="Call" data-testid="call_view" data-phase={snap.phase}>
+      <p className={`call-status status-${snap.connection}`} role="status" data-testid="call_status" data-connection={snap.connection}>
+        {snap.statusText}
+      </p>
+      <ErrorMessage error={snap.notice} testId="call_notice" />
+      {snap.audioBlocked && (
+        <button type="button" onClick={() => void controller.startAudio()}>
+          Enable audio
+        </button>
+      )}
+      <div className="tile-grid" data-count={count} data-testid="tiles">
+        {participants.map((p) => (
+          <ParticipantTile key={p.identity} participant={p} displayName={nameFor(room, p)} isLocal={p === lk?.localParticipant} />
+        ))}
+      </div>
+      <div className="call-controls" role="toolbar" aria-label="Call controls">
+        <button
+          type="button"
+          data-testid="toggle_mic"
+          aria-label={micOn ? "Mute microphone" : "Unmute microphone"}
+          aria-pressed={!micOn}
+          disabled={!connected}
+          onClick={() => void controller.toggleMicrophone()}
+        >
+          {micOn ? "Mute" : "Unmute"}
+        </button>
+        <button
+          type="button"
+          data-testid="toggle_camera"
+          aria-label={camOn ? "Stop camera" : "Start camera"}
+          aria-pressed={!camOn}
+          disabled={!connected}
+          onClick={() => void controller.toggleCamera()}
+        >
+          {camOn ? "Stop camera" : "Start camera"}
+        </button>
+        <button type="button" className="danger" data-testid="leave_call" aria-label="Leave call" onClick={onLeave} disabled={snap.phase === "leaving"}>
+          Leave call
+        </button>
+      </div>
+    </section>
+  );
+}

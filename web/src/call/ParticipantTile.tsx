@@ -1,0 +1,78 @@
+import { useEffect, useRef } from "react";
+import { Track, type Participant, type RemoteTrackPublication, type TrackPublication } from "livekit-client";
+
+interface Props {
+  participant: Participant;
+  displayName: string;
+  isLocal: boolean;
+}
+
+function usableTrack(pub: TrackPublication | undefined): Track | undefined {
+  if (!pub || pub.isMuted) return undefined;
+  return pub.track ?? undefined;
+}
+
+export function ParticipantTile({ participant, displayName, isLocal }: Props) {
+  const videoRef = useRef<HTMLVideoElement>(null);
+  const audioRef = useRef<HTMLAudioElement>(null);
+
+  const cameraPub = participant.getTrackPublication(Track.Source.Camera);
+  const micPub = participant.getTrackPublication(Track.Source.Microphone);
+  const videoTrack = usableTrack(cameraPub);
+  // Never play our own microphone back.
+  const audioTrack = isLocal ? undefined : (micPub?.track ?? undefined);
+  const micMuted = !micPub || micPub.isMuted;
+  const videoPaused =
+    !isLocal && cameraPub !== undefined && (cameraPub as RemoteTrackPublication).track?.streamState === Track.StreamState.Paused;
+
+  useEffect(() => {
+    const el = videoRef.current;
+    if (!el || !videoTrack) return;
+    videoTrack.attach(el);
+    return () => {
+      videoTrack.detach(el);
+    };
+  }, [videoTrack]);
+
+  useEffect(() => {
+    const el = audioRef.current;
+    if (!el || !audioTrack) return;
+    audioTrack.attach(el);
+    return () => {
+      audioTrack.detach(el);
+    };
+  }, [audioTrack]);
+
+  return (
+    <figure
+      className={`tile${participant.isSpeaking ? " speaking" : ""}${isLocal ? " local" : ""}`}
+      data-testid="tile"
+      data-identity={participant.identity}
+      data-local={isLocal ? "true" : "false"}
+    >
+      <video
+        ref={videoRef}
+        className={videoTrack ? "" : "hidden"}
+        autoPlay
+        playsInline
+        muted={isLocal}
+        aria-label={`Camera of ${displayName}`}
+      />
+      {!videoTrack && (
+        <div className="avatar" aria-hidden="true">
+          {displayName.replace(/^@/, "").charAt(0).toUpperCase()}
+        </div>
+      )}
+      {!isLocal && <audio ref={audioRef} autoPlay />}
+      <figcaption>
+        <span className="tile-name">{isLocal ? `${displayName} (you)` : displayName}</span>
+        {micMuted && <span className="badge" title="Microphone off">mic off</span>}
+        {videoPaused && (
+          <span className="badge warn" title="Video paused because of a poor connection">
+            video paused
+          </span>
+        )}
+      </figcaption>
+    </figure>
+  );
+}

@@ -1,0 +1,361 @@
+import type { MatrixClient, Room as MatrixRoom } from "matrix-js-sdk";
+import {
+  MatrixRTCSessionEvent,
+  type LivekitTransport,
+  type MatrixRTCSession,
+} from "matrix-js-sdk/lib/matrixrtc";
+import {
+  ConnectionError,
+  ConnectionErrorReason,
+  ConnectionState,
+  DisconnectReason,
+  Room,
+  RoomEvent,
+  VideoPresets,
+} from "livekit-client";
+import type { AppConfig } from "../config/config";
+import { AppErrorException, MESSAGES, appError, toAppError, type AppError } from "../errors/errors";
+import { requestRtcToken } from "./rtcToken";
+
+declare global {
+  interface Window {
+    /**
+     * Test hook: the LiveKit Room of the active call, `undefined` when not in a call.
+     * Documented in web/README.md; used by the Playwright tests to inspect tracks and stats.
+     */
+    __koinosRoom?: Room;
+  }
+}
+
+export type CallPhase = "joining" | "connected" | "disconnected" | "leaving" | "left" | "failed";
+
+export type ConnectionStatus = "connecting" | "connected" | "reconnecting" | "reconnected" | "disconnected";
+
+export interface CallSnapshot {
+  phase: CallPhase;
+  connection: ConnectionStatus;
+  /** Human sentence for the status line. */
+  statusText: string;
+  /** A non-fatal problem to show in the call view (e.g. camera unavailable). */
+  notice?: AppError;
+  /** Fatal error when phase === "failed". */
+  error?: AppError;
+  /** Whether the browser blocked audio playback (needs a click to start). */
+  audioBlocked: boolean;
+  /** Bumped whenever anything about the LiveKit room changed (participants, tracks, mutes). */
+  revision: number;
+}
+
+/** Creates the LiveKit room with the options the gateway's 720/540/360 ladder relies on. */
+export function createLivekitRoom(): Room {
+  return new Room({
+    adaptiveStream: false,
+    dynacast: true,
+    publishDefaults: {
+      videoSimulcastLayers: [VideoPresets.h360, VideoPresets.h540],
+    },
+    videoCaptureDefaults: {
+      resolution: VideoPresets.h720.resolution,
+    },
+  });
+}
+
+function disconnectReasonText(reason: DisconnectReason | undefined): string {
+  switch (reason) {
+    case DisconnectReason.PARTICIPANT_REMOVED:
+      return "You were removed from the call.";
+    case DisconnectReason.ROOM_DELETED:
+    case DisconnectReason.ROOM_CLOSED:
+      return "The call was ended.";
+    case DisconnectReason.DUPLICATE_IDENTITY:
+      return "You joined this call from another window.";
+    case DisconnectReason.JOIN_FAILURE:
+    case DisconnectReason.SIGNAL_CLOSE:
+    case DisconnectReason.STATE_MISMATCH:
+      return "The connection to the call was lost.";
+    default:
+      return "Disconnected from the call.";
+  }
+}
+
+function livekitConnectError(err: unknown): AppError {
+  console.warn("LiveKit connect failed", err);
+  if (err instanceof ConnectionError) {
+    if (err.reason === ConnectionErrorReason.NotAllowed) {
+      if (err.status === 403) return appError("forbidden", MESSAGES.forbidden);
+      return appError("auth", "The media server refused the call token. Please try again.");
+    }
+    if (err.reason === ConnectionErrorReason.Cancelled) {
+      return appError("unknown", "Connecting to the call was cancelled.");
+    }
+  }
+  return appError("network", "Cannot reach the media server.");
+}
+
+/** Controllers with a call in progress (at most one in practice), so sign-out can leave first. */
+const activeCalls = new Set<CallController>();
+
+/** Leaves every call in progress (used before signing out, while the access token still works). */
+export async function leaveAllCalls(): Promise<void> {
+  await Promise.all([...activeCalls].map((c) => c.leave()));
+}
+
+/**
+ * One call attempt in one case room: joins the MatrixRTC session (Element Call semantics),
+ * fetches a LiveKit token from the control plane, connects LiveKit and publishes mic + camera.
+ * Framework-free; React subscribes through `subscribe`/`getSnapshot`.
+ */
+export class CallController {
+  readonly client: MatrixClient;
+  readonly matrixRoom: MatrixRoom;
+  readonly session: MatrixRTCSession;
+  private readonly config: AppConfig;
+  private lkRoom: Room | undefined;
+  private snapshot: CallSnapshot = {
+    phase: "joining",
+    connection: "connecting",
+    statusText: "Joining the call…",
+    audioBlocked: false,
+    revision: 0,
+  };
+  private readonly listeners = new Set<() => void>();
+  private leaving = false;
+  private rtcJoined = false;
+  private started = false;
+
+  constructor(client: MatrixClient, matrixRoom: MatrixRoom, config: AppConfig) {
+    this.client = client;
+    this.matrixRoom = matrixRoom;
+    this.config = config;
+    this.session = client.matrixRTC.getRoomSession(matrixRoom);
+  }
+
+  get livekitRoom(): Room | undefined {
+    return this.lkRoom;
+  }
+
+  subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  };
+
+  getSnapshot = (): CallSnapshot => this.snapshot;
+
+  private update(patch: Partial<CallSnapshot>): void {
+    this.snapshot = { ...this.snapshot, ...patch, revision: this.snapshot.revision + 1 };
+    for (const l of this.listeners) l();
+  }
+
+  private bump = (): void => {
+    this.update({});
+  };
+
+  /** The MatrixRTC transport this client advertises (`foci_preferred[0]`). */
+  private transport(): LivekitTransport {
+    return {
+      type: "livekit",
+      livekit_service_url: this.config.rtcServiceUrl,
+      livekit_alias: this.matrixRoom.roomId,
+    };
+  }
+
+  private onMembershipManagerError = (error: unknown): void => {
+    console.error("MatrixRTC membership manager failed", error);
+    this.update({
+      notice: appError("network", "Your presence in the call could not be kept up to date in the case room."),
+    });
+  };
+
+  /** Starts (or joins) the call. Resolves when connected; rejects with AppErrorException on failure. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    activeCalls.add(this);
+    try {
+      // (a) MatrixRTC membership. With js-sdk 43 the "multi-SFU focus" argument is the transport we
+      // publish to: the membership event gets focus_active {type:"livekit", focus_selection:"multi_sfu"}
+      // and foci_preferred [this transport], which is the design's wire contract.
+      this.session.on(MatrixRTCSessionEvent.MembershipManagerError, this.onMembershipManagerError);
+      this.session.joinRoomSession([], this.transport(), {
+        callIntent: "video",
+        // Media E2EE (Element Call's per-member keys) is not used by this page.
+        manageMediaKeys: false,
+      });
+      this.rtcJoined = true;
+      this.throwIfLeaving();
+
+      // (b) OpenID token proving our Matrix identity to the control plane.
+      const openId = await this.client.getOpenIdToken();
+      this.throwIfLeaving();
+
+      // (c) LiveKit JWT from control.
+      const deviceId = this.client.getDeviceId();
+      if (!deviceId) throw new AppErrorException(appError("auth", MESSAGES.authExpired));
+      const token = await requestRtcToken(this.config.rtcServiceUrl, this.matrixRoom.roomId, deviceId, openId);
+      this.throwIfLeaving();
+
+      // (d) LiveKit.
+      const room = createLivekitRoom();
+      this.lkRoom = room;
+      window.__koinosRoom = room;
+      this.attachRoomListeners(room);
+      this.update({ statusText: "Connecting to the media server…" });
+      try {
+        await room.connect(token.url, token.jwt);
+      } catch (err) {
+        throw new AppErrorException(livekitConnectError(err));
+      }
+      this.throwIfLeaving();
+      this.update({ phase: "connected", connection: "connected", statusText: "Connected." });
+
+      await this.enableDefaultMedia(room);
+    } catch (err) {
+      if (this.leaving) return;
+      const appErr = toAppError(err);
+      console.error("Starting the call failed", err);
+      await this.teardown(3000);
+      this.update({ phase: "failed", connection: "disconnected", statusText: appErr.message, error: appErr });
+      throw new AppErrorException(appErr);
+    }
+  }
+
+  private throwIfLeaving(): void {
+    if (this.leaving) throw new Error("left while joining");
+  }
+
+  private async enableDefaultMedia(room: Room): Promise<void> {
+    const problems: string[] = [];
+    try {
+      await room.localParticipant.setMicrophoneEnabled(true);
+    } catch (err) {
+      console.warn("Could not enable the microphone", err);
+      problems.push("microphone");
+    }
+    try {
+      await room.localParticipant.setCameraEnabled(true);
+    } catch (err) {
+      console.warn("Could not enable the camera", err);
+      problems.push("camera");
+    }
+    if (problems.length > 0) {
+      this.update({ notice: appError("media", `Could not access your ${problems.join(" or ")}.`) });
+    }
+  }
+
+  private attachRoomListeners(room: Room): void {
+    room
+      .on(RoomEvent.ParticipantConnected, this.bump)
+      .on(RoomEvent.ParticipantDisconnected, this.bump)
+      .on(RoomEvent.TrackSubscribed, this.bump)
+      .on(RoomEvent.TrackUnsubscribed, this.bump)
+      .on(RoomEvent.TrackPublished, this.bump)
+      .on(RoomEvent.TrackUnpublished, this.bump)
+      .on(RoomEvent.TrackMuted, this.bump)
+      .on(RoomEvent.TrackUnmuted, this.bump)
+      .on(RoomEvent.LocalTrackPublished, this.bump)
+      .on(RoomEvent.LocalTrackUnpublished, this.bump)
+      .on(RoomEvent.TrackStreamStateChanged, this.bump)
+      .on(RoomEvent.ParticipantNameChanged, this.bump)
+      .on(RoomEvent.ActiveSpeakersChanged, this.bump)
+      .on(RoomEvent.AudioPlaybackStatusChanged, () => {
+        this.update({ audioBlocked: !room.canPlaybackAudio });
+      })
+      .on(RoomEvent.MediaDevicesError, (error: Error) => {
+        console.warn("Media device error", error);
+        this.update({ notice: appError("media", MESSAGES.media) });
+      })
+      .on(RoomEvent.SignalReconnecting, () => {
+        this.update({ connection: "reconnecting", statusText: "Reconnecting…" });
+      })
+      .on(RoomEvent.Reconnecting, () => {
+        this.update({ connection: "reconnecting", statusText: "Reconnecting…" });
+      })
+      .on(RoomEvent.Reconnected, () => {
+        this.update({ connection: "reconnected", statusText: "Reconnected." });
+      })
+      .on(RoomEvent.Disconnected, (reason?: DisconnectReason) => {
+        if (this.leaving) return;
+        console.warn("LiveKit disconnected", reason);
+        // Gone for good (LiveKit already gave up resuming): do not leave a ghost membership behind.
+        void this.leaveRtc(5000);
+        if (window.__koinosRoom === room) window.__koinosRoom = undefined;
+        this.update({ phase: "disconnected", connection: "disconnected", statusText: disconnectReasonText(reason) });
+      });
+  }
+
+  async toggleMicrophone(): Promise<void> {
+    const room = this.lkRoom;
+    if (!room || room.state !== ConnectionState.Connected) return;
+    const lp = room.localParticipant;
+    try {
+      await lp.setMicrophoneEnabled(!lp.isMicrophoneEnabled);
+    } catch (err) {
+      console.warn("Microphone toggle failed", err);
+      this.update({ notice: appError("media", "Could not access your microphone.") });
+    }
+    this.bump();
+  }
+
+  async toggleCamera(): Promise<void> {
+    const room = this.lkRoom;
+    if (!room || room.state !== ConnectionState.Connected) return;
+    const lp = room.localParticipant;
+    try {
+      await lp.setCameraEnabled(!lp.isCameraEnabled);
+    } catch (err) {
+      console.warn("Camera toggle failed", err);
+      this.update({ notice: appError("media", "Could not access your camera.") });
+    }
+    this.bump();
+  }
+
+  async startAudio(): Promise<void> {
+    await this.lkRoom?.startAudio();
+    this.update({ audioBlocked: !(this.lkRoom?.canPlaybackAudio ?? true) });
+  }
+
+  private async leaveRtc(timeoutMs: number): Promise<void> {
+    this.session.off(MatrixRTCSessionEvent.MembershipManagerError, this.onMembershipManagerError);
+    if (!this.rtcJoined) return;
+    this.rtcJoined = false;
+    try {
+      await this.session.leaveRoomSession(timeoutMs);
+    } catch (err) {
+      console.warn("Leaving the MatrixRTC session failed", err);
+    }
+  }
+
+  private async teardown(timeoutMs: number): Promise<void> {
+    activeCalls.delete(this);
+    const room = this.lkRoom;
+    this.lkRoom = undefined;
+    if (window.__koinosRoom === room) window.__koinosRoom = undefined;
+    const tasks: Promise<unknown>[] = [this.leaveRtc(timeoutMs)];
+    if (room) {
+      room.removeAllListeners();
+      tasks.push(room.disconnect(true).catch((err: unknown) => console.warn("LiveKit disconnect failed", err)));
+    }
+    await Promise.all(tasks);
+  }
+
+  /** Leaves the call: disconnects LiveKit and leaves the MatrixRTC session. */
+  async leave(): Promise<void> {
+    if (this.leaving) return;
+    this.leaving = true;
+    this.update({ phase: "leaving", statusText: "Leaving the call…" });
+    await this.teardown(5000);
+    this.update({ phase: "left", connection: "disconnected", statusText: "You left the call." });
+  }
+
+  /**
+   * Synchronous best effort for page unload: fires the leave requests without waiting.
+   * (Where the homeserver supports MSC4140, the delayed leave event covers what does not get out.)
+   */
+  leaveOnUnload(): void {
+    if (this.leaving) return;
+    this.leaving = true;
+    void this.teardown(2000);
+  }
+}

@@ -1,0 +1,18 @@
+import { defineConfig } from "vite";
+
+// No React plugin: esbuild compiles JSX with the automatic runtime.
+export default defineConfig({
+  esbuild: {
+    jsx: "automatic",
+  },
+  build: {
+    outDir: "dist",
+    target: "es2022",
+    sourcemap: true,
+    // matrix-js-sdk and livekit-client are large; the app is one page.
+    chunkSizeWarningLimit: 2500,
+  },
+  server: {
+    port: 5173,
+  },
+});
