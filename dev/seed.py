@@ -91,6 +91,32 @@ def login(localpart: str, password: str) -> str:
     return resp["access_token"]
 
 
+# What Synapse sets for a private room's events when `events` is not overridden.
+DEFAULT_EVENT_LEVELS = {
+    "m.room.name": 50,
+    "m.room.avatar": 50,
+    "m.room.canonical_alias": 50,
+    "m.room.topic": 50,
+    "m.room.power_levels": 100,
+    "m.room.history_visibility": 100,
+    "m.room.tombstone": 100,
+    "m.room.server_acl": 100,
+    "m.room.encryption": 100,
+}
+
+
+def case_users(token: str) -> dict:
+    """Power levels of the case's users: the service account at 100, and the creator at 100
+    unless the room version makes creators privileged (v12+, MSC4289), where listing the
+    creator is forbidden."""
+    users = {user_id(SERVICE_ACCOUNT): 100}
+    version = call("GET", "/_matrix/client/v3/capabilities", token=token)
+    default = version.get("capabilities", {}).get("m.room_versions", {}).get("default", "1")
+    if not (default.isdigit() and int(default) >= 12):
+        users[user_id("alice")] = 100
+    return users
+
+
 def find_case(token: str) -> str | None:
     for room_id in call("GET", "/_matrix/client/v3/joined_rooms", token=token)["joined_rooms"]:
         quoted = urllib.parse.quote(room_id)
@@ -123,10 +149,9 @@ def main() -> int:
                 "preset": "private_chat",
                 "creation_content": {"type": CASE_TYPE},
                 "power_level_content_override": {
-                    "events": {CALL_MEMBER: 0},
-                    # Room version 12 (Synapse's default) gives the creator unlimited power
-                    # and forbids listing it here; older versions need it listed.
-                    "users": {user_id(SERVICE_ACCOUNT): 100},
+                    # The homeserver replaces (not merges) `events`: restate its defaults.
+                    "events": {**DEFAULT_EVENT_LEVELS, CALL_MEMBER: 0},
+                    "users": case_users(tokens["alice"]),
                 },
                 "invite": [user_id(u) for u in PRACTITIONERS[1:] + [SERVICE_ACCOUNT]],
             },
