@@ -201,6 +201,49 @@ async fn forged_or_foreign_openid_tokens_are_401() {
     );
 }
 
+/// Makes a genuinely issued OpenID token expired in the homeserver's own database (Synapse
+/// stores `ts_valid_until_ms` per token and checks it on every userinfo request).
+fn expire_in_homeserver(openid_token: &str) {
+    let db = dev_dir().join("synapse/homeserver.db");
+    let status = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], timeout=30)\n\
+             n = c.execute('UPDATE open_id_tokens SET ts_valid_until_ms = 1 WHERE token = ?', (sys.argv[2],)).rowcount\n\
+             c.commit()\n\
+             sys.exit(0 if n == 1 else 3)",
+        ])
+        .arg(&db)
+        .arg(openid_token)
+        .status()
+        .expect("python3 runs");
+    assert!(
+        status.success(),
+        "could not expire the token in {}",
+        db.display()
+    );
+}
+
+#[tokio::test]
+async fn expired_openid_token_is_401() {
+    let _logs = LogsOnFailure;
+    let room = demo_room();
+    let token = openid("dave").await;
+    let request = json!({"room_id": room, "openid_token": token, "device_id": "EXPIRY"});
+    let (status, body) = post_token(&request).await;
+    assert_eq!(status, 200, "the token works before it expires: {body}");
+
+    expire_in_homeserver(token["access_token"].as_str().unwrap());
+    let (status, body) = post_token(&request).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED")),
+        "{body}"
+    );
+    assert!(body.get("jwt").is_none());
+}
+
 #[tokio::test]
 async fn malformed_bodies_are_400_and_issue_nothing() {
     let _logs = LogsOnFailure;
