@@ -157,11 +157,16 @@ export function roomIdOf(page: Page): string {
   return decodeURIComponent(encoded);
 }
 
-/**
- * Call memberships in the room's current state that still claim a live call (non-empty content
- * not yet expired), read straight from the homeserver with a fresh login — not through the page.
- */
-export async function liveCallMemberships(roomId: string, user = "alice"): Promise<string[]> {
+export interface StateEvent {
+  type: string;
+  state_key: string;
+  sender: string;
+  origin_server_ts: number;
+  content: Record<string, unknown>;
+}
+
+/** The room's current state, read straight from the homeserver with a fresh login as `user`. */
+export async function roomState(roomId: string, user = "alice"): Promise<StateEvent[]> {
   const login = await fetch(`${HOMESERVER_URL}/_matrix/client/v3/login`, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
@@ -177,14 +182,20 @@ export async function liveCallMemberships(roomId: string, user = "alice"): Promi
     headers: { Authorization: `Bearer ${token}` },
   });
   if (!response.ok) throw new Error(`room state: HTTP ${response.status}`);
-  const events = (await response.json()) as {
-    type: string;
-    state_key: string;
-    origin_server_ts: number;
-    content: { expires?: number; created_ts?: number; application?: string };
-  }[];
-  return events
+  return (await response.json()) as StateEvent[];
+}
+
+/**
+ * Call memberships in the room's current state that still claim a live call (non-empty content
+ * not yet expired), read from the homeserver — not through the page.
+ */
+export async function liveCallMemberships(roomId: string, user = "alice"): Promise<string[]> {
+  return (await roomState(roomId, user))
     .filter((e) => e.type === CALL_MEMBER && e.content.application !== undefined)
-    .filter((e) => (e.content.created_ts ?? e.origin_server_ts) + (e.content.expires ?? 4 * 3600_000) > Date.now())
+    .filter((e) => {
+      const created = typeof e.content.created_ts === "number" ? e.content.created_ts : e.origin_server_ts;
+      const expires = typeof e.content.expires === "number" ? e.content.expires : 4 * 3600_000;
+      return created + expires > Date.now();
+    })
     .map((e) => e.state_key);
 }
