@@ -27,6 +27,7 @@ pub struct Config {
     pub homeserver: HomeserverConfig,
     pub livekit: LiveKitConfig,
     pub call: CallConfig,
+    pub turn: TurnConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +76,19 @@ pub struct CallConfig {
     pub empty_timeout: Duration,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnConfig {
+    /// TURN URIs handed out with credentials (`turn:` / `turns:`).
+    pub uris: Vec<String>,
+    /// Lifetime of issued TURN credentials.
+    #[serde(with = "secs")]
+    pub ttl: Duration,
+    /// coturn's `static-auth-secret`.
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -104,6 +118,15 @@ impl Default for Config {
                 token_ttl: Duration::from_secs(600),
                 empty_timeout: Duration::from_secs(120),
             },
+            turn: TurnConfig {
+                uris: vec![
+                    "turn:localhost:3478?transport=udp".into(),
+                    "turn:localhost:3478?transport=tcp".into(),
+                ],
+                ttl: Duration::from_secs(3600),
+                secret: None,
+                secret_file: None,
+            },
         }
     }
 }
@@ -114,6 +137,7 @@ impl Default for Config {
 pub struct Secrets {
     pub service_password: String,
     pub livekit_api_secret: String,
+    pub turn_secret: String,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -196,6 +220,26 @@ impl Config {
                 self.call.max_participants
             )));
         }
+        if self.turn.uris.is_empty() {
+            return Err(ConfigError::Invalid(
+                "turn.uris must list at least one URI".into(),
+            ));
+        }
+        if let Some(bad) = self
+            .turn
+            .uris
+            .iter()
+            .find(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "turn.uris entries must start with turn: or turns:, got {bad:?}"
+            )));
+        }
+        if self.turn.ttl < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "turn.ttl must be at least 60 seconds".into(),
+            ));
+        }
         if self.call.token_ttl < Duration::from_secs(60) {
             return Err(ConfigError::Invalid(
                 "call.token_ttl must be at least 60 seconds".into(),
@@ -212,6 +256,7 @@ impl Config {
                 &self.livekit.api_secret,
                 &self.livekit.api_secret_file,
             )?,
+            turn_secret: secret("turn.secret", &self.turn.secret, &self.turn.secret_file)?,
         })
     }
 }
@@ -270,6 +315,7 @@ mod tests {
         c.livekit.api_key = "key".into();
         c.livekit.api_secret = Some("s".repeat(32));
         c.homeserver.service_password = Some("pw".into());
+        c.turn.secret = Some("turn".into());
         c
     }
 
@@ -311,6 +357,13 @@ mod tests {
         let mut c = with_secrets();
         c.livekit.public_url = "http://localhost:7880".into();
         assert!(c.validate().unwrap_err().to_string().contains("ws://"));
+    }
+
+    #[test]
+    fn turn_uris_must_be_turn_uris() {
+        let mut c = with_secrets();
+        c.turn.uris = vec!["stun:localhost:3478".into()];
+        assert!(c.validate().unwrap_err().to_string().contains("turn.uris"));
     }
 
     #[test]

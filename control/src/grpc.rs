@@ -4,14 +4,25 @@
 use std::sync::Arc;
 
 use koinos_proto::v1::{
-    IssueTokenRequest, IssueTokenResponse, control_service_server::ControlService,
+    IssueTokenRequest, IssueTokenResponse, IssueTurnCredentialsRequest, TurnCredentials,
+    control_service_server::ControlService,
 };
 use tonic::{Request, Response, Status};
 
 use crate::{
     error::ApiError,
-    service::{OpenIdToken, RtcService, TokenRequest},
+    service::{OpenIdToken, RtcService, TokenRequest, TurnRequest},
 };
+
+fn openid_token(token: Option<koinos_proto::v1::OpenIdToken>) -> Result<OpenIdToken, ApiError> {
+    let token = token.ok_or_else(|| ApiError::BadJson("openid_token is required".into()))?;
+    Ok(OpenIdToken {
+        access_token: token.access_token,
+        token_type: token.token_type,
+        matrix_server_name: token.matrix_server_name,
+        expires_in: token.expires_in,
+    })
+}
 
 pub struct GrpcApi {
     pub service: Arc<RtcService>,
@@ -24,19 +35,11 @@ impl ControlService for GrpcApi {
         request: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
         let request = request.into_inner();
-        let openid = request
-            .openid_token
-            .ok_or_else(|| ApiError::BadJson("openid_token is required".into()))?;
         let grant = self
             .service
             .issue_token(TokenRequest {
                 room_id: request.room_id,
-                openid_token: OpenIdToken {
-                    access_token: openid.access_token,
-                    token_type: openid.token_type,
-                    matrix_server_name: openid.matrix_server_name,
-                    expires_in: openid.expires_in,
-                },
+                openid_token: openid_token(request.openid_token)?,
                 device_id: request.device_id,
             })
             .await?;
@@ -46,6 +49,26 @@ impl ControlService for GrpcApi {
             livekit_room: grant.livekit_room,
             identity: grant.identity,
             expires_at: grant.expires_at,
+        }))
+    }
+
+    async fn issue_turn_credentials(
+        &self,
+        request: Request<IssueTurnCredentialsRequest>,
+    ) -> Result<Response<TurnCredentials>, Status> {
+        let request = request.into_inner();
+        let creds = self
+            .service
+            .issue_turn(TurnRequest {
+                room_id: request.room_id,
+                openid_token: openid_token(request.openid_token)?,
+            })
+            .await?;
+        Ok(Response::new(TurnCredentials {
+            username: creds.username,
+            password: creds.password,
+            ttl: creds.ttl as i64,
+            uris: creds.uris,
         }))
     }
 }

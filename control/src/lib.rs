@@ -15,3 +15,4 @@ pub mod livekit;
 pub mod membership;
 pub mod rest;
 pub mod service;
+pub mod turn;

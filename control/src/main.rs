@@ -9,6 +9,7 @@ use koinos_control::{
     membership::MatrixMembership,
     rest::{AppState, router},
     service::{RtcService, SystemClock},
+    turn::TurnMinter,
 };
 use koinos_proto::v1::control_service_server::ControlServiceServer;
 use tracing::{error, info, warn};
@@ -80,6 +81,11 @@ async fn run() -> anyhow::Result<()> {
             config.call.empty_timeout,
         )),
         minter: TokenMinter::new(&config.livekit.api_key, &secrets.livekit_api_secret),
+        turn: TurnMinter::new(
+            &secrets.turn_secret,
+            config.turn.ttl,
+            config.turn.uris.clone(),
+        ),
         clock: Arc::new(SystemClock),
         public_livekit_url: config.livekit.public_url.clone(),
         max_participants: config.call.max_participants,

@@ -20,7 +20,7 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
-    service::{RtcService, TokenRequest},
+    service::{RtcService, TokenRequest, TurnRequest},
 };
 
 /// Request bodies are small JSON objects; anything larger is refused before parsing.
@@ -42,6 +42,7 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .allow_headers([header::CONTENT_TYPE]);
     let api = Router::new()
         .route("/token", post(issue_token))
+        .route("/turn", post(issue_turn))
         .layer(cors)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
 
@@ -62,6 +63,13 @@ async fn issue_token(
     ApiJson(request): ApiJson<TokenRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(state.service.issue_token(request).await?))
+}
+
+async fn issue_turn(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<TurnRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.service.issue_turn(request).await?))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -238,6 +246,26 @@ mod tests {
         let (status, json) = post_token(&huge, "application/json").await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(json["errcode"], "M_TOO_LARGE");
+    }
+
+    #[tokio::test]
+    async fn turn_route_answers_with_coturn_credentials() {
+        let response = app()
+            .oneshot(
+                Request::post("/api/rtc/turn")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(
+                        r#"{"room_id":"!case:localhost","openid_token":{"access_token":"alice-token","token_type":"Bearer","matrix_server_name":"localhost","expires_in":3600}}"#,
+                    ))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["username"], "4600:@alice:localhost");
+        assert!(json["password"].as_str().unwrap().ends_with('='));
     }
 
     #[tokio::test]

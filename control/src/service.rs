@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
-use matrix_sdk::ruma::{OwnedRoomId, UserId};
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::info;
@@ -15,6 +15,7 @@ use crate::{
     homeserver::OpenIdVerifier,
     livekit::{LiveKitRooms, TokenMinter},
     membership::MembershipOracle,
+    turn::{TurnCredentials, TurnMinter},
 };
 
 /// An OpenID token as the Matrix client-server API returns it. Never logged.
@@ -41,6 +42,13 @@ pub struct TokenRequest {
     pub room_id: String,
     pub openid_token: OpenIdToken,
     pub device_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnRequest {
+    pub room_id: String,
+    pub openid_token: OpenIdToken,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -73,6 +81,7 @@ pub struct RtcService {
     pub membership: Arc<dyn MembershipOracle>,
     pub livekit: Arc<dyn LiveKitRooms>,
     pub minter: TokenMinter,
+    pub turn: TurnMinter,
     pub clock: Arc<dyn Clock>,
     /// The signalling URL handed to clients (the gateway).
     pub public_livekit_url: String,
@@ -136,17 +145,29 @@ fn check_openid_shape(token: &OpenIdToken) -> Result<(), ApiError> {
 }
 
 impl RtcService {
-    /// `POST /api/rtc/token`, gRPC `IssueToken`.
-    pub async fn issue_token(&self, request: TokenRequest) -> Result<TokenGrant, ApiError> {
-        let room_id = parse_room_id(&request.room_id)?;
-        check_device_id(&request.device_id)?;
-        check_openid_shape(&request.openid_token)?;
-
-        let user = self.openid.verify(&request.openid_token).await?;
+    /// The gate every operation passes: a well-formed request from a verified Matrix user who
+    /// is joined to the room. Returns who the caller is.
+    async fn authorize(
+        &self,
+        room_id: &str,
+        openid_token: &OpenIdToken,
+    ) -> Result<(OwnedRoomId, OwnedUserId), ApiError> {
+        let room_id = parse_room_id(room_id)?;
+        check_openid_shape(openid_token)?;
+        let user = self.openid.verify(openid_token).await?;
         if !self.membership.is_joined(&room_id, &user).await? {
-            info!(%user, %room_id, "token refused: not joined");
+            info!(%user, %room_id, "refused: not joined");
             return Err(ApiError::Forbidden);
         }
+        Ok((room_id, user))
+    }
+
+    /// `POST /api/rtc/token`, gRPC `IssueToken`.
+    pub async fn issue_token(&self, request: TokenRequest) -> Result<TokenGrant, ApiError> {
+        check_device_id(&request.device_id)?;
+        let (room_id, user) = self
+            .authorize(&request.room_id, &request.openid_token)
+            .await?;
 
         let livekit_room = livekit_room_name(room_id.as_str());
         let identity = livekit_identity(&user, &request.device_id);
@@ -175,6 +196,15 @@ impl RtcService {
             identity,
             expires_at: self.clock.now_unix() + self.token_ttl.as_secs() as i64,
         })
+    }
+
+    /// `POST /api/rtc/turn`, gRPC `IssueTurnCredentials`.
+    pub async fn issue_turn(&self, request: TurnRequest) -> Result<TurnCredentials, ApiError> {
+        let (room_id, user) = self
+            .authorize(&request.room_id, &request.openid_token)
+            .await?;
+        info!(%user, %room_id, "TURN credentials issued");
+        Ok(self.turn.mint(&user, self.clock.now_unix()))
     }
 
     pub async fn is_ready(&self) -> bool {
@@ -257,6 +287,11 @@ pub(crate) mod tests {
             membership: Arc::new(FakeMembership),
             livekit,
             minter: TokenMinter::new("devkey", "secret-secret-secret-secret-secret"),
+            turn: TurnMinter::new(
+                "turn-secret",
+                Duration::from_secs(3600),
+                vec!["turn:t:3478".into()],
+            ),
             clock: Arc::new(FixedClock(1_000)),
             public_livekit_url: "ws://localhost:7880".into(),
             max_participants: 6,
@@ -353,6 +388,26 @@ pub(crate) mod tests {
         assert!(
             matches!(&err, ApiError::BadJson(m) if m.contains("device_id")),
             "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn turn_credentials_are_gated_like_tokens() {
+        let service = fake_service(Arc::new(FakeLiveKit::default()));
+        let turn = |token: &str| TurnRequest {
+            room_id: "!case:localhost".into(),
+            openid_token: request(token, "!case:localhost").openid_token,
+        };
+        let creds = service.issue_turn(turn("alice-token")).await.unwrap();
+        assert_eq!(creds.username, "4600:@alice:localhost");
+        assert_eq!(creds.uris, vec!["turn:t:3478".to_string()]);
+        assert_eq!(
+            service.issue_turn(turn("mallory-token")).await.unwrap_err(),
+            ApiError::Forbidden
+        );
+        assert_eq!(
+            service.issue_turn(turn("forged")).await.unwrap_err(),
+            ApiError::Unauthorized
         );
     }
 
