@@ -397,3 +397,89 @@ async fn turn_credentials_are_refused_to_non_members() {
     assert_eq!(body["errcode"], "M_FORBIDDEN");
     assert!(body.get("password").is_none());
 }
+
+/// Holds a LiveKit signalling session open (joined, no media) until dropped or `leave`.
+struct Session(
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+);
+
+impl Session {
+    async fn join(jwt: &str) -> Session {
+        let url =
+            format!("{GATEWAY_WS}/rtc?access_token={jwt}&protocol=16&sdk=rust&auto_subscribe=0");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("session opens");
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
+                .await
+                .expect("join within 15 s")
+                .expect("open")
+                .expect("frame");
+            if let Message::Binary(bytes) = frame {
+                let message = SignalResponse::decode(bytes).unwrap().message;
+                assert!(
+                    matches!(message, Some(signal_response::Message::Join(_))),
+                    "{message:?}"
+                );
+                return Session(ws);
+            }
+        }
+    }
+
+    async fn leave(mut self) {
+        let leave = SignalRequest {
+            message: Some(signal_request::Message::Leave(Default::default())),
+        };
+        let _ = self
+            .0
+            .send(Message::Binary(leave.encode_to_vec().into()))
+            .await;
+        let _ = self.0.close(None).await;
+    }
+}
+
+#[tokio::test]
+async fn the_seventh_participant_is_refused_with_409() {
+    let _logs = LogsOnFailure;
+    let room = demo_room();
+    let token = |user: &'static str, device: &'static str| {
+        let room = room.clone();
+        async move {
+            let body =
+                json!({"room_id": room, "openid_token": openid(user).await, "device_id": device});
+            post_token(&body).await
+        }
+    };
+    let mut sessions = Vec::new();
+    for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
+        let (status, grant) = token(user, "FULLTEST").await;
+        assert_eq!(status, 200, "{user}: {grant}");
+        sessions.push(Session::join(grant["jwt"].as_str().unwrap()).await);
+    }
+
+    // A seventh identity (alice's second device) is refused a token, with a clear error.
+    let (status, body) = token("alice", "SEVENTH").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["errcode"], "M_LIMIT_EXCEEDED");
+    assert!(body["error"].as_str().unwrap().contains("full"), "{body}");
+    assert!(body.get("jwt").is_none());
+
+    // Someone already in the call may rejoin (a reload), and once one leaves there is room.
+    let (status, _) = token("bob", "FULLTEST").await;
+    assert_eq!(status, 200);
+    sessions.pop().unwrap().leave().await;
+    let mut answer = (0, Value::Null);
+    for _ in 0..20 {
+        answer = token("alice", "SEVENTH").await;
+        if answer.0 == 200 {
+            break;
+        }
+        // LiveKit drops a participant that sent `leave` within moments; poll, don't assume.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    for session in sessions {
+        session.leave().await;
+    }
+}
