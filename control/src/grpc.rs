@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use koinos_proto::v1::{
-    IssueTokenRequest, IssueTokenResponse, IssueTurnCredentialsRequest, TurnCredentials,
-    control_service_server::ControlService,
+    EndCallRequest as ProtoEndCall, EndCallResponse, IssueTokenRequest, IssueTokenResponse,
+    IssueTurnCredentialsRequest, TurnCredentials, control_service_server::ControlService,
 };
 use tonic::{Request, Response, Status};
 
 use crate::{
     error::ApiError,
-    service::{OpenIdToken, RtcService, TokenRequest, TurnRequest},
+    service::{EndCallRequest, OpenIdToken, RtcService, TokenRequest, TurnRequest},
 };
 
 fn openid_token(token: Option<koinos_proto::v1::OpenIdToken>) -> Result<OpenIdToken, ApiError> {
@@ -69,6 +69,24 @@ impl ControlService for GrpcApi {
             password: creds.password,
             ttl: creds.ttl as i64,
             uris: creds.uris,
+        }))
+    }
+
+    async fn end_call(
+        &self,
+        request: Request<ProtoEndCall>,
+    ) -> Result<Response<EndCallResponse>, Status> {
+        let request = request.into_inner();
+        let ended = self
+            .service
+            .end_call(EndCallRequest {
+                room_id: request.room_id,
+                openid_token: openid_token(request.openid_token)?,
+            })
+            .await?;
+        Ok(Response::new(EndCallResponse {
+            livekit_room: ended.livekit_room,
+            memberships_cleared: ended.memberships_cleared as u32,
         }))
     }
 }

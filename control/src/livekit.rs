@@ -7,7 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use livekit_api::{
     access_token::{AccessToken, VideoGrants},
-    services::room::{CreateRoomOptions, RoomClient},
+    services::{
+        ServerError, ServerErrorCode, ServiceError,
+        room::{CreateRoomOptions, RoomClient},
+    },
 };
 use tracing::warn;
 
@@ -17,6 +20,8 @@ use crate::error::ApiError;
 pub trait LiveKitRooms: Send + Sync {
     /// Creates the room if it does not exist (LiveKit's CreateRoom is idempotent).
     async fn ensure_room(&self, name: &str, max_participants: u32) -> Result<(), ApiError>;
+    /// Deletes the room, disconnecting everyone in it. A room that does not exist is not an error.
+    async fn delete_room(&self, name: &str) -> Result<(), ApiError>;
     /// Identities currently in the room.
     async fn participants(&self, name: &str) -> Result<Vec<String>, ApiError>;
     /// Whether LiveKit answers at all (readiness).
@@ -54,6 +59,21 @@ impl LiveKitRooms for LiveKitService {
                 warn!(error = %e, "LiveKit CreateRoom failed");
                 ApiError::Unavailable
             })
+    }
+
+    async fn delete_room(&self, name: &str) -> Result<(), ApiError> {
+        match self.rooms.delete_room(name).await {
+            Ok(()) => Ok(()),
+            Err(ServiceError::Twirp(ServerError::Twirp(code)))
+                if code.code == ServerErrorCode::NOT_FOUND =>
+            {
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "LiveKit DeleteRoom failed");
+                Err(ApiError::Unavailable)
+            }
+        }
     }
 
     async fn participants(&self, name: &str) -> Result<Vec<String>, ApiError> {

@@ -25,7 +25,7 @@ use matrix_sdk::{
     config::SyncSettings,
     ruma::{
         RoomId, UserId,
-        api::client::state::get_state_event_for_key,
+        api::client::state::{get_state_event_for_key, get_state_events},
         events::{
             StateEventType,
             room::member::{MembershipState, StrippedRoomMemberEvent},
@@ -44,7 +44,16 @@ pub trait MembershipOracle: Send + Sync {
     async fn is_joined(&self, room: &RoomId, user: &UserId) -> Result<bool, ApiError>;
     /// True once the membership state is known and fresh.
     fn is_ready(&self) -> bool;
+    /// Whether `user` may end the room's call for everyone: a power level at least the room's
+    /// kick level (creators of room version 12+ rooms have unlimited power).
+    async fn is_host(&self, room: &RoomId, user: &UserId) -> Result<bool, ApiError>;
+    /// Writes an empty call membership (`{}`) over every live one in the room, as control's
+    /// service account. Returns how many were cleared.
+    async fn clear_call_memberships(&self, room: &RoomId) -> Result<usize, ApiError>;
 }
+
+/// The MatrixRTC call membership state event (Element Call "compatibility" mode).
+pub const CALL_MEMBER_EVENT: &str = "org.matrix.msc3401.call.member";
 
 pub struct MatrixMembership {
     client: Client,
@@ -210,6 +219,53 @@ impl MembershipOracle for MatrixMembership {
 
     fn is_ready(&self) -> bool {
         self.synced_once.load(Ordering::Acquire) && self.is_fresh()
+    }
+
+    async fn is_host(&self, room_id: &RoomId, user: &UserId) -> Result<bool, ApiError> {
+        if !self.is_fresh() {
+            return Err(ApiError::Unavailable);
+        }
+        let Some(room) = self.client.get_room(room_id) else {
+            return Ok(false);
+        };
+        let power_levels = room.power_levels().await.map_err(|e| {
+            warn!(error = %e, %room_id, "power levels unknown");
+            ApiError::Unavailable
+        })?;
+        Ok(power_levels.user_can_kick(user))
+    }
+
+    async fn clear_call_memberships(&self, room_id: &RoomId) -> Result<usize, ApiError> {
+        let room = self.client.get_room(room_id).ok_or(ApiError::Forbidden)?;
+        // Read the state from the homeserver, not the synced store: a membership sent a moment
+        // ago must not survive the end of the call.
+        let state = self
+            .client
+            .send(get_state_events::v3::Request::new(room_id.to_owned()))
+            .await
+            .map_err(|e| {
+                warn!(error = %e, %room_id, "cannot read room state");
+                ApiError::Unavailable
+            })?;
+        let mut cleared = 0;
+        for raw in state.room_state {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(raw.json().get()) else {
+                continue;
+            };
+            let live = event["type"] == CALL_MEMBER_EVENT
+                && event["content"].as_object().is_some_and(|c| !c.is_empty());
+            let Some(state_key) = event["state_key"].as_str().filter(|_| live) else {
+                continue;
+            };
+            room.send_state_event_raw(CALL_MEMBER_EVENT, state_key, serde_json::json!({}))
+                .await
+                .map_err(|e| {
+                    warn!(error = %e, %room_id, "cannot clear a call membership");
+                    ApiError::Unavailable
+                })?;
+            cleared += 1;
+        }
+        Ok(cleared)
     }
 }
 

@@ -20,7 +20,7 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
-    service::{RtcService, TokenRequest, TurnRequest},
+    service::{EndCallRequest, RtcService, TokenRequest, TurnRequest},
 };
 
 /// Request bodies are small JSON objects; anything larger is refused before parsing.
@@ -43,6 +43,7 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
     let api = Router::new()
         .route("/token", post(issue_token))
         .route("/turn", post(issue_turn))
+        .route("/end", post(end_call))
         .layer(cors)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
 
@@ -70,6 +71,13 @@ async fn issue_turn(
     ApiJson(request): ApiJson<TurnRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(state.service.issue_turn(request).await?))
+}
+
+async fn end_call(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<EndCallRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.service.end_call(request).await?))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -51,6 +51,19 @@ pub struct TurnRequest {
     pub openid_token: OpenIdToken,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndCallRequest {
+    pub room_id: String,
+    pub openid_token: OpenIdToken,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CallEnded {
+    pub livekit_room: String,
+    pub memberships_cleared: usize,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct TokenGrant {
     pub url: String,
@@ -207,6 +220,27 @@ impl RtcService {
         Ok(self.turn.mint(&user, self.clock.now_unix()))
     }
 
+    /// `POST /api/rtc/end`, gRPC `EndCall`: a host ends the call for everyone. LiveKit's room
+    /// goes first (media stops for everyone at once), then the call memberships are cleared so
+    /// the case shows no running call.
+    pub async fn end_call(&self, request: EndCallRequest) -> Result<CallEnded, ApiError> {
+        let (room_id, user) = self
+            .authorize(&request.room_id, &request.openid_token)
+            .await?;
+        if !self.membership.is_host(&room_id, &user).await? {
+            info!(%user, %room_id, "end call refused: not a host");
+            return Err(ApiError::Forbidden);
+        }
+        let livekit_room = livekit_room_name(room_id.as_str());
+        self.livekit.delete_room(&livekit_room).await?;
+        let memberships_cleared = self.membership.clear_call_memberships(&room_id).await?;
+        info!(%user, %room_id, %livekit_room, memberships_cleared, "call ended by host");
+        Ok(CallEnded {
+            livekit_room,
+            memberships_cleared,
+        })
+    }
+
     pub async fn is_ready(&self) -> bool {
         self.membership.is_ready() && self.livekit.reachable().await
     }
@@ -253,17 +287,28 @@ pub(crate) mod tests {
         fn is_ready(&self) -> bool {
             true
         }
+        async fn is_host(&self, _room: &RoomId, user: &UserId) -> Result<bool, ApiError> {
+            Ok(user.as_str() == "@alice:localhost")
+        }
+        async fn clear_call_memberships(&self, _room: &RoomId) -> Result<usize, ApiError> {
+            Ok(2)
+        }
     }
 
     #[derive(Default)]
     pub struct FakeLiveKit {
         pub present: Mutex<Vec<String>>,
         pub created: Mutex<Vec<String>>,
+        pub deleted: Mutex<Vec<String>>,
     }
     #[async_trait]
     impl LiveKitRooms for FakeLiveKit {
         async fn ensure_room(&self, name: &str, _max: u32) -> Result<(), ApiError> {
             self.created.lock().unwrap().push(name.to_owned());
+            Ok(())
+        }
+        async fn delete_room(&self, name: &str) -> Result<(), ApiError> {
+            self.deleted.lock().unwrap().push(name.to_owned());
             Ok(())
         }
         async fn participants(&self, _name: &str) -> Result<Vec<String>, ApiError> {
@@ -408,6 +453,29 @@ pub(crate) mod tests {
         assert_eq!(
             service.issue_turn(turn("forged")).await.unwrap_err(),
             ApiError::Unauthorized
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_host_ends_the_call() {
+        let livekit = Arc::new(FakeLiveKit::default());
+        let service = fake_service(livekit.clone());
+        // mallory is not even a member; the fake makes only alice a host.
+        let end = |token: &str| EndCallRequest {
+            room_id: "!case:localhost".into(),
+            openid_token: request(token, "!case:localhost").openid_token,
+        };
+        assert_eq!(
+            service.end_call(end("mallory-token")).await.unwrap_err(),
+            ApiError::Forbidden
+        );
+        assert!(livekit.deleted.lock().unwrap().is_empty());
+
+        let ended = service.end_call(end("alice-token")).await.unwrap();
+        assert_eq!(ended.memberships_cleared, 2);
+        assert_eq!(
+            *livekit.deleted.lock().unwrap(),
+            vec![livekit_room_name("!case:localhost")]
         );
     }
 

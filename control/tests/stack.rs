@@ -483,3 +483,135 @@ async fn the_seventh_participant_is_refused_with_409() {
         session.leave().await;
     }
 }
+
+impl Session {
+    /// Waits until LiveKit tells the session to leave or closes it.
+    async fn ended_by_server(mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while let Ok(frame) = tokio::time::timeout_at(deadline, self.0.next()).await {
+            match frame {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(Message::Binary(bytes))) => {
+                    if let Ok(SignalResponse {
+                        message: Some(signal_response::Message::Leave(_)),
+                    }) = SignalResponse::decode(bytes)
+                    {
+                        return true;
+                    }
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+        false
+    }
+}
+
+async fn put_call_membership(user: &str, room: &str) -> String {
+    let (access, user_id) = login(user).await;
+    let state_key = format!("_{user_id}_ENDTEST_m.call");
+    let url = format!(
+        "{HS}/_matrix/client/v3/rooms/{}/state/org.matrix.msc3401.call.member/{}",
+        urlencode(room),
+        urlencode(&state_key)
+    );
+    let content = json!({
+        "application": "m.call", "call_id": "", "scope": "m.room", "device_id": "ENDTEST",
+        "expires": 3_600_000, "m.call.intent": "video",
+        "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
+        "foci_preferred": [{"type": "livekit", "livekit_service_url": "http://localhost:8080/api/rtc", "livekit_alias": room}],
+    });
+    let status = reqwest::Client::new()
+        .put(url)
+        .bearer_auth(access)
+        .json(&content)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(
+        status.is_success(),
+        "{user} could not join the call: {status}"
+    );
+    state_key
+}
+
+async fn call_membership(room: &str, state_key: &str) -> Value {
+    let (access, _) = login("alice").await;
+    let url = format!(
+        "{HS}/_matrix/client/v3/rooms/{}/state/org.matrix.msc3401.call.member/{}",
+        urlencode(room),
+        urlencode(state_key)
+    );
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+async fn post_end(user: &str, room: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{CONTROL}/api/rtc/end"))
+        .json(&json!({"room_id": room, "openid_token": openid(user).await}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn only_the_host_ends_the_call_for_everyone() {
+    let _logs = LogsOnFailure;
+    let room = demo_room();
+    let bob_key = put_call_membership("bob", &room).await;
+    let carol_key = put_call_membership("carol", &room).await;
+    let (status, grant) = post_token(
+        &json!({"room_id": room, "openid_token": openid("carol").await, "device_id": "ENDTEST"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{grant}");
+    let carol = Session::join(grant["jwt"].as_str().unwrap()).await;
+
+    // bob is a member but not a host (power level 0 < kick level 50); mallory is no member.
+    for user in ["bob", "mallory"] {
+        let (status, body) = post_end(user, &room).await;
+        assert_eq!(
+            (status, body["errcode"].as_str()),
+            (403, Some("M_FORBIDDEN")),
+            "{user}: {body}"
+        );
+    }
+    assert_eq!(
+        call_membership(&room, &bob_key).await["application"],
+        "m.call",
+        "a refused end changes nothing"
+    );
+
+    // alice created the case (room version 12: creators outrank every power level).
+    let (status, body) = post_end("alice", &room).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["livekit_room"], grant["livekit_room"]);
+    assert!(body["memberships_cleared"].as_u64().unwrap() >= 2, "{body}");
+    assert!(
+        carol.ended_by_server().await,
+        "carol's LiveKit session must be ended"
+    );
+    for key in [bob_key, carol_key] {
+        assert_eq!(
+            call_membership(&room, &key).await,
+            json!({}),
+            "{key} must be cleared"
+        );
+    }
+}
