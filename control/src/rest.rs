@@ -20,7 +20,9 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
-    service::{EndCallRequest, RtcService, TokenRequest, TurnRequest},
+    service::{
+        EndCallRequest, LegacySfuRequest, RtcService, SfuRequest, TokenRequest, TurnRequest,
+    },
 };
 
 /// Request bodies are small JSON objects; anything larger is refused before parsing.
@@ -44,6 +46,9 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/token", post(issue_token))
         .route("/turn", post(issue_turn))
         .route("/end", post(end_call))
+        // lk-jwt-service's endpoints, so Element Call / Element X can use control directly.
+        .route("/sfu/get", post(sfu_get))
+        .route("/get_token", post(get_token))
         .layer(cors)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
 
@@ -78,6 +83,20 @@ async fn end_call(
     ApiJson(request): ApiJson<EndCallRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(state.service.end_call(request).await?))
+}
+
+async fn sfu_get(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<LegacySfuRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.service.sfu_get(request).await?))
+}
+
+async fn get_token(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<SfuRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.service.get_token(request).await?))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

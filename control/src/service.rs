@@ -51,6 +51,76 @@ pub struct TurnRequest {
     pub openid_token: OpenIdToken,
 }
 
+/// `POST /api/rtc/sfu/get`: lk-jwt-service's legacy request (Element Call before Matrix 2.0).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacySfuRequest {
+    pub room: String,
+    pub openid_token: OpenIdToken,
+    pub device_id: String,
+    pub delay_id: Option<String>,
+    pub delay_timeout: Option<i64>,
+    pub delay_cs_api_url: Option<String>,
+}
+
+/// `POST /api/rtc/get_token`: lk-jwt-service's MatrixRTC (MSC4195) request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SfuRequest {
+    pub room_id: String,
+    pub slot_id: String,
+    pub openid_token: OpenIdToken,
+    pub member: RtcMember,
+    pub delay_id: Option<String>,
+    pub delay_timeout: Option<i64>,
+    pub delay_cs_api_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtcMember {
+    pub id: String,
+    pub claimed_user_id: String,
+    pub claimed_device_id: String,
+}
+
+/// Delegation of the client's MSC4140 delayed leave to the JWT service (`delay_id`,
+/// `delay_timeout`, `delay_cs_api_url`) is not offered here: Element Call retries without those
+/// fields when refused with 400.
+fn refuse_delegation(
+    delay_id: &Option<String>,
+    delay_timeout: &Option<i64>,
+    delay_cs_api_url: &Option<String>,
+) -> Result<(), ApiError> {
+    if delay_id.is_some() || delay_timeout.is_some() || delay_cs_api_url.is_some() {
+        return Err(ApiError::BadJson(
+            "delegation of delayed events (delay_id, delay_timeout, delay_cs_api_url) is not \
+             supported; send the request without them"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// lk-jwt-service's answer: just the signalling URL and the token.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SfuResponse {
+    pub url: String,
+    pub jwt: String,
+}
+
+impl From<TokenGrant> for SfuResponse {
+    fn from(grant: TokenGrant) -> Self {
+        Self {
+            url: grant.url,
+            jwt: grant.jwt,
+        }
+    }
+}
+
+/// The only MatrixRTC slot this service runs: the room-wide call.
+pub const ROOM_SLOT: &str = "m.call#ROOM";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndCallRequest {
@@ -105,8 +175,18 @@ pub struct RtcService {
 /// The LiveKit room of a Matrix room's room-scoped call, named as lk-jwt-service ≥ 0.4.3 names
 /// it so that Element Call clients in the same case land in the same LiveKit room.
 pub fn livekit_room_name(room_id: &str) -> String {
-    let json = serde_json::to_string(&[room_id, "m.call#ROOM"]).expect("strings serialise");
+    hash_of(&[room_id, ROOM_SLOT])
+}
+
+/// `unpaddedBase64(sha256(compact JSON array))`, MSC4195's derivation.
+fn hash_of(parts: &[&str]) -> String {
+    let json = serde_json::to_string(parts).expect("strings serialise");
     STANDARD_NO_PAD.encode(Sha256::digest(json.as_bytes()))
+}
+
+/// The LiveKit identity of a MatrixRTC member as `/get_token` derives it.
+pub fn member_identity(user: &UserId, device_id: &str, member_id: &str) -> String {
+    hash_of(&[user.as_str(), device_id, member_id])
 }
 
 /// The LiveKit identity of a Matrix device in a call: `<user_id>:<device_id>`.
@@ -182,8 +262,67 @@ impl RtcService {
             .authorize(&request.room_id, &request.openid_token)
             .await?;
 
-        let livekit_room = livekit_room_name(room_id.as_str());
         let identity = livekit_identity(&user, &request.device_id);
+        self.admit(&room_id, &user, identity).await
+    }
+
+    /// `POST /api/rtc/sfu/get` (lk-jwt-service legacy shape, Element Call).
+    pub async fn sfu_get(&self, request: LegacySfuRequest) -> Result<SfuResponse, ApiError> {
+        refuse_delegation(
+            &request.delay_id,
+            &request.delay_timeout,
+            &request.delay_cs_api_url,
+        )?;
+        self.issue_token(TokenRequest {
+            room_id: request.room,
+            openid_token: request.openid_token,
+            device_id: request.device_id,
+        })
+        .await
+        .map(SfuResponse::from)
+    }
+
+    /// `POST /api/rtc/get_token` (lk-jwt-service MSC4195 shape, Element Call / Element X).
+    pub async fn get_token(&self, request: SfuRequest) -> Result<SfuResponse, ApiError> {
+        refuse_delegation(
+            &request.delay_id,
+            &request.delay_timeout,
+            &request.delay_cs_api_url,
+        )?;
+        if request.slot_id != ROOM_SLOT {
+            return Err(ApiError::BadJson(format!(
+                "slot_id {:?} is not supported; only the room call {ROOM_SLOT:?} is",
+                request.slot_id
+            )));
+        }
+        let member = &request.member;
+        if member.id.is_empty() || member.claimed_user_id.is_empty() {
+            return Err(ApiError::BadJson(
+                "member.id and member.claimed_user_id must not be empty".into(),
+            ));
+        }
+        check_device_id(&member.claimed_device_id)?;
+        let (room_id, user) = self
+            .authorize(&request.room_id, &request.openid_token)
+            .await?;
+        if member.claimed_user_id != user.as_str() {
+            info!(%user, "refused: member.claimed_user_id is not the token's user");
+            return Err(ApiError::Unauthorized);
+        }
+        let identity = member_identity(&user, &member.claimed_device_id, &member.id);
+        self.admit(&room_id, &user, identity)
+            .await
+            .map(SfuResponse::from)
+    }
+
+    /// Creates the call's LiveKit room if needed, enforces the call size and mints the token.
+    async fn admit(
+        &self,
+        room_id: &OwnedRoomId,
+        user: &UserId,
+        identity: String,
+    ) -> Result<TokenGrant, ApiError> {
+        let livekit_room = livekit_room_name(room_id.as_str());
         self.livekit
             .ensure_room(&livekit_room, self.max_participants)
             .await?;
@@ -453,6 +592,63 @@ pub(crate) mod tests {
         assert_eq!(
             service.issue_turn(turn("forged")).await.unwrap_err(),
             ApiError::Unauthorized
+        );
+    }
+
+    #[test]
+    fn member_identity_is_msc4195s_derivation() {
+        let user: &UserId = "@alice:localhost".try_into().unwrap();
+        // sha256 of ["@alice:localhost","DEV","m1"], unpadded base64, computed independently.
+        assert_eq!(
+            member_identity(user, "DEV", "m1"),
+            "Qy3R17dx0HjiF/Yh1Ub+CPOYXtpsehdZ3DqpBh2SSRg"
+        );
+    }
+
+    fn sfu_request(token: &str, claimed: &str, slot: &str) -> SfuRequest {
+        SfuRequest {
+            room_id: "!case:localhost".into(),
+            slot_id: slot.into(),
+            openid_token: request(token, "!case:localhost").openid_token,
+            member: RtcMember {
+                id: "m1".into(),
+                claimed_user_id: claimed.into(),
+                claimed_device_id: "DEV".into(),
+            },
+            delay_id: None,
+            delay_timeout: None,
+            delay_cs_api_url: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn get_token_checks_the_claimed_user_and_slot() {
+        let service = fake_service(Arc::new(FakeLiveKit::default()));
+        let ok = service
+            .get_token(sfu_request("alice-token", "@alice:localhost", ROOM_SLOT))
+            .await
+            .unwrap();
+        let claims = livekit_api::access_token::TokenVerifier::with_api_key(
+            "devkey",
+            "secret-secret-secret-secret-secret",
+        )
+        .verify(&ok.jwt)
+        .unwrap();
+        assert_eq!(claims.sub, "Qy3R17dx0HjiF/Yh1Ub+CPOYXtpsehdZ3DqpBh2SSRg");
+        assert_eq!(claims.video.room, livekit_room_name("!case:localhost"));
+
+        let spoof = service
+            .get_token(sfu_request("alice-token", "@bob:localhost", ROOM_SLOT))
+            .await;
+        assert_eq!(spoof.unwrap_err(), ApiError::Unauthorized);
+        let slot = service
+            .get_token(sfu_request("alice-token", "@alice:localhost", "m.call#abc"))
+            .await;
+        assert!(matches!(slot.unwrap_err(), ApiError::BadJson(m) if m.contains("slot_id")));
+        let mut delegated = sfu_request("alice-token", "@alice:localhost", ROOM_SLOT);
+        delegated.delay_id = Some("d".into());
+        assert!(
+            matches!(service.get_token(delegated).await.unwrap_err(), ApiError::BadJson(m) if m.contains("delay_id"))
         );
     }
 

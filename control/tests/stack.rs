@@ -615,3 +615,147 @@ async fn only_the_host_ends_the_call_for_everyone() {
         );
     }
 }
+
+fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn post_json(path: &str, body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{CONTROL}/api/rtc/{path}"))
+        .json(body)
+        .send()
+        .await
+        .expect("control reachable");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn element_call_sfu_get_is_served_like_lk_jwt_service() {
+    let _logs = LogsOnFailure;
+    let room = demo_room();
+    let request =
+        json!({"room": room, "openid_token": openid("frank").await, "device_id": "ELEMENTCALL"});
+    let (status, body) = post_json("sfu/get", &request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        2,
+        "exactly {{url, jwt}}: {body}"
+    );
+    assert_eq!(body["url"], "ws://localhost:7880");
+    let claims = jwt_claims(body["jwt"].as_str().unwrap());
+    // Element Call reads these from the JWT to find its room and itself.
+    assert_eq!(claims["sub"], "@frank:localhost:ELEMENTCALL");
+    let (_, grant) = post_token(
+        &json!({"room_id": room, "openid_token": openid("frank").await, "device_id": "X"}),
+    )
+    .await;
+    assert_eq!(
+        claims["video"]["room"], grant["livekit_room"],
+        "same LiveKit room as our own page"
+    );
+    match first_signal(GATEWAY_WS, body["jwt"].as_str().unwrap())
+        .await
+        .unwrap()
+    {
+        signal_response::Message::Join(_) => {}
+        other => panic!("LiveKit must accept the token, got {other:?}"),
+    }
+
+    // Asking for delayed-leave delegation is refused with 400, so Element Call retries without.
+    let mut delegated = request.clone();
+    delegated["delay_id"] = json!("syd_abc");
+    delegated["delay_timeout"] = json!(10000);
+    delegated["delay_cs_api_url"] = json!("http://localhost:8008");
+    let (status, body) = post_json("sfu/get", &delegated).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (400, Some("M_BAD_JSON")),
+        "{body}"
+    );
+
+    let (status, body) = post_json(
+        "sfu/get",
+        &json!({"room": room, "openid_token": openid("mallory").await, "device_id": "D"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn element_call_get_token_derives_the_member_identity() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let _logs = LogsOnFailure;
+    let room = demo_room();
+    let member = json!({"id": "member-1", "claimed_user_id": "@erin:localhost", "claimed_device_id": "EXDEVICE"});
+    let request = json!({"room_id": room, "slot_id": "m.call#ROOM", "openid_token": openid("erin").await, "member": member});
+    let (status, body) = post_json("get_token", &request).await;
+    assert_eq!(status, 200, "{body}");
+    let claims = jwt_claims(body["jwt"].as_str().unwrap());
+    let expected = base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(
+        br#"["@erin:localhost","EXDEVICE","member-1"]"#,
+    ));
+    assert_eq!(claims["sub"], expected);
+    match first_signal(GATEWAY_WS, body["jwt"].as_str().unwrap())
+        .await
+        .unwrap()
+    {
+        signal_response::Message::Join(_) => {}
+        other => panic!("LiveKit must accept the token, got {other:?}"),
+    }
+
+    // Claiming to be someone else than the OpenID token says is refused.
+    let mut spoofed = request.clone();
+    spoofed["openid_token"] = openid("erin").await;
+    spoofed["member"]["claimed_user_id"] = json!("@alice:localhost");
+    let (status, body) = post_json("get_token", &spoofed).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_homeserver_advertises_control_as_its_matrixrtc_transport() {
+    let _logs = LogsOnFailure;
+    let (access, _) = login("alice").await;
+    let transports: Value = reqwest::Client::new()
+        .get(format!(
+            "{HS}/_matrix/client/unstable/org.matrix.msc4143/rtc/transports"
+        ))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        transports["rtc_transports"][0]["livekit_service_url"], "http://localhost:8080/api/rtc",
+        "{transports}"
+    );
+    let well_known: Value = reqwest::get(format!("{HS}/.well-known/matrix/client"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        well_known["org.matrix.msc4143.rtc_foci"][0]["livekit_service_url"],
+        "http://localhost:8080/api/rtc",
+        "{well_known}"
+    );
+}
