@@ -5,9 +5,11 @@
 //! - [`service`]: the operations (one service layer), independent of transport;
 //! - [`rest`] and [`grpc`]: the two transports;
 //! - [`homeserver`], [`membership`], [`livekit`]: the outbound dependencies, each behind a trait;
+//! - [`enforcement`]: removes people from calls when they leave or are removed from the case;
 //! - [`config`] and [`error`]: configuration and the one error type that is the wire format.
 
 pub mod config;
+pub mod enforcement;
 pub mod error;
 pub mod grpc;
 pub mod homeserver;

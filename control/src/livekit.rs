@@ -22,6 +22,9 @@ pub trait LiveKitRooms: Send + Sync {
     async fn ensure_room(&self, name: &str, max_participants: u32) -> Result<(), ApiError>;
     /// Deletes the room, disconnecting everyone in it. A room that does not exist is not an error.
     async fn delete_room(&self, name: &str) -> Result<(), ApiError>;
+    /// Removes every participant of `user` from the room (by the Matrix user id attribute every
+    /// token carries, so hashed Element Call identities are found too). Returns how many.
+    async fn remove_user(&self, name: &str, user: &str) -> Result<usize, ApiError>;
     /// Identities currently in the room.
     async fn participants(&self, name: &str) -> Result<Vec<String>, ApiError>;
     /// Whether LiveKit answers at all (readiness).
@@ -76,6 +79,45 @@ impl LiveKitRooms for LiveKitService {
         }
     }
 
+    async fn remove_user(&self, name: &str, user: &str) -> Result<usize, ApiError> {
+        let list = match self.rooms.list_participants(name).await {
+            Ok(list) => list,
+            Err(ServiceError::Twirp(ServerError::Twirp(code)))
+                if code.code == ServerErrorCode::NOT_FOUND =>
+            {
+                return Ok(0);
+            }
+            Err(e) => {
+                warn!(error = %e, "LiveKit ListParticipants failed");
+                return Err(ApiError::Unavailable);
+            }
+        };
+        let mut removed = 0;
+        for participant in list {
+            let owner = participant
+                .attributes
+                .get(MATRIX_USER_ATTRIBUTE)
+                .map(String::as_str);
+            if owner != Some(user) {
+                continue;
+            }
+            match self
+                .rooms
+                .remove_participant(name, &participant.identity)
+                .await
+            {
+                Ok(()) => removed += 1,
+                Err(ServiceError::Twirp(ServerError::Twirp(code)))
+                    if code.code == ServerErrorCode::NOT_FOUND => {}
+                Err(e) => {
+                    warn!(error = %e, "LiveKit RemoveParticipant failed");
+                    return Err(ApiError::Unavailable);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     async fn participants(&self, name: &str) -> Result<Vec<String>, ApiError> {
         let list = self.rooms.list_participants(name).await.map_err(|e| {
             warn!(error = %e, "LiveKit ListParticipants failed");
@@ -88,6 +130,10 @@ impl LiveKitRooms for LiveKitService {
         self.rooms.list_rooms(vec![]).await.is_ok()
     }
 }
+
+/// Participant attribute naming the Matrix user a LiveKit participant belongs to. Set in every
+/// token (the participant cannot change it without `canUpdateOwnMetadata`, which it lacks).
+pub const MATRIX_USER_ATTRIBUTE: &str = "org.koinos.matrix_user_id";
 
 /// Signs LiveKit access tokens with the API key LiveKit (and the gateway) know.
 #[derive(Clone)]
@@ -117,12 +163,14 @@ impl TokenMinter {
         &self,
         room: &str,
         identity: &str,
+        matrix_user: &str,
         display_name: &str,
         ttl: Duration,
     ) -> Result<String, ApiError> {
         AccessToken::with_api_key(&self.api_key, &self.api_secret)
             .with_identity(identity)
             .with_name(display_name)
+            .with_attributes([(MATRIX_USER_ATTRIBUTE, matrix_user)])
             .with_ttl(ttl)
             .with_grants(VideoGrants {
                 room_join: true,

@@ -3,9 +3,10 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context;
 use koinos_control::{
     config::Config,
+    enforcement,
     grpc::GrpcApi,
     homeserver::HomeserverOpenId,
-    livekit::{LiveKitService, TokenMinter},
+    livekit::{LiveKitRooms, LiveKitService, TokenMinter},
     membership::MatrixMembership,
     rest::{AppState, router},
     service::{RtcService, SystemClock},
@@ -66,7 +67,15 @@ async fn run() -> anyhow::Result<()> {
     info!(http = %config.http_listen, grpc = %config.grpc_listen, homeserver = %config.homeserver.url, "starting koinos-control");
 
     let membership = login_with_retry(&config, &secrets.service_password).await?;
-    tokio::spawn(membership.clone().run_sync());
+    let livekit: Arc<dyn LiveKitRooms> = Arc::new(LiveKitService::new(
+        &config.livekit.api_url,
+        &config.livekit.api_key,
+        &secrets.livekit_api_secret,
+        config.call.empty_timeout,
+    ));
+    let (revoke, revocations) = enforcement::channel();
+    tokio::spawn(enforcement::run(revocations, livekit.clone()));
+    tokio::spawn(membership.clone().run_sync(revoke));
 
     let service = Arc::new(RtcService {
         openid: Arc::new(HomeserverOpenId::new(
@@ -74,12 +83,7 @@ async fn run() -> anyhow::Result<()> {
             &config.homeserver.server_name,
         )?),
         membership,
-        livekit: Arc::new(LiveKitService::new(
-            &config.livekit.api_url,
-            &config.livekit.api_key,
-            &secrets.livekit_api_secret,
-            config.call.empty_timeout,
-        )),
+        livekit,
         minter: TokenMinter::new(&config.livekit.api_key, &secrets.livekit_api_secret),
         turn: TurnMinter::new(
             &secrets.turn_secret,

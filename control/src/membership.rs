@@ -28,13 +28,13 @@ use matrix_sdk::{
         api::client::state::{get_state_event_for_key, get_state_events},
         events::{
             StateEventType,
-            room::member::{MembershipState, StrippedRoomMemberEvent},
+            room::member::{MembershipState, StrippedRoomMemberEvent, SyncRoomMemberEvent},
         },
     },
 };
 use tracing::{debug, info, warn};
 
-use crate::error::ApiError;
+use crate::{enforcement::Revocation, error::ApiError};
 
 /// The membership authority as the service layer sees it.
 #[async_trait]
@@ -97,8 +97,27 @@ impl MatrixMembership {
     }
 
     /// The sync loop: the only writer of membership state. Runs until the process ends,
-    /// backing off on errors (and so becoming "not ready" once the state is stale).
-    pub async fn run_sync(self: Arc<Self>) {
+    /// backing off on errors (and so becoming "not ready" once the state is stale). Every leave,
+    /// kick or ban it sees in a case room is sent to `revocations` (see `enforcement.rs`).
+    pub async fn run_sync(
+        self: Arc<Self>,
+        revocations: tokio::sync::mpsc::UnboundedSender<Revocation>,
+    ) {
+        self.client
+            .add_event_handler(move |ev: SyncRoomMemberEvent, room: Room| {
+                let revocations = revocations.clone();
+                async move {
+                    if matches!(
+                        ev.membership(),
+                        MembershipState::Leave | MembershipState::Ban
+                    ) {
+                        let _ = revocations.send(Revocation {
+                            room_id: room.room_id().to_owned(),
+                            user_id: ev.state_key().to_owned(),
+                        });
+                    }
+                }
+            });
         let server_name = self.server_name.clone();
         // Accept invites to case rooms from users of our own homeserver: that is how a new
         // case room gets control into it.

@@ -337,6 +337,7 @@ impl RtcService {
         let jwt = self.minter.participant_token(
             &livekit_room,
             &identity,
+            user.as_str(),
             user.localpart(),
             self.token_ttl,
         )?;
@@ -450,6 +451,9 @@ pub(crate) mod tests {
             self.deleted.lock().unwrap().push(name.to_owned());
             Ok(())
         }
+        async fn remove_user(&self, _name: &str, _user: &str) -> Result<usize, ApiError> {
+            Ok(0)
+        }
         async fn participants(&self, _name: &str) -> Result<Vec<String>, ApiError> {
             Ok(self.present.lock().unwrap().clone())
         }
@@ -522,6 +526,10 @@ pub(crate) mod tests {
         assert!(claims.video.room_join);
         assert_eq!(claims.video.room, grant.livekit_room);
         assert!(!claims.video.room_admin && !claims.video.room_create && !claims.video.room_list);
+        assert_eq!(
+            claims.attributes["org.koinos.matrix_user_id"],
+            "@alice:localhost"
+        );
     }
 
     #[tokio::test]

@@ -759,3 +759,116 @@ async fn the_homeserver_advertises_control_as_its_matrixrtc_transport() {
         "{well_known}"
     );
 }
+
+async fn matrix(method: reqwest::Method, access: &str, path: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .request(method, format!("{HS}/_matrix/client/v3{path}"))
+        .bearer_auth(access)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
+
+#[tokio::test]
+async fn a_member_removed_from_the_case_is_removed_from_the_call() {
+    let _logs = LogsOnFailure;
+    let (alice, _) = login("alice").await;
+    let room = matrix(
+        reqwest::Method::POST,
+        &alice,
+        "/createRoom",
+        json!({
+            "name": "Revocation test", "preset": "private_chat",
+            "creation_content": {"type": "org.koinos.case"},
+            "power_level_content_override": {
+                "events": {"org.matrix.msc3401.call.member": 0, "m.room.power_levels": 100},
+                "users": {"@koinos-rtc:localhost": 100}
+            },
+            "invite": ["@koinos-rtc:localhost", "@carol:localhost", "@dave:localhost"]
+        }),
+    )
+    .await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let quoted = urlencode(&room);
+    for user in ["carol", "dave"] {
+        let (access, _) = login(user).await;
+        matrix(
+            reqwest::Method::POST,
+            &access,
+            &format!("/join/{quoted}"),
+            json!({}),
+        )
+        .await;
+    }
+
+    // Control joins on the invite; until then it cannot vouch for anyone (403).
+    let mut sessions = Vec::new();
+    for user in ["carol", "dave"] {
+        let mut grant = Value::Null;
+        for _ in 0..40 {
+            let (status, body) = post_token(&json!({"room_id": room, "openid_token": openid(user).await, "device_id": "REVOKE"})).await;
+            if status == 200 {
+                grant = body;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let jwt = grant["jwt"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{user} never got a token"));
+        sessions.push(Session::join(jwt).await);
+    }
+    let dave_session = sessions.pop().unwrap();
+    let carol_session = sessions.pop().unwrap();
+
+    // alice kicks carol: carol's live session is ended by the server.
+    let started = std::time::Instant::now();
+    matrix(
+        reqwest::Method::POST,
+        &alice,
+        &format!("/rooms/{quoted}/kick"),
+        json!({"user_id": "@carol:localhost"}),
+    )
+    .await;
+    assert!(
+        carol_session.ended_by_server().await,
+        "a kicked member must be removed from the call"
+    );
+    eprintln!(
+        "kick → removed from the call in {:?} (target: 2 s)",
+        started.elapsed()
+    );
+
+    // dave leaves the case on his own: same.
+    let (dave, _) = login("dave").await;
+    let started = std::time::Instant::now();
+    matrix(
+        reqwest::Method::POST,
+        &dave,
+        &format!("/rooms/{quoted}/leave"),
+        json!({}),
+    )
+    .await;
+    assert!(
+        dave_session.ended_by_server().await,
+        "a member who left must be removed from the call"
+    );
+    eprintln!(
+        "leave → removed from the call in {:?} (target: 2 s)",
+        started.elapsed()
+    );
+
+    // And neither gets a new token.
+    let (status, _) = post_token(
+        &json!({"room_id": room, "openid_token": openid("carol").await, "device_id": "REVOKE"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+}

@@ -1,0 +1,108 @@
+//! Continuous enforcement: a practitioner who leaves, is kicked from or banned from a case room
+//! loses the call at once, not when their token expires.
+//!
+//! Concurrency model: the membership sync task (the only reader of the homeserver's membership
+//! stream) sends a [`Revocation`] on an unbounded channel for every leave or ban it sees; this
+//! module's single task owns the other end and performs the LiveKit removals in order, so a
+//! slow LiveKit call never holds up sync. Revocations are idempotent: replaying one (e.g. the
+//! initial sync after a restart) removes nobody who is allowed in.
+
+use std::{sync::Arc, time::Duration};
+
+use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::{livekit::LiveKitRooms, service::livekit_room_name};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub room_id: OwnedRoomId,
+    pub user_id: OwnedUserId,
+}
+
+pub fn channel() -> (
+    mpsc::UnboundedSender<Revocation>,
+    mpsc::UnboundedReceiver<Revocation>,
+) {
+    mpsc::unbounded_channel()
+}
+
+/// Removes revoked users' participants from their case room's call until the channel closes.
+pub async fn run(
+    mut revocations: mpsc::UnboundedReceiver<Revocation>,
+    livekit: Arc<dyn LiveKitRooms>,
+) {
+    while let Some(Revocation { room_id, user_id }) = revocations.recv().await {
+        let room = livekit_room_name(room_id.as_str());
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=5 {
+            match livekit.remove_user(&room, user_id.as_str()).await {
+                Ok(0) => break,
+                Ok(removed) => {
+                    info!(%user_id, %room_id, removed, "removed from the call: no longer a member");
+                    break;
+                }
+                Err(e) if attempt < 5 => {
+                    warn!(%user_id, %room_id, error = %e, attempt, "revocation failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => warn!(%user_id, %room_id, error = %e, "revocation failed; giving up"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::error::ApiError;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, String)>>);
+
+    #[async_trait]
+    impl LiveKitRooms for Recorder {
+        async fn ensure_room(&self, _: &str, _: u32) -> Result<(), ApiError> {
+            Ok(())
+        }
+        async fn delete_room(&self, _: &str) -> Result<(), ApiError> {
+            Ok(())
+        }
+        async fn remove_user(&self, name: &str, user: &str) -> Result<usize, ApiError> {
+            self.0.lock().unwrap().push((name.into(), user.into()));
+            Ok(1)
+        }
+        async fn participants(&self, _: &str) -> Result<Vec<String>, ApiError> {
+            Ok(vec![])
+        }
+        async fn reachable(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revocation_removes_the_user_from_the_rooms_call() {
+        let recorder = Arc::new(Recorder::default());
+        let (tx, rx) = channel();
+        tx.send(Revocation {
+            room_id: "!case:localhost".try_into().unwrap(),
+            user_id: "@bob:localhost".try_into().unwrap(),
+        })
+        .unwrap();
+        drop(tx);
+        run(rx, recorder.clone()).await;
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            vec![(
+                livekit_room_name("!case:localhost"),
+                "@bob:localhost".to_string()
+            )]
+        );
+    }
+}
