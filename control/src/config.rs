@@ -71,6 +71,10 @@ pub struct CallConfig {
     /// Lifetime of an issued LiveKit token (LiveKit refreshes it on a live connection).
     #[serde(with = "secs")]
     pub token_ttl: Duration,
+    /// Requests (tokens, TURN, end call) a user may make at once…
+    pub rate_limit_burst: u32,
+    /// …and how many a minute after that.
+    pub rate_limit_per_minute: u32,
     /// How long LiveKit keeps an empty room before closing it.
     #[serde(with = "secs")]
     pub empty_timeout: Duration,
@@ -116,6 +120,8 @@ impl Default for Config {
             call: CallConfig {
                 max_participants: 6,
                 token_ttl: Duration::from_secs(600),
+                rate_limit_burst: 30,
+                rate_limit_per_minute: 30,
                 empty_timeout: Duration::from_secs(120),
             },
             turn: TurnConfig {
@@ -238,6 +244,11 @@ impl Config {
         if self.turn.ttl < Duration::from_secs(60) {
             return Err(ConfigError::Invalid(
                 "turn.ttl must be at least 60 seconds".into(),
+            ));
+        }
+        if self.call.rate_limit_burst == 0 || self.call.rate_limit_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "call.rate_limit_burst and call.rate_limit_per_minute must be at least 1".into(),
             ));
         }
         if self.call.token_ttl < Duration::from_secs(60) {

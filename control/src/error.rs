@@ -29,6 +29,8 @@ pub enum ApiError {
     /// Not joined, banned, unknown room: one answer for all of them.
     #[error("You are not a member of this room.")]
     Forbidden,
+    #[error("Too many requests; retry in {retry_after_ms} ms.")]
+    RateLimited { retry_after_ms: u64 },
     #[error("The call is full ({max} participants).")]
     CallFull { max: u32 },
     /// Control cannot currently tell who is a member (homeserver unreachable, sync stale),
@@ -43,6 +45,9 @@ pub enum ApiError {
 struct Body<'a> {
     errcode: &'a str,
     error: String,
+    /// Matrix's hint on 429s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
@@ -53,7 +58,7 @@ impl ApiError {
             ApiError::TooLarge => "M_TOO_LARGE",
             ApiError::Unauthorized => "M_UNAUTHORIZED",
             ApiError::Forbidden => "M_FORBIDDEN",
-            ApiError::CallFull { .. } => "M_LIMIT_EXCEEDED",
+            ApiError::CallFull { .. } | ApiError::RateLimited { .. } => "M_LIMIT_EXCEEDED",
             ApiError::Unavailable => "M_UNAVAILABLE",
             ApiError::Internal => "M_UNKNOWN",
         }
@@ -66,6 +71,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::CallFull { .. } => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,7 +84,9 @@ impl ApiError {
             }
             ApiError::Unauthorized => tonic::Code::Unauthenticated,
             ApiError::Forbidden => tonic::Code::PermissionDenied,
-            ApiError::CallFull { .. } => tonic::Code::ResourceExhausted,
+            ApiError::CallFull { .. } | ApiError::RateLimited { .. } => {
+                tonic::Code::ResourceExhausted
+            }
             ApiError::Unavailable => tonic::Code::Unavailable,
             ApiError::Internal => tonic::Code::Internal,
         }
@@ -90,6 +98,10 @@ impl IntoResponse for ApiError {
         let body = Body {
             errcode: self.errcode(),
             error: self.to_string(),
+            retry_after_ms: match self {
+                ApiError::RateLimited { retry_after_ms } => Some(retry_after_ms),
+                _ => None,
+            },
         };
         (self.status(), Json(body)).into_response()
     }
@@ -118,6 +130,20 @@ mod tests {
             "You are not a member of this room."
         );
         assert_eq!(ApiError::Unauthorized.errcode(), "M_UNAUTHORIZED");
+    }
+
+    #[tokio::test]
+    async fn rate_limit_is_429_with_matrix_retry_hint() {
+        use http_body_util::BodyExt;
+        let response = ApiError::RateLimited {
+            retry_after_ms: 1500,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["errcode"], "M_LIMIT_EXCEEDED");
+        assert_eq!(json["retry_after_ms"], 1500);
     }
 
     #[test]

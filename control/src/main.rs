@@ -8,6 +8,7 @@ use koinos_control::{
     homeserver::HomeserverOpenId,
     livekit::{LiveKitRooms, LiveKitService, TokenMinter},
     membership::MatrixMembership,
+    ratelimit::RateLimiter,
     rest::{AppState, router},
     service::{RtcService, SystemClock},
     turn::TurnMinter,
@@ -89,6 +90,10 @@ async fn run() -> anyhow::Result<()> {
             &secrets.turn_secret,
             config.turn.ttl,
             config.turn.uris.clone(),
+        ),
+        rate_limiter: RateLimiter::new(
+            config.call.rate_limit_burst,
+            config.call.rate_limit_per_minute,
         ),
         clock: Arc::new(SystemClock),
         public_livekit_url: config.livekit.public_url.clone(),

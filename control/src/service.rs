@@ -15,6 +15,7 @@ use crate::{
     homeserver::OpenIdVerifier,
     livekit::{LiveKitRooms, TokenMinter},
     membership::MembershipOracle,
+    ratelimit::RateLimiter,
     turn::{TurnCredentials, TurnMinter},
 };
 
@@ -165,6 +166,7 @@ pub struct RtcService {
     pub livekit: Arc<dyn LiveKitRooms>,
     pub minter: TokenMinter,
     pub turn: TurnMinter,
+    pub rate_limiter: RateLimiter,
     pub clock: Arc<dyn Clock>,
     /// The signalling URL handed to clients (the gateway).
     pub public_livekit_url: String,
@@ -248,6 +250,12 @@ impl RtcService {
         let room_id = parse_room_id(room_id)?;
         check_openid_shape(openid_token)?;
         let user = self.openid.verify(openid_token).await?;
+        if let Err(wait) = self.rate_limiter.check(&user, std::time::Instant::now()) {
+            info!(%user, "refused: rate limited");
+            return Err(ApiError::RateLimited {
+                retry_after_ms: wait.as_millis() as u64 + 1,
+            });
+        }
         if !self.membership.is_joined(&room_id, &user).await? {
             info!(%user, %room_id, "refused: not joined");
             return Err(ApiError::Forbidden);
@@ -480,6 +488,7 @@ pub(crate) mod tests {
                 Duration::from_secs(3600),
                 vec!["turn:t:3478".into()],
             ),
+            rate_limiter: RateLimiter::new(5, 60),
             clock: Arc::new(FixedClock(1_000)),
             public_livekit_url: "ws://localhost:7880".into(),
             max_participants: 6,
@@ -681,6 +690,34 @@ pub(crate) mod tests {
             *livekit.deleted.lock().unwrap(),
             vec![livekit_room_name("!case:localhost")]
         );
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_burst_are_rate_limited_per_user() {
+        let livekit = Arc::new(FakeLiveKit::default());
+        let service = fake_service(livekit.clone());
+        for _ in 0..5 {
+            service
+                .issue_token(request("alice-token", "!case:localhost"))
+                .await
+                .unwrap();
+        }
+        let err = service
+            .issue_token(request("alice-token", "!case:localhost"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ApiError::RateLimited { retry_after_ms } if retry_after_ms > 0),
+            "{err:?}"
+        );
+        // Nothing was done for the refused request.
+        assert_eq!(livekit.created.lock().unwrap().len(), 5);
+        // A forged token never reaches the limiter's key space (401 first).
+        let err = service
+            .issue_token(request("forged", "!case:localhost"))
+            .await
+            .unwrap_err();
+        assert_eq!(err, ApiError::Unauthorized);
     }
 
     #[tokio::test]
