@@ -774,39 +774,113 @@ async fn matrix(method: reqwest::Method, access: &str, path: &str, body: Value) 
     body
 }
 
-#[tokio::test]
-async fn a_member_removed_from_the_case_is_removed_from_the_call() {
-    let _logs = LogsOnFailure;
-    let (alice, _) = login("alice").await;
+/// A fresh case room created by alice (so tests never disturb "Demo case"): control's service
+/// account and `invite` are invited, `join` of them join.
+async fn new_case(alice: &str, invite: &[&str], join: &[&str]) -> String {
+    let mut invitees = vec!["@koinos-rtc:localhost".to_owned()];
+    invitees.extend(invite.iter().map(|u| format!("@{u}:localhost")));
     let room = matrix(
         reqwest::Method::POST,
-        &alice,
+        alice,
         "/createRoom",
         json!({
-            "name": "Revocation test", "preset": "private_chat",
+            "name": "Test case", "preset": "private_chat",
             "creation_content": {"type": "org.koinos.case"},
             "power_level_content_override": {
                 "events": {"org.matrix.msc3401.call.member": 0, "m.room.power_levels": 100},
                 "users": {"@koinos-rtc:localhost": 100}
             },
-            "invite": ["@koinos-rtc:localhost", "@carol:localhost", "@dave:localhost"]
+            "invite": invitees
         }),
     )
     .await["room_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let quoted = urlencode(&room);
-    for user in ["carol", "dave"] {
+    for user in join {
         let (access, _) = login(user).await;
         matrix(
             reqwest::Method::POST,
             &access,
-            &format!("/join/{quoted}"),
+            &format!("/join/{}", urlencode(&room)),
             json!({}),
         )
         .await;
     }
+    room
+}
+
+#[tokio::test]
+async fn invited_left_and_banned_users_get_no_token() {
+    let _logs = LogsOnFailure;
+    let (alice, _) = login("alice").await;
+    // carol: invited, never joined; dave: joined then left; erin: joined then banned;
+    // frank: joined (the control case, so a 403 below is not "control is not in the room").
+    let room = new_case(
+        &alice,
+        &["carol", "dave", "erin", "frank"],
+        &["dave", "erin", "frank"],
+    )
+    .await;
+    let quoted = urlencode(&room);
+    let (dave, _) = login("dave").await;
+    matrix(
+        reqwest::Method::POST,
+        &dave,
+        &format!("/rooms/{quoted}/leave"),
+        json!({}),
+    )
+    .await;
+    matrix(
+        reqwest::Method::POST,
+        &alice,
+        &format!("/rooms/{quoted}/ban"),
+        json!({"user_id": "@erin:localhost"}),
+    )
+    .await;
+
+    let mut frank_ok = false;
+    for _ in 0..40 {
+        let body =
+            json!({"room_id": room, "openid_token": openid("frank").await, "device_id": "HOSTILE"});
+        if post_token(&body).await.0 == 200 {
+            frank_ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        frank_ok,
+        "a joined member of the new case gets a token once control is in it"
+    );
+    for user in ["carol", "dave", "erin"] {
+        for path in ["token", "turn", "sfu/get"] {
+            let body = match path {
+                "sfu/get" => {
+                    json!({"room": room, "openid_token": openid(user).await, "device_id": "HOSTILE"})
+                }
+                "turn" => json!({"room_id": room, "openid_token": openid(user).await}),
+                _ => {
+                    json!({"room_id": room, "openid_token": openid(user).await, "device_id": "HOSTILE"})
+                }
+            };
+            let (status, body) = post_json(path, &body).await;
+            assert_eq!(
+                (status, body["errcode"].as_str()),
+                (403, Some("M_FORBIDDEN")),
+                "{user} {path}: {body}"
+            );
+            assert!(body.get("jwt").is_none() && body.get("password").is_none());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_member_removed_from_the_case_is_removed_from_the_call() {
+    let _logs = LogsOnFailure;
+    let (alice, _) = login("alice").await;
+    let room = new_case(&alice, &["carol", "dave"], &["carol", "dave"]).await;
+    let quoted = urlencode(&room);
 
     // Control joins on the invite; until then it cannot vouch for anyone (403).
     let mut sessions = Vec::new();
