@@ -81,6 +81,9 @@ mod tests {
         async fn participants(&self, _: &str) -> Result<Vec<String>, ApiError> {
             Ok(vec![])
         }
+        async fn call_sizes(&self) -> Result<Vec<u32>, ApiError> {
+            Ok(vec![])
+        }
         async fn reachable(&self) -> bool {
             true
         }

@@ -64,6 +64,19 @@ impl ApiError {
         }
     }
 
+    /// A short, stable label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::BadJson(_) | ApiError::NotJson(_) | ApiError::TooLarge => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::CallFull { .. } => "call_full",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadJson(_) | ApiError::NotJson(_) => StatusCode::BAD_REQUEST,

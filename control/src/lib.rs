@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod homeserver;
 pub mod livekit;
 pub mod membership;
+pub mod metrics;
 pub mod ratelimit;
 pub mod rest;
 pub mod service;

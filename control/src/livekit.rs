@@ -27,6 +27,8 @@ pub trait LiveKitRooms: Send + Sync {
     async fn remove_user(&self, name: &str, user: &str) -> Result<usize, ApiError>;
     /// Identities currently in the room.
     async fn participants(&self, name: &str) -> Result<Vec<String>, ApiError>;
+    /// Participant count of every room LiveKit has now (for metrics).
+    async fn call_sizes(&self) -> Result<Vec<u32>, ApiError>;
     /// Whether LiveKit answers at all (readiness).
     async fn reachable(&self) -> bool;
 }
@@ -124,6 +126,14 @@ impl LiveKitRooms for LiveKitService {
             ApiError::Unavailable
         })?;
         Ok(list.into_iter().map(|p| p.identity).collect())
+    }
+
+    async fn call_sizes(&self) -> Result<Vec<u32>, ApiError> {
+        let rooms = self.rooms.list_rooms(vec![]).await.map_err(|e| {
+            warn!(error = %e, "LiveKit ListRooms failed");
+            ApiError::Unavailable
+        })?;
+        Ok(rooms.into_iter().map(|r| r.num_participants).collect())
     }
 
     async fn reachable(&self) -> bool {

@@ -44,6 +44,8 @@ pub trait MembershipOracle: Send + Sync {
     async fn is_joined(&self, room: &RoomId, user: &UserId) -> Result<bool, ApiError>;
     /// True once the membership state is known and fresh.
     fn is_ready(&self) -> bool;
+    /// Time since the last successful sync (`None` before the first).
+    fn sync_age(&self) -> Option<Duration>;
     /// Whether `user` may end the room's call for everyone: a power level at least the room's
     /// kick level (creators of room version 12+ rooms have unlimited power).
     async fn is_host(&self, room: &RoomId, user: &UserId) -> Result<bool, ApiError>;
@@ -238,6 +240,13 @@ impl MembershipOracle for MatrixMembership {
 
     fn is_ready(&self) -> bool {
         self.synced_once.load(Ordering::Acquire) && self.is_fresh()
+    }
+
+    fn sync_age(&self) -> Option<Duration> {
+        match self.last_sync_ms.load(Ordering::Acquire) {
+            0 => None,
+            last => Some(Duration::from_millis(now_ms().saturating_sub(last))),
+        }
     }
 
     async fn is_host(&self, room_id: &RoomId, user: &UserId) -> Result<bool, ApiError> {

@@ -56,6 +56,7 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .nest("/api/rtc", api)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/config.json", get(web_config));
     if let Some(dir) = web_dir {
         let index = dir.join("index.html");
@@ -97,6 +98,17 @@ async fn get_token(
     ApiJson(request): ApiJson<SfuRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(state.service.get_token(request).await?))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.service.render_metrics().await,
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -2,7 +2,10 @@
 //! (`grpc.rs`) both decode into these types and call [`RtcService`]; no policy lives in a
 //! transport.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, UserId};
@@ -15,6 +18,7 @@ use crate::{
     homeserver::OpenIdVerifier,
     livekit::{LiveKitRooms, TokenMinter},
     membership::MembershipOracle,
+    metrics::Metrics,
     ratelimit::RateLimiter,
     turn::{TurnCredentials, TurnMinter},
 };
@@ -167,6 +171,7 @@ pub struct RtcService {
     pub minter: TokenMinter,
     pub turn: TurnMinter,
     pub rate_limiter: RateLimiter,
+    pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
     /// The signalling URL handed to clients (the gateway).
     pub public_livekit_url: String,
@@ -249,14 +254,20 @@ impl RtcService {
     ) -> Result<(OwnedRoomId, OwnedUserId), ApiError> {
         let room_id = parse_room_id(room_id)?;
         check_openid_shape(openid_token)?;
-        let user = self.openid.verify(openid_token).await?;
-        if let Err(wait) = self.rate_limiter.check(&user, std::time::Instant::now()) {
+        let started = Instant::now();
+        let user = self.openid.verify(openid_token).await;
+        self.metrics.observe("homeserver_openid", started.elapsed());
+        let user = user?;
+        if let Err(wait) = self.rate_limiter.check(&user, Instant::now()) {
             info!(%user, "refused: rate limited");
             return Err(ApiError::RateLimited {
                 retry_after_ms: wait.as_millis() as u64 + 1,
             });
         }
-        if !self.membership.is_joined(&room_id, &user).await? {
+        let started = Instant::now();
+        let joined = self.membership.is_joined(&room_id, &user).await;
+        self.metrics.observe("membership", started.elapsed());
+        if !joined? {
             info!(%user, %room_id, "refused: not joined");
             return Err(ApiError::Forbidden);
         }
@@ -265,6 +276,41 @@ impl RtcService {
 
     /// `POST /api/rtc/token`, gRPC `IssueToken`.
     pub async fn issue_token(&self, request: TokenRequest) -> Result<TokenGrant, ApiError> {
+        self.counted("token", self.token_for(request)).await
+    }
+
+    /// `POST /api/rtc/sfu/get` (lk-jwt-service legacy shape, Element Call).
+    pub async fn sfu_get(&self, request: LegacySfuRequest) -> Result<SfuResponse, ApiError> {
+        self.counted("sfu_get", self.sfu_get_inner(request)).await
+    }
+
+    /// `POST /api/rtc/get_token` (lk-jwt-service MSC4195 shape, Element Call / Element X).
+    pub async fn get_token(&self, request: SfuRequest) -> Result<SfuResponse, ApiError> {
+        self.counted("get_token", self.get_token_inner(request))
+            .await
+    }
+
+    /// `POST /api/rtc/turn`, gRPC `IssueTurnCredentials`.
+    pub async fn issue_turn(&self, request: TurnRequest) -> Result<TurnCredentials, ApiError> {
+        self.counted("turn", self.turn_inner(request)).await
+    }
+
+    /// `POST /api/rtc/end`, gRPC `EndCall`.
+    pub async fn end_call(&self, request: EndCallRequest) -> Result<CallEnded, ApiError> {
+        self.counted("end_call", self.end_call_inner(request)).await
+    }
+
+    async fn counted<T>(
+        &self,
+        operation: &'static str,
+        work: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let result = work.await;
+        self.metrics.record(operation, &result);
+        result
+    }
+
+    async fn token_for(&self, request: TokenRequest) -> Result<TokenGrant, ApiError> {
         check_device_id(&request.device_id)?;
         let (room_id, user) = self
             .authorize(&request.room_id, &request.openid_token)
@@ -274,14 +320,13 @@ impl RtcService {
         self.admit(&room_id, &user, identity).await
     }
 
-    /// `POST /api/rtc/sfu/get` (lk-jwt-service legacy shape, Element Call).
-    pub async fn sfu_get(&self, request: LegacySfuRequest) -> Result<SfuResponse, ApiError> {
+    async fn sfu_get_inner(&self, request: LegacySfuRequest) -> Result<SfuResponse, ApiError> {
         refuse_delegation(
             &request.delay_id,
             &request.delay_timeout,
             &request.delay_cs_api_url,
         )?;
-        self.issue_token(TokenRequest {
+        self.token_for(TokenRequest {
             room_id: request.room,
             openid_token: request.openid_token,
             device_id: request.device_id,
@@ -290,8 +335,7 @@ impl RtcService {
         .map(SfuResponse::from)
     }
 
-    /// `POST /api/rtc/get_token` (lk-jwt-service MSC4195 shape, Element Call / Element X).
-    pub async fn get_token(&self, request: SfuRequest) -> Result<SfuResponse, ApiError> {
+    async fn get_token_inner(&self, request: SfuRequest) -> Result<SfuResponse, ApiError> {
         refuse_delegation(
             &request.delay_id,
             &request.delay_timeout,
@@ -331,10 +375,16 @@ impl RtcService {
         identity: String,
     ) -> Result<TokenGrant, ApiError> {
         let livekit_room = livekit_room_name(room_id.as_str());
-        self.livekit
-            .ensure_room(&livekit_room, self.max_participants)
-            .await?;
-        let present = self.livekit.participants(&livekit_room).await?;
+        let started = Instant::now();
+        let present = async {
+            self.livekit
+                .ensure_room(&livekit_room, self.max_participants)
+                .await?;
+            self.livekit.participants(&livekit_room).await
+        }
+        .await;
+        self.metrics.observe("livekit", started.elapsed());
+        let present = present?;
         if !present.contains(&identity) && present.len() >= self.max_participants as usize {
             info!(%user, %room_id, present = present.len(), "token refused: call full");
             return Err(ApiError::CallFull {
@@ -359,8 +409,7 @@ impl RtcService {
         })
     }
 
-    /// `POST /api/rtc/turn`, gRPC `IssueTurnCredentials`.
-    pub async fn issue_turn(&self, request: TurnRequest) -> Result<TurnCredentials, ApiError> {
+    async fn turn_inner(&self, request: TurnRequest) -> Result<TurnCredentials, ApiError> {
         let (room_id, user) = self
             .authorize(&request.room_id, &request.openid_token)
             .await?;
@@ -371,7 +420,7 @@ impl RtcService {
     /// `POST /api/rtc/end`, gRPC `EndCall`: a host ends the call for everyone. LiveKit's room
     /// goes first (media stops for everyone at once), then the call memberships are cleared so
     /// the case shows no running call.
-    pub async fn end_call(&self, request: EndCallRequest) -> Result<CallEnded, ApiError> {
+    async fn end_call_inner(&self, request: EndCallRequest) -> Result<CallEnded, ApiError> {
         let (room_id, user) = self
             .authorize(&request.room_id, &request.openid_token)
             .await?;
@@ -387,6 +436,13 @@ impl RtcService {
             livekit_room,
             memberships_cleared,
         })
+    }
+
+    /// `GET /metrics`: the counters plus what is true now (sync age, calls and participants).
+    pub async fn render_metrics(&self) -> String {
+        let sizes = self.livekit.call_sizes().await.ok();
+        self.metrics
+            .render(self.membership.sync_age(), sizes.as_deref())
     }
 
     pub async fn is_ready(&self) -> bool {
@@ -435,6 +491,9 @@ pub(crate) mod tests {
         fn is_ready(&self) -> bool {
             true
         }
+        fn sync_age(&self) -> Option<std::time::Duration> {
+            Some(std::time::Duration::ZERO)
+        }
         async fn is_host(&self, _room: &RoomId, user: &UserId) -> Result<bool, ApiError> {
             Ok(user.as_str() == "@alice:localhost")
         }
@@ -465,6 +524,9 @@ pub(crate) mod tests {
         async fn participants(&self, _name: &str) -> Result<Vec<String>, ApiError> {
             Ok(self.present.lock().unwrap().clone())
         }
+        async fn call_sizes(&self) -> Result<Vec<u32>, ApiError> {
+            Ok(vec![])
+        }
         async fn reachable(&self) -> bool {
             true
         }
@@ -489,6 +551,7 @@ pub(crate) mod tests {
                 vec!["turn:t:3478".into()],
             ),
             rate_limiter: RateLimiter::new(5, 60),
+            metrics: Metrics::default(),
             clock: Arc::new(FixedClock(1_000)),
             public_livekit_url: "ws://localhost:7880".into(),
             max_participants: 6,

@@ -946,3 +946,56 @@ async fn a_member_removed_from_the_case_is_removed_from_the_call() {
     .await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_count_outcomes() {
+    use std::io::Write as _;
+    let _logs = LogsOnFailure;
+    let room = demo_room();
+    let (status, _) = post_token(
+        &json!({"room_id": room, "openid_token": openid("bob").await, "device_id": "METRICS"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = post_token(
+        &json!({"room_id": room, "openid_token": openid("mallory").await, "device_id": "METRICS"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    let response = reqwest::get(format!("{CONTROL}/metrics")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.text().await.unwrap();
+    for expected in [
+        r#"koinos_control_requests_total{operation="token",outcome="issued"}"#,
+        r#"koinos_control_requests_total{operation="token",outcome="forbidden"}"#,
+        r#"koinos_control_dependency_latency_seconds_count{dependency="homeserver_openid"}"#,
+        r#"koinos_control_dependency_latency_seconds_count{dependency="livekit"}"#,
+        "koinos_control_membership_sync_age_seconds ",
+        "koinos_control_calls_active ",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+    assert!(!text.contains("eyJ"), "no token may appear in metrics");
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package) runs");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

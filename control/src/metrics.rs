@@ -1,0 +1,187 @@
+//! Prometheus metrics of the control plane (`GET /metrics`, Prometheus text format 0.0.4).
+//!
+//! Counters and histograms are updated by the service layer as requests complete, so REST and
+//! gRPC are counted alike. Gauges that describe the world (call sizes, sync age) are read at
+//! scrape time from their owners instead of being mirrored here.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::error::ApiError;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabels {
+    dependency: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<DependencyLabels, Histogram>,
+    sync_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    calls_active: Gauge,
+    participants: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("koinos_control");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by operation (token, turn, end_call, sfu_get, get_token) and outcome \
+             (issued or the refusal reason)",
+            requests.clone(),
+        );
+        let latency = Family::<DependencyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        registry.register(
+            "dependency_latency_seconds",
+            "Latency of calls to the homeserver (OpenID), the membership check and LiveKit",
+            latency.clone(),
+        );
+        let sync_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "membership_sync_age_seconds",
+            "Seconds since the last successful homeserver sync (membership is refused past the \
+             configured staleness); -1 before the first",
+            sync_age.clone(),
+        );
+        let calls_active = Gauge::default();
+        registry.register(
+            "calls_active",
+            "LiveKit rooms (calls) that exist now",
+            calls_active.clone(),
+        );
+        let participants = Gauge::default();
+        registry.register(
+            "call_participants",
+            "Participants across all calls now",
+            participants.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            sync_age,
+            calls_active,
+            participants,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn record<T>(&self, operation: &'static str, result: &Result<T, ApiError>) {
+        let outcome = match result {
+            Ok(_) => "issued",
+            Err(e) => e.reason(),
+        };
+        self.requests
+            .get_or_create(&RequestLabels { operation, outcome })
+            .inc();
+    }
+
+    pub fn observe(&self, dependency: &'static str, elapsed: Duration) {
+        self.latency
+            .get_or_create(&DependencyLabels { dependency })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Encodes everything, after setting the scrape-time gauges.
+    pub fn render(&self, sync_age: Option<Duration>, call_sizes: Option<&[u32]>) -> String {
+        self.sync_age
+            .set(sync_age.map_or(-1.0, |d| d.as_secs_f64()));
+        if let Some(sizes) = call_sizes {
+            self.calls_active.set(sizes.len() as i64);
+            self.participants
+                .set(sizes.iter().map(|&n| i64::from(n)).sum());
+        }
+        let mut open_metrics = String::new();
+        prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry)
+            .expect("writing to a String cannot fail");
+        to_prometheus_text(&open_metrics)
+    }
+}
+
+/// OpenMetrics names a counter family `x` and its samples `x_total`; the classic Prometheus text
+/// format (what `promtool check metrics` and older scrapers read) wants HELP/TYPE on `x_total`
+/// and has no `# EOF`. Everything else is the same in both.
+fn to_prometheus_text(open_metrics: &str) -> String {
+    let counters: Vec<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_and_gauges_are_rendered() {
+        let metrics = Metrics::default();
+        metrics.record("token", &Ok::<(), ApiError>(()));
+        metrics.record::<()>("token", &Err(ApiError::Forbidden));
+        metrics.observe("livekit", Duration::from_millis(3));
+        let text = metrics.render(Some(Duration::from_secs(2)), Some(&[2, 3]));
+        assert!(
+            text.contains(r#"koinos_control_requests_total{operation="token",outcome="issued"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"koinos_control_requests_total{operation="token",outcome="forbidden"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("koinos_control_calls_active 2"), "{text}");
+        assert!(
+            text.contains("koinos_control_call_participants 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("koinos_control_membership_sync_age_seconds 2.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"koinos_control_dependency_latency_seconds_count{dependency="livekit"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}
