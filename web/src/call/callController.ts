@@ -78,6 +78,15 @@ function disconnectReasonText(reason: DisconnectReason | undefined): string {
   }
 }
 
+/** LiveKit refused the connection because the room does not exist (any more). */
+function isRoomGone(err: unknown): boolean {
+  return (
+    err instanceof ConnectionError &&
+    ((err.reason === ConnectionErrorReason.NotAllowed && err.status === 404) ||
+      /room does not exist/i.test(err.message))
+  );
+}
+
 function livekitConnectError(err: unknown): AppError {
   console.warn("LiveKit connect failed", err);
   if (err instanceof ConnectionError) {
@@ -193,19 +202,27 @@ export class CallController {
       // (c) LiveKit JWT from control.
       const deviceId = this.client.getDeviceId();
       if (!deviceId) throw new AppErrorException(appError("auth", MESSAGES.authExpired));
-      const token = await requestRtcToken(this.config.rtcServiceUrl, this.matrixRoom.roomId, deviceId, openId);
-      this.throwIfLeaving();
-
       // (d) LiveKit.
       const room = createLivekitRoom();
       this.lkRoom = room;
       window.__koinosRoom = room;
       this.attachRoomListeners(room);
-      this.update({ statusText: "Connecting to the media server…" });
-      try {
-        await room.connect(token.url, token.jwt);
-      } catch (err) {
-        throw new AppErrorException(livekitConnectError(err));
+      for (let attempt = 1; ; attempt++) {
+        const token = await requestRtcToken(this.config.rtcServiceUrl, this.matrixRoom.roomId, deviceId, openId);
+        this.throwIfLeaving();
+        this.update({ statusText: "Connecting to the media server…" });
+        try {
+          await room.connect(token.url, token.jwt);
+          break;
+        } catch (err) {
+          // LiveKit closes an empty call's room after its departure timeout; a token issued in
+          // that instant names a room that is gone. A new token request re-creates it.
+          if (attempt === 1 && isRoomGone(err)) {
+            console.warn("The call's media room closed while joining; retrying once", err);
+            continue;
+          }
+          throw new AppErrorException(livekitConnectError(err));
+        }
       }
       this.throwIfLeaving();
       this.update({ phase: "connected", connection: "connected", statusText: "Connected." });
@@ -276,7 +293,8 @@ export class CallController {
         this.update({ connection: "reconnected", statusText: "Reconnected." });
       })
       .on(RoomEvent.Disconnected, (reason?: DisconnectReason) => {
-        if (this.leaving) return;
+        // While joining, a failed attempt is handled where `connect()` rejects (retry or error).
+        if (this.leaving || this.snapshot.phase === "joining") return;
         console.warn("LiveKit disconnected", reason);
         // Gone for good (LiveKit already gave up resuming): do not leave a ghost membership behind.
         void this.leaveRtc(5000);
