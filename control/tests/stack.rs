@@ -89,14 +89,7 @@ async fn openid(user: &str) -> Value {
 }
 
 async fn post_token(body: &Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{CONTROL}/api/rtc/token"))
-        .json(body)
-        .send()
-        .await
-        .expect("control reachable");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    post_json("token", body).await
 }
 
 /// Opens a LiveKit signalling session with `jwt` at `base` and returns the first server message.
@@ -323,14 +316,7 @@ fn turn_allocation(username: &str, password: &str) -> Result<u64, String> {
 }
 
 async fn post_turn(body: &Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{CONTROL}/api/rtc/turn"))
-        .json(body)
-        .send()
-        .await
-        .expect("control reachable");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    post_json("turn", body).await
 }
 
 #[tokio::test]
@@ -560,14 +546,11 @@ fn urlencode(s: &str) -> String {
 }
 
 async fn post_end(user: &str, room: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{CONTROL}/api/rtc/end"))
-        .json(&json!({"room_id": room, "openid_token": openid(user).await}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    post_json(
+        "end",
+        &json!({"room_id": room, "openid_token": openid(user).await}),
+    )
+    .await
 }
 
 #[tokio::test]
