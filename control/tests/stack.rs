@@ -88,6 +88,24 @@ async fn openid(user: &str) -> Value {
         .unwrap()
 }
 
+/// A refusal with exactly this status and Matrix errcode.
+#[track_caller]
+fn assert_refused(status: u16, body: &Value, expected_status: u16, errcode: &str) {
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (expected_status, Some(errcode)),
+        "{body}"
+    );
+}
+
+/// LiveKit, through the gateway, lets this token join.
+async fn assert_livekit_accepts(jwt: &str) {
+    match first_signal(GATEWAY_WS, jwt).await.unwrap() {
+        signal_response::Message::Join(_) => {}
+        other => panic!("LiveKit must accept the token, got {other:?}"),
+    }
+}
+
 async fn post_token(body: &Value) -> (u16, Value) {
     post_json("token", body).await
 }
@@ -177,21 +195,13 @@ async fn forged_or_foreign_openid_tokens_are_401() {
     let forged = json!({"access_token": "forgedforgedforged", "token_type": "Bearer", "matrix_server_name": "localhost", "expires_in": 3600});
     let (status, body) =
         post_token(&json!({"room_id": room, "openid_token": forged, "device_id": "D"})).await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (401, Some("M_UNAUTHORIZED")),
-        "{body}"
-    );
+    assert_refused(status, &body, 401, "M_UNAUTHORIZED");
 
     let mut foreign = openid("alice").await;
     foreign["matrix_server_name"] = json!("evil.example");
     let (status, body) =
         post_token(&json!({"room_id": room, "openid_token": foreign, "device_id": "D"})).await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (401, Some("M_UNAUTHORIZED")),
-        "{body}"
-    );
+    assert_refused(status, &body, 401, "M_UNAUTHORIZED");
 }
 
 /// Makes a genuinely issued OpenID token expired in the homeserver's own database (Synapse
@@ -229,11 +239,7 @@ async fn expired_openid_token_is_401() {
 
     expire_in_homeserver(token["access_token"].as_str().unwrap());
     let (status, body) = post_token(&request).await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (401, Some("M_UNAUTHORIZED")),
-        "{body}"
-    );
+    assert_refused(status, &body, 401, "M_UNAUTHORIZED");
     assert!(body.get("jwt").is_none());
 }
 
@@ -644,13 +650,7 @@ async fn element_call_sfu_get_is_served_like_lk_jwt_service() {
         claims["video"]["room"], grant["livekit_room"],
         "same LiveKit room as our own page"
     );
-    match first_signal(GATEWAY_WS, body["jwt"].as_str().unwrap())
-        .await
-        .unwrap()
-    {
-        signal_response::Message::Join(_) => {}
-        other => panic!("LiveKit must accept the token, got {other:?}"),
-    }
+    assert_livekit_accepts(body["jwt"].as_str().unwrap()).await;
 
     // Asking for delayed-leave delegation is refused with 400, so Element Call retries without.
     let mut delegated = request.clone();
@@ -658,22 +658,14 @@ async fn element_call_sfu_get_is_served_like_lk_jwt_service() {
     delegated["delay_timeout"] = json!(10000);
     delegated["delay_cs_api_url"] = json!("http://localhost:8008");
     let (status, body) = post_json("sfu/get", &delegated).await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (400, Some("M_BAD_JSON")),
-        "{body}"
-    );
+    assert_refused(status, &body, 400, "M_BAD_JSON");
 
     let (status, body) = post_json(
         "sfu/get",
         &json!({"room": room, "openid_token": openid("mallory").await, "device_id": "D"}),
     )
     .await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (403, Some("M_FORBIDDEN")),
-        "{body}"
-    );
+    assert_refused(status, &body, 403, "M_FORBIDDEN");
 }
 
 #[tokio::test]
@@ -691,24 +683,14 @@ async fn element_call_get_token_derives_the_member_identity() {
         br#"["@erin:localhost","EXDEVICE","member-1"]"#,
     ));
     assert_eq!(claims["sub"], expected);
-    match first_signal(GATEWAY_WS, body["jwt"].as_str().unwrap())
-        .await
-        .unwrap()
-    {
-        signal_response::Message::Join(_) => {}
-        other => panic!("LiveKit must accept the token, got {other:?}"),
-    }
+    assert_livekit_accepts(body["jwt"].as_str().unwrap()).await;
 
     // Claiming to be someone else than the OpenID token says is refused.
     let mut spoofed = request.clone();
     spoofed["openid_token"] = openid("erin").await;
     spoofed["member"]["claimed_user_id"] = json!("@alice:localhost");
     let (status, body) = post_json("get_token", &spoofed).await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (401, Some("M_UNAUTHORIZED")),
-        "{body}"
-    );
+    assert_refused(status, &body, 401, "M_UNAUTHORIZED");
 }
 
 #[tokio::test]
