@@ -3,14 +3,17 @@
 //!
 //! Concurrency model: the membership sync task (the only reader of the homeserver's membership
 //! stream) sends a [`Revocation`] on an unbounded channel for every leave or ban it sees; this
-//! module's single task owns the other end and performs the LiveKit removals in order, so a
-//! slow LiveKit call never holds up sync. Revocations are idempotent: replaying one (e.g. the
-//! initial sync after a restart) removes nobody who is allowed in.
+//! module's single task owns the other end. For each revocation it first publishes it on a
+//! broadcast channel (the gRPC `WatchRevocations` subscribers, i.e. gateways, which cut the
+//! user's signalling at once) and then performs the LiveKit removals in order, so a slow LiveKit
+//! call never holds up sync. Revocations are idempotent: replaying one (e.g. the initial sync
+//! after a restart) removes nobody who is allowed in. The LiveKit removal is the authority; a
+//! gateway that missed a broadcast loses nothing but speed.
 
 use std::{sync::Arc, time::Duration};
 
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::{livekit::LiveKitRooms, service::livekit_room_name};
@@ -19,6 +22,17 @@ use crate::{livekit::LiveKitRooms, service::livekit_room_name};
 pub struct Revocation {
     pub room_id: OwnedRoomId,
     pub user_id: OwnedUserId,
+    /// Unix milliseconds when control saw the membership change.
+    pub revoked_at_ms: i64,
+}
+
+/// How many revocations a slow `WatchRevocations` subscriber may fall behind before it is cut
+/// off (and must resubscribe).
+pub const FEED_CAPACITY: usize = 1024;
+
+/// The broadcast side gRPC subscribers attach to.
+pub fn feed() -> broadcast::Sender<Revocation> {
+    broadcast::channel(FEED_CAPACITY).0
 }
 
 pub fn channel() -> (
@@ -28,12 +42,19 @@ pub fn channel() -> (
     mpsc::unbounded_channel()
 }
 
-/// Removes revoked users' participants from their case room's call until the channel closes.
+/// Tells subscribers, then removes revoked users' participants from their case room's call,
+/// until the channel closes.
 pub async fn run(
     mut revocations: mpsc::UnboundedReceiver<Revocation>,
     livekit: Arc<dyn LiveKitRooms>,
+    feed: broadcast::Sender<Revocation>,
 ) {
-    while let Some(Revocation { room_id, user_id }) = revocations.recv().await {
+    while let Some(revocation) = revocations.recv().await {
+        // No subscriber is not an error: gateways are optional for enforcement.
+        let _ = feed.send(revocation.clone());
+        let Revocation {
+            room_id, user_id, ..
+        } = revocation;
         let room = livekit_room_name(room_id.as_str());
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=5 {
@@ -93,13 +114,17 @@ mod tests {
     async fn a_revocation_removes_the_user_from_the_rooms_call() {
         let recorder = Arc::new(Recorder::default());
         let (tx, rx) = channel();
-        tx.send(Revocation {
+        let revocation = Revocation {
             room_id: "!case:localhost".try_into().unwrap(),
             user_id: "@bob:localhost".try_into().unwrap(),
-        })
-        .unwrap();
+            revoked_at_ms: 1,
+        };
+        tx.send(revocation.clone()).unwrap();
         drop(tx);
-        run(rx, recorder.clone()).await;
+        let feed = feed();
+        let mut subscriber = feed.subscribe();
+        run(rx, recorder.clone(), feed).await;
+        assert_eq!(subscriber.recv().await.unwrap(), revocation);
         assert_eq!(
             *recorder.0.lock().unwrap(),
             vec![(

@@ -1,17 +1,26 @@
 //! The gRPC transport (`koinos.rtc.v1.ControlService`): decodes into the service layer's types
-//! and calls the same [`RtcService`] as REST.
+//! and calls the same [`RtcService`] as REST. `WatchRevocations` is gRPC-only: it is for
+//! gateways, which prove themselves with a LiveKit admin token (they hold the API secret).
 
-use std::sync::Arc;
+use std::{pin::Pin, sync::Arc};
 
 use koinos_proto::v1::{
     EndCallRequest as ProtoEndCall, EndCallResponse, IssueTokenRequest, IssueTokenResponse,
-    IssueTurnCredentialsRequest, TurnCredentials, control_service_server::ControlService,
+    IssueTurnCredentialsRequest, Revocation as ProtoRevocation, TurnCredentials,
+    WatchRevocationsRequest, control_service_server::ControlService,
 };
-use tonic::{Request, Response, Status};
+use livekit_api::access_token::TokenVerifier;
+use tokio::sync::broadcast;
+use tokio_stream::{Stream, StreamExt, wrappers::BroadcastStream};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tracing::{info, warn};
 
 use crate::{
+    enforcement::Revocation,
     error::ApiError,
-    service::{EndCallRequest, OpenIdToken, RtcService, TokenRequest, TurnRequest},
+    service::{
+        EndCallRequest, OpenIdToken, RtcService, TokenRequest, TurnRequest, livekit_room_name,
+    },
 };
 
 fn openid_token(token: Option<koinos_proto::v1::OpenIdToken>) -> Result<OpenIdToken, ApiError> {
@@ -26,7 +35,45 @@ fn openid_token(token: Option<koinos_proto::v1::OpenIdToken>) -> Result<OpenIdTo
 
 pub struct GrpcApi {
     pub service: Arc<RtcService>,
+    pub revocations: broadcast::Sender<Revocation>,
+    /// Verifies the gateways' LiveKit admin tokens (same API key and secret as LiveKit).
+    pub gateway_verifier: TokenVerifier,
 }
+
+impl GrpcApi {
+    /// Only a holder of the LiveKit API secret — a gateway — may watch revocations: the stream
+    /// says who was removed from which case, which is nobody else's business.
+    fn authorize_gateway(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        let refused = || Status::unauthenticated("a LiveKit admin token is required");
+        let token = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(refused)?;
+        match self.gateway_verifier.verify(token) {
+            Ok(claims) if claims.video.room_admin => Ok(()),
+            Ok(_) => {
+                warn!("WatchRevocations refused: token lacks the roomAdmin grant");
+                Err(refused())
+            }
+            Err(e) => {
+                warn!(error = %e, "WatchRevocations refused: invalid token");
+                Err(refused())
+            }
+        }
+    }
+}
+
+fn to_proto(revocation: Revocation) -> ProtoRevocation {
+    ProtoRevocation {
+        livekit_room: livekit_room_name(revocation.room_id.as_str()),
+        room_id: revocation.room_id.into(),
+        user_id: revocation.user_id.into(),
+        revoked_at_ms: revocation.revoked_at_ms,
+    }
+}
+
+type RevocationStream = Pin<Box<dyn Stream<Item = Result<ProtoRevocation, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ControlService for GrpcApi {
@@ -89,6 +136,26 @@ impl ControlService for GrpcApi {
             memberships_cleared: ended.memberships_cleared as u32,
         }))
     }
+
+    type WatchRevocationsStream = RevocationStream;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        self.authorize_gateway(request.metadata())?;
+        info!("a gateway subscribed to revocations");
+        let stream = BroadcastStream::new(self.revocations.subscribe()).map(|item| match item {
+            Ok(revocation) => Ok(to_proto(revocation)),
+            // tonic ends the stream with this status: the subscriber resubscribes.
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => {
+                Err(Status::data_loss(format!(
+                    "subscriber fell {missed} revocations behind; resubscribe"
+                )))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
 }
 
 #[cfg(test)]
@@ -110,11 +177,92 @@ mod tests {
         }
     }
 
+    const KEY: &str = "devkey";
+    const SECRET: &str = "secret-secret-secret-secret-secret";
+
+    fn api() -> GrpcApi {
+        GrpcApi {
+            service: Arc::new(fake_service(Arc::new(FakeLiveKit::default()))),
+            revocations: crate::enforcement::feed(),
+            gateway_verifier: TokenVerifier::with_api_key(KEY, SECRET),
+        }
+    }
+
+    fn bearer(jwt: &str) -> Request<WatchRevocationsRequest> {
+        let mut request = Request::new(WatchRevocationsRequest {});
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {jwt}").parse().unwrap());
+        request
+    }
+
+    fn admin_token(secret: &str, room_admin: bool) -> String {
+        livekit_api::access_token::AccessToken::with_api_key(KEY, secret)
+            .with_identity("koinos-gateway")
+            .with_grants(livekit_api::access_token::VideoGrants {
+                room_admin,
+                ..Default::default()
+            })
+            .to_jwt()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_a_livekit_admin_may_watch_revocations() {
+        let api = api();
+        for request in [
+            Request::new(WatchRevocationsRequest {}),
+            bearer("not-a-jwt"),
+            bearer(&admin_token("another-secret-another-secret-xx", true)),
+            // A participant token (no roomAdmin) signed with the right secret.
+            bearer(&admin_token(SECRET, false)),
+        ] {
+            let Err(status) = api.watch_revocations(request).await else {
+                panic!("must be refused");
+            };
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        }
+
+        let mut stream = api
+            .watch_revocations(bearer(&admin_token(SECRET, true)))
+            .await
+            .unwrap()
+            .into_inner();
+        api.revocations
+            .send(Revocation {
+                room_id: "!case:localhost".try_into().unwrap(),
+                user_id: "@bob:localhost".try_into().unwrap(),
+                revoked_at_ms: 42,
+            })
+            .unwrap();
+        let got = stream.next().await.unwrap().unwrap();
+        assert_eq!(got.user_id, "@bob:localhost");
+        assert_eq!(got.livekit_room, livekit_room_name("!case:localhost"));
+        assert_eq!(got.revoked_at_ms, 42);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_to_resubscribe() {
+        let api = api();
+        let mut stream = api
+            .watch_revocations(bearer(&admin_token(SECRET, true)))
+            .await
+            .unwrap()
+            .into_inner();
+        for n in 0..=crate::enforcement::FEED_CAPACITY as i64 {
+            let _ = api.revocations.send(Revocation {
+                room_id: "!case:localhost".try_into().unwrap(),
+                user_id: "@bob:localhost".try_into().unwrap(),
+                revoked_at_ms: n,
+            });
+        }
+        let status = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DataLoss);
+    }
+
     #[tokio::test]
     async fn grpc_and_rest_share_the_policy() {
-        let api = GrpcApi {
-            service: Arc::new(fake_service(Arc::new(FakeLiveKit::default()))),
-        };
+        let api = api();
         let ok = api
             .issue_token(Request::new(request("alice-token")))
             .await

@@ -76,7 +76,12 @@ async fn run() -> anyhow::Result<()> {
         config.call.empty_timeout,
     ));
     let (revoke, revocations) = enforcement::channel();
-    tokio::spawn(enforcement::run(revocations, livekit.clone()));
+    let revocation_feed = enforcement::feed();
+    tokio::spawn(enforcement::run(
+        revocations,
+        livekit.clone(),
+        revocation_feed.clone(),
+    ));
     tokio::spawn(membership.clone().run_sync(revoke));
 
     let service = Arc::new(RtcService {
@@ -124,8 +129,24 @@ async fn run() -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_listen))?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(health, service.clone()));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(koinos_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("gRPC reflection descriptors")?;
     let grpc = tonic::transport::Server::builder()
-        .add_service(ControlServiceServer::new(GrpcApi { service }))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ControlServiceServer::new(GrpcApi {
+            service,
+            revocations: revocation_feed,
+            gateway_verifier: livekit_api::access_token::TokenVerifier::with_api_key(
+                &config.livekit.api_key,
+                &secrets.livekit_api_secret,
+            ),
+        }))
         .serve_with_shutdown(config.grpc_listen, shutdown());
     info!("ready to serve");
     tokio::try_join!(
@@ -139,6 +160,30 @@ async fn run() -> anyhow::Result<()> {
     )?;
     info!("stopped");
     Ok(())
+}
+
+/// gRPC health (`grpc.health.v1`) follows the same readiness as `/readyz`: SERVING only while
+/// membership is synced and fresh and LiveKit answers, for the whole server ("") and for
+/// `koinos.rtc.v1.ControlService`.
+async fn report_health(health: tonic_health::server::HealthReporter, service: Arc<RtcService>) {
+    use tonic_health::ServingStatus;
+    const SERVICE: &str = "koinos.rtc.v1.ControlService";
+    let mut last = None;
+    loop {
+        let status = if service.is_ready().await {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(status) {
+            for name in ["", SERVICE] {
+                health.set_service_status(name, status).await;
+            }
+            info!(?status, "gRPC health");
+            last = Some(status);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// The homeserver may still be starting; a wrong password, though, is fatal at once.

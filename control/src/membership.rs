@@ -116,6 +116,7 @@ impl MatrixMembership {
                         let _ = revocations.send(Revocation {
                             room_id: room.room_id().to_owned(),
                             user_id: ev.state_key().to_owned(),
+                            revoked_at_ms: now_ms() as i64,
                         });
                     }
                 }

@@ -964,3 +964,150 @@ async fn metrics_pass_promtool_and_count_outcomes() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+const CONTROL_GRPC: &str = "http://127.0.0.1:50051";
+
+fn livekit_secret() -> String {
+    std::fs::read_to_string(dev_dir().join("secrets/livekit_api_secret"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// What a gateway presents to watch revocations: a LiveKit token with the roomAdmin grant.
+fn gateway_token(secret: &str) -> String {
+    livekit_api::access_token::AccessToken::with_api_key("devkey", secret)
+        .with_identity("koinos-gateway-test")
+        .with_grants(livekit_api::access_token::VideoGrants {
+            room_admin: true,
+            ..Default::default()
+        })
+        .to_jwt()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn grpc_health_and_reflection_are_served() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let _logs = LogsOnFailure;
+    let channel = tonic::transport::Endpoint::from_static(CONTROL_GRPC)
+        .connect()
+        .await
+        .expect("control's gRPC port");
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "koinos.rtc.v1.ControlService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("reflection must list services");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["koinos.rtc.v1.ControlService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == expected), "{names:?}");
+    }
+}
+
+#[tokio::test]
+async fn gateways_are_told_of_revocations_over_grpc() {
+    use koinos_proto::v1::{WatchRevocationsRequest, control_service_client::ControlServiceClient};
+    let _logs = LogsOnFailure;
+    let mut client = ControlServiceClient::connect(CONTROL_GRPC).await.unwrap();
+    let watch = |jwt: String| {
+        let mut request = tonic::Request::new(WatchRevocationsRequest {});
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {jwt}").parse().unwrap());
+        request
+    };
+    // Without the LiveKit secret there is no stream.
+    let refused = client
+        .watch_revocations(watch(gateway_token(
+            "wrong-secret-wrong-secret-wrong-secret",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let refused = client
+        .watch_revocations(tonic::Request::new(WatchRevocationsRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    let mut stream = client
+        .watch_revocations(watch(gateway_token(&livekit_secret())))
+        .await
+        .unwrap()
+        .into_inner();
+    let (alice, _) = login("alice").await;
+    let room = new_case(&alice, &["erin"], &["erin"]).await;
+    // Control must be in the room to see the kick: wait until it vouches for erin.
+    let mut joined = false;
+    for _ in 0..40 {
+        let body = json!({"room_id": room, "openid_token": openid("erin").await});
+        if post_turn(&body).await.0 == 200 {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(joined, "control joins the new case on invite");
+
+    let started = std::time::Instant::now();
+    matrix(
+        reqwest::Method::POST,
+        &alice,
+        &format!("/rooms/{}/kick", urlencode(&room)),
+        json!({"user_id": "@erin:localhost"}),
+    )
+    .await;
+    let revocation = loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a revocation within 5 s")
+            .unwrap()
+            .expect("stream open");
+        // Other tests may revoke in other rooms meanwhile.
+        if next.room_id == room {
+            break next;
+        }
+    };
+    eprintln!("kick → WatchRevocations in {:?}", started.elapsed());
+    assert_eq!(revocation.user_id, "@erin:localhost");
+    assert_eq!(
+        revocation.livekit_room,
+        koinos_control::service::livekit_room_name(&room)
+    );
+}
