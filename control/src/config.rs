@@ -78,6 +78,14 @@ pub struct CallConfig {
     /// How long LiveKit keeps an empty room before closing it.
     #[serde(with = "secs")]
     pub empty_timeout: Duration,
+    /// A call membership whose device has had no participant in the call for this long is
+    /// cleared by control (no ghosts on homeservers without MSC4140 delayed events). Longer
+    /// than a client's reconnect or reload.
+    #[serde(with = "secs")]
+    pub ghost_after: Duration,
+    /// How often every call is reconciled against LiveKit (LiveKit's webhooks also trigger it).
+    #[serde(with = "secs")]
+    pub reconcile_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +131,8 @@ impl Default for Config {
                 rate_limit_burst: 30,
                 rate_limit_per_minute: 30,
                 empty_timeout: Duration::from_secs(120),
+                ghost_after: Duration::from_secs(30),
+                reconcile_interval: Duration::from_secs(10),
             },
             turn: TurnConfig {
                 uris: vec![
@@ -249,6 +259,18 @@ impl Config {
         if self.call.rate_limit_burst == 0 || self.call.rate_limit_per_minute == 0 {
             return Err(ConfigError::Invalid(
                 "call.rate_limit_burst and call.rate_limit_per_minute must be at least 1".into(),
+            ));
+        }
+        if self.call.ghost_after < Duration::from_secs(5) {
+            return Err(ConfigError::Invalid(
+                "call.ghost_after must be at least 5 seconds (a reconnecting client would lose \
+                 its call membership)"
+                    .into(),
+            ));
+        }
+        if self.call.reconcile_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "call.reconcile_interval must be at least 1 second".into(),
             ));
         }
         if self.call.token_ttl < Duration::from_secs(60) {

@@ -99,7 +99,10 @@ mod tests {
             self.0.lock().unwrap().push((name.into(), user.into()));
             Ok(1)
         }
-        async fn participants(&self, _: &str) -> Result<Vec<String>, ApiError> {
+        async fn participants(
+            &self,
+            _: &str,
+        ) -> Result<Vec<crate::livekit::LiveParticipant>, ApiError> {
             Ok(vec![])
         }
         async fn call_sizes(&self) -> Result<Vec<u32>, ApiError> {

@@ -6,6 +6,7 @@
 //! - [`rest`] and [`grpc`]: the two transports;
 //! - [`homeserver`], [`membership`], [`livekit`]: the outbound dependencies, each behind a trait;
 //! - [`enforcement`]: removes people from calls when they leave or are removed from the case;
+//! - [`reaper`]: clears call memberships whose participant has gone (no ghosts without MSC4140);
 //! - [`config`] and [`error`]: configuration and the one error type that is the wire format.
 
 pub mod config;
@@ -17,6 +18,7 @@ pub mod livekit;
 pub mod membership;
 pub mod metrics;
 pub mod ratelimit;
+pub mod reaper;
 pub mod rest;
 pub mod service;
 pub mod turn;

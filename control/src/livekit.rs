@@ -16,6 +16,31 @@ use tracing::warn;
 
 use crate::error::ApiError;
 
+/// A participant of a LiveKit room and the Matrix device it belongs to (from the attributes
+/// control put in its token).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LiveParticipant {
+    pub identity: String,
+    pub matrix_user: Option<String>,
+    pub matrix_device: Option<String>,
+}
+
+impl LiveParticipant {
+    /// Whether this participant is `user`'s `device` (by attributes, or by a
+    /// `<user_id>:<device_id>` identity for participants that carry none).
+    pub fn is_device(&self, user: &str, device: &str) -> bool {
+        match (&self.matrix_user, &self.matrix_device) {
+            (Some(u), Some(d)) => u == user && d == device,
+            _ => {
+                self.identity
+                    .strip_prefix(user)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    == Some(device)
+            }
+        }
+    }
+}
+
 #[async_trait]
 pub trait LiveKitRooms: Send + Sync {
     /// Creates the room if it does not exist (LiveKit's CreateRoom is idempotent).
@@ -25,8 +50,8 @@ pub trait LiveKitRooms: Send + Sync {
     /// Removes every participant of `user` from the room (by the Matrix user id attribute every
     /// token carries, so hashed Element Call identities are found too). Returns how many.
     async fn remove_user(&self, name: &str, user: &str) -> Result<usize, ApiError>;
-    /// Identities currently in the room.
-    async fn participants(&self, name: &str) -> Result<Vec<String>, ApiError>;
+    /// Who is in the room now (empty if the room does not exist).
+    async fn participants(&self, name: &str) -> Result<Vec<LiveParticipant>, ApiError>;
     /// Participant count of every room LiveKit has now (for metrics).
     async fn call_sizes(&self) -> Result<Vec<u32>, ApiError>;
     /// Whether LiveKit answers at all (readiness).
@@ -120,12 +145,27 @@ impl LiveKitRooms for LiveKitService {
         Ok(removed)
     }
 
-    async fn participants(&self, name: &str) -> Result<Vec<String>, ApiError> {
-        let list = self.rooms.list_participants(name).await.map_err(|e| {
-            warn!(error = %e, "LiveKit ListParticipants failed");
-            ApiError::Unavailable
-        })?;
-        Ok(list.into_iter().map(|p| p.identity).collect())
+    async fn participants(&self, name: &str) -> Result<Vec<LiveParticipant>, ApiError> {
+        let list = match self.rooms.list_participants(name).await {
+            Ok(list) => list,
+            Err(ServiceError::Twirp(ServerError::Twirp(code)))
+                if code.code == ServerErrorCode::NOT_FOUND =>
+            {
+                return Ok(vec![]);
+            }
+            Err(e) => {
+                warn!(error = %e, "LiveKit ListParticipants failed");
+                return Err(ApiError::Unavailable);
+            }
+        };
+        Ok(list
+            .into_iter()
+            .map(|mut p| LiveParticipant {
+                matrix_user: p.attributes.remove(MATRIX_USER_ATTRIBUTE),
+                matrix_device: p.attributes.remove(MATRIX_DEVICE_ATTRIBUTE),
+                identity: p.identity,
+            })
+            .collect())
     }
 
     async fn call_sizes(&self) -> Result<Vec<u32>, ApiError> {
@@ -144,6 +184,8 @@ impl LiveKitRooms for LiveKitService {
 /// Participant attribute naming the Matrix user a LiveKit participant belongs to. Set in every
 /// token (the participant cannot change it without `canUpdateOwnMetadata`, which it lacks).
 pub const MATRIX_USER_ATTRIBUTE: &str = "org.koinos.matrix_user_id";
+/// The Matrix device, so a call membership (one per device) can be matched to its participant.
+pub const MATRIX_DEVICE_ATTRIBUTE: &str = "org.koinos.matrix_device_id";
 
 /// Signs LiveKit access tokens with the API key LiveKit (and the gateway) know.
 #[derive(Clone)]
@@ -174,13 +216,17 @@ impl TokenMinter {
         room: &str,
         identity: &str,
         matrix_user: &str,
+        matrix_device: &str,
         display_name: &str,
         ttl: Duration,
     ) -> Result<String, ApiError> {
         AccessToken::with_api_key(&self.api_key, &self.api_secret)
             .with_identity(identity)
             .with_name(display_name)
-            .with_attributes([(MATRIX_USER_ATTRIBUTE, matrix_user)])
+            .with_attributes([
+                (MATRIX_USER_ATTRIBUTE, matrix_user),
+                (MATRIX_DEVICE_ATTRIBUTE, matrix_device),
+            ])
             .with_ttl(ttl)
             .with_grants(VideoGrants {
                 room_join: true,
@@ -195,5 +241,29 @@ impl TokenMinter {
                 warn!(error = %e, "token signing failed");
                 ApiError::Internal
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_participant_is_matched_to_its_matrix_device() {
+        let tagged = LiveParticipant {
+            identity: "hashed-identity".into(),
+            matrix_user: Some("@bob:localhost".into()),
+            matrix_device: Some("DEV".into()),
+        };
+        assert!(tagged.is_device("@bob:localhost", "DEV"));
+        assert!(!tagged.is_device("@bob:localhost", "OTHER"));
+        assert!(!tagged.is_device("@bo:localhost", "DEV"));
+        let untagged = LiveParticipant {
+            identity: "@bob:localhost:DEV".into(),
+            ..Default::default()
+        };
+        assert!(untagged.is_device("@bob:localhost", "DEV"));
+        assert!(!untagged.is_device("@bob:localhost", "DE"));
+        assert!(!untagged.is_device("@bob:local", "host:DEV"));
     }
 }

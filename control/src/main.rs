@@ -10,7 +10,8 @@ use koinos_control::{
     membership::MatrixMembership,
     metrics::Metrics,
     ratelimit::RateLimiter,
-    rest::{AppState, router},
+    reaper::{self, ReaperSettings},
+    rest::{AppState, LiveKitWebhooks, router},
     service::{RtcService, SystemClock},
     turn::TurnMinter,
 };
@@ -118,10 +119,29 @@ async fn run() -> anyhow::Result<()> {
     {
         warn!(dir = %dir.display(), "web_dir has no index.html; build it with `make build`");
     }
+    let (hints, hinted) = reaper::hints();
+    tokio::spawn(reaper::run(
+        service.clone(),
+        hinted,
+        ReaperSettings {
+            interval: config.call.reconcile_interval,
+            ghost_after: config.call.ghost_after,
+            service_url: config.public_rtc_service_url.clone(),
+        },
+    ));
     let app = router(
         AppState {
             service: service.clone(),
             web_config: Arc::new(web_config),
+            webhooks: Arc::new(LiveKitWebhooks {
+                receiver: livekit_api::webhooks::WebhookReceiver::new(
+                    livekit_api::access_token::TokenVerifier::with_api_key(
+                        &config.livekit.api_key,
+                        &secrets.livekit_api_secret,
+                    ),
+                ),
+                hints,
+            }),
         },
         config.web_dir.clone(),
     );

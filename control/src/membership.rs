@@ -23,8 +23,9 @@ use async_trait::async_trait;
 use matrix_sdk::{
     Client, Room, RoomState,
     config::SyncSettings,
+    deserialized_responses::RawAnySyncOrStrippedState,
     ruma::{
-        RoomId, UserId,
+        OwnedRoomId, OwnedUserId, RoomId, UserId,
         api::client::state::{get_state_event_for_key, get_state_events},
         events::{
             StateEventType,
@@ -52,6 +53,51 @@ pub trait MembershipOracle: Send + Sync {
     /// Writes an empty call membership (`{}`) over every live one in the room, as control's
     /// service account. Returns how many were cleared.
     async fn clear_call_memberships(&self, room: &RoomId) -> Result<usize, ApiError>;
+    /// Every live call membership in the case rooms control is joined to, from the synced
+    /// state (no homeserver request). Empty while the state is not fresh.
+    async fn live_call_memberships(&self) -> Vec<CallMembership>;
+    /// Clears one membership if, on the homeserver, it is still exactly `membership.event_id`
+    /// (so a client that has just rejoined is not cleared). Returns whether it was cleared.
+    async fn clear_call_membership(&self, membership: &CallMembership) -> Result<bool, ApiError>;
+}
+
+/// A live MatrixRTC call membership: one device of one user in a room's call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallMembership {
+    pub room_id: OwnedRoomId,
+    pub state_key: String,
+    pub event_id: String,
+    /// The sender (the member; only they or a room admin can write the state key).
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+    /// The `livekit_service_url`s of `foci_preferred`: which JWT service (and so which
+    /// LiveKit) the member's client uses.
+    pub service_urls: Vec<String>,
+}
+
+impl CallMembership {
+    /// Parses a state event; `None` unless it is a live (non-empty) call membership.
+    pub fn from_state_event(room_id: &RoomId, event: &serde_json::Value) -> Option<Self> {
+        if event["type"] != CALL_MEMBER_EVENT {
+            return None;
+        }
+        let content = event["content"].as_object().filter(|c| !c.is_empty())?;
+        let service_urls = content
+            .get("foci_preferred")
+            .and_then(|f| f.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|focus| focus["livekit_service_url"].as_str().map(str::to_owned))
+            .collect();
+        Some(Self {
+            room_id: room_id.to_owned(),
+            state_key: event["state_key"].as_str()?.to_owned(),
+            event_id: event["event_id"].as_str()?.to_owned(),
+            user_id: event["sender"].as_str()?.try_into().ok()?,
+            device_id: content.get("device_id")?.as_str()?.to_owned(),
+            service_urls,
+        })
+    }
 }
 
 /// The MatrixRTC call membership state event (Element Call "compatibility" mode).
@@ -296,6 +342,68 @@ impl MembershipOracle for MatrixMembership {
         }
         Ok(cleared)
     }
+
+    async fn live_call_memberships(&self) -> Vec<CallMembership> {
+        if !self.is_fresh() {
+            return vec![];
+        }
+        let mut live = Vec::new();
+        for room in self.client.joined_rooms() {
+            let events = match room
+                .get_state_events(StateEventType::from(CALL_MEMBER_EVENT))
+                .await
+            {
+                Ok(events) => events,
+                Err(e) => {
+                    warn!(error = %e, room_id = %room.room_id(), "state store read failed");
+                    continue;
+                }
+            };
+            for event in events {
+                let RawAnySyncOrStrippedState::Sync(raw) = event else {
+                    continue;
+                };
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(raw.json().get()) else {
+                    continue;
+                };
+                live.extend(CallMembership::from_state_event(room.room_id(), &value));
+            }
+        }
+        live
+    }
+
+    async fn clear_call_membership(&self, membership: &CallMembership) -> Result<bool, ApiError> {
+        let room_id = &membership.room_id;
+        let room = self.client.get_room(room_id).ok_or(ApiError::Forbidden)?;
+        let state = self
+            .client
+            .send(get_state_events::v3::Request::new(room_id.to_owned()))
+            .await
+            .map_err(|e| {
+                warn!(error = %e, %room_id, "cannot read room state");
+                ApiError::Unavailable
+            })?;
+        let still_current = state.room_state.iter().any(|raw| {
+            serde_json::from_str::<serde_json::Value>(raw.json().get())
+                .ok()
+                .and_then(|event| CallMembership::from_state_event(room_id, &event))
+                .is_some_and(|current| current == *membership)
+        });
+        if !still_current {
+            return Ok(false);
+        }
+        room.send_state_event_raw(
+            CALL_MEMBER_EVENT,
+            &membership.state_key,
+            serde_json::json!({}),
+        )
+        .await
+        .map_err(|e| {
+            warn!(error = %e, %room_id, "cannot clear a call membership");
+            ApiError::Unavailable
+        })?;
+        Ok(true)
+    }
 }
 
 fn now_ms() -> u64 {
@@ -303,4 +411,31 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_membership_is_read_from_its_state_event() {
+        let room: OwnedRoomId = "!case:localhost".try_into().unwrap();
+        let event = serde_json::json!({
+            "type": CALL_MEMBER_EVENT, "state_key": "_@bob:localhost_DEV_m.call",
+            "event_id": "$e", "sender": "@bob:localhost",
+            "content": {"application": "m.call", "device_id": "DEV",
+                "foci_preferred": [{"type": "livekit", "livekit_service_url": "https://c/api/rtc"}]}
+        });
+        let membership = CallMembership::from_state_event(&room, &event).unwrap();
+        assert_eq!(membership.device_id, "DEV");
+        assert_eq!(membership.user_id.as_str(), "@bob:localhost");
+        assert_eq!(membership.service_urls, ["https://c/api/rtc"]);
+
+        let mut left = event.clone();
+        left["content"] = serde_json::json!({});
+        assert_eq!(CallMembership::from_state_event(&room, &left), None);
+        let mut other = event;
+        other["type"] = "m.room.topic".into();
+        assert_eq!(CallMembership::from_state_event(&room, &other), None);
+    }
 }

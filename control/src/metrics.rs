@@ -26,6 +26,11 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DependencyLabels {
     dependency: &'static str,
 }
@@ -37,6 +42,8 @@ pub struct Metrics {
     sync_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     calls_active: Gauge,
     participants: Gauge,
+    ghosts_cleared: Counter,
+    webhooks: Family<WebhookLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -76,6 +83,19 @@ impl Default for Metrics {
             "Participants across all calls now",
             participants.clone(),
         );
+        let ghosts_cleared = Counter::default();
+        registry.register(
+            "ghost_memberships_cleared",
+            "Call memberships control cleared because their device had no participant in the \
+             call (crashed clients on homeservers without delayed events)",
+            ghosts_cleared.clone(),
+        );
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "livekit_webhooks",
+            "Verified LiveKit webhook deliveries by event",
+            webhooks.clone(),
+        );
         Self {
             registry,
             requests,
@@ -83,6 +103,8 @@ impl Default for Metrics {
             sync_age,
             calls_active,
             participants,
+            ghosts_cleared,
+            webhooks,
         }
     }
 }
@@ -95,6 +117,35 @@ impl Metrics {
         };
         self.requests
             .get_or_create(&RequestLabels { operation, outcome })
+            .inc();
+    }
+
+    pub fn ghost_cleared(&self) {
+        self.ghosts_cleared.inc();
+    }
+
+    pub fn webhook(&self, event: &str) {
+        // LiveKit's event names are a small fixed set; anything else is folded so a hostile
+        // (but correctly signed) sender cannot grow the label space.
+        let event = match event {
+            "room_started"
+            | "room_finished"
+            | "participant_joined"
+            | "participant_left"
+            | "participant_connection_aborted"
+            | "track_published"
+            | "track_unpublished"
+            | "egress_started"
+            | "egress_updated"
+            | "egress_ended"
+            | "ingress_started"
+            | "ingress_ended" => event,
+            _ => "other",
+        };
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                event: event.to_owned(),
+            })
             .inc();
     }
 

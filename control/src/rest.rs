@@ -11,7 +11,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use livekit_api::webhooks::WebhookReceiver;
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 use tower_http::{
     cors::{Any, CorsLayer},
     services::{ServeDir, ServeFile},
@@ -20,6 +22,7 @@ use tower_http::{
 
 use crate::{
     error::ApiError,
+    reaper::Hint,
     service::{
         EndCallRequest, LegacySfuRequest, RtcService, SfuRequest, TokenRequest, TurnRequest,
     },
@@ -33,7 +36,18 @@ pub struct AppState {
     pub service: Arc<RtcService>,
     /// Served as `/config.json`: what the page needs to find the homeserver and control.
     pub web_config: Arc<serde_json::Value>,
+    pub webhooks: Arc<LiveKitWebhooks>,
 }
+
+/// LiveKit's webhooks: verified with the API secret (LiveKit signs the body's SHA-256 into a
+/// JWT in `Authorization`), then used as hints for the reaper.
+pub struct LiveKitWebhooks {
+    pub receiver: WebhookReceiver,
+    pub hints: mpsc::Sender<Hint>,
+}
+
+/// LiveKit's webhook bodies carry whole room and participant objects; still bounded.
+pub const MAX_WEBHOOK_BYTES: usize = 256 * 1024;
 
 pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
     // Element Call runs on its own origin and calls the JWT endpoints cross-origin, as it does
@@ -57,7 +71,11 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/config.json", get(web_config));
+        .route("/config.json", get(web_config))
+        .route(
+            "/livekit/webhook",
+            post(livekit_webhook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
+        );
     if let Some(dir) = web_dir {
         let index = dir.join("index.html");
         app = app.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)));
@@ -119,6 +137,36 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+async fn livekit_webhook(
+    State(state): State<AppState>,
+    headers: header::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = body.map_err(|_| ApiError::TooLarge)?;
+    let body = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::NotJson("webhook body is not UTF-8".into()))?;
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v))
+        .ok_or(ApiError::Unauthorized)?;
+    let event = state.webhooks.receiver.receive(body, auth).map_err(|e| {
+        tracing::warn!(error = %e, "LiveKit webhook refused");
+        ApiError::Unauthorized
+    })?;
+    state.service.metrics.webhook(&event.event);
+    // A participant whose connection never completed (or dropped) is reported as aborted,
+    // not left.
+    if matches!(
+        event.event.as_str(),
+        "participant_left" | "participant_connection_aborted" | "room_finished"
+    ) {
+        // Full means a reconcile is already pending.
+        let _ = state.webhooks.hints.try_send(Hint);
+    }
+    Ok(StatusCode::OK)
+}
+
 async fn web_config(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json((*state.web_config).clone())
 }
@@ -178,6 +226,15 @@ mod tests {
         let state = AppState {
             service: Arc::new(fake_service(Arc::new(FakeLiveKit::default()))),
             web_config: Arc::new(serde_json::json!({"homeserver_url": "http://hs"})),
+            webhooks: Arc::new(LiveKitWebhooks {
+                receiver: WebhookReceiver::new(
+                    livekit_api::access_token::TokenVerifier::with_api_key(
+                        "devkey",
+                        "secret-secret-secret-secret-secret",
+                    ),
+                ),
+                hints: crate::reaper::hints().0,
+            }),
         };
         router(state, None)
     }

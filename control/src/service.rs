@@ -317,7 +317,8 @@ impl RtcService {
             .await?;
 
         let identity = livekit_identity(&user, &request.device_id);
-        self.admit(&room_id, &user, identity).await
+        self.admit(&room_id, &user, &request.device_id, identity)
+            .await
     }
 
     async fn sfu_get_inner(&self, request: LegacySfuRequest) -> Result<SfuResponse, ApiError> {
@@ -362,7 +363,7 @@ impl RtcService {
             return Err(ApiError::Unauthorized);
         }
         let identity = member_identity(&user, &member.claimed_device_id, &member.id);
-        self.admit(&room_id, &user, identity)
+        self.admit(&room_id, &user, &member.claimed_device_id, identity)
             .await
             .map(SfuResponse::from)
     }
@@ -372,6 +373,7 @@ impl RtcService {
         &self,
         room_id: &OwnedRoomId,
         user: &UserId,
+        device_id: &str,
         identity: String,
     ) -> Result<TokenGrant, ApiError> {
         let livekit_room = livekit_room_name(room_id.as_str());
@@ -385,7 +387,8 @@ impl RtcService {
         .await;
         self.metrics.observe("livekit", started.elapsed());
         let present = present?;
-        if !present.contains(&identity) && present.len() >= self.max_participants as usize {
+        let rejoin = present.iter().any(|p| p.identity == identity);
+        if !rejoin && present.len() >= self.max_participants as usize {
             info!(%user, %room_id, present = present.len(), "token refused: call full");
             return Err(ApiError::CallFull {
                 max: self.max_participants,
@@ -396,6 +399,7 @@ impl RtcService {
             &livekit_room,
             &identity,
             user.as_str(),
+            device_id,
             user.localpart(),
             self.token_ttl,
         )?;
@@ -458,6 +462,7 @@ pub(crate) mod tests {
     use matrix_sdk::ruma::{OwnedUserId, RoomId};
 
     use super::*;
+    use crate::livekit::LiveParticipant;
 
     #[test]
     fn room_name_matches_lk_jwt_service() {
@@ -500,6 +505,15 @@ pub(crate) mod tests {
         async fn clear_call_memberships(&self, _room: &RoomId) -> Result<usize, ApiError> {
             Ok(2)
         }
+        async fn live_call_memberships(&self) -> Vec<crate::membership::CallMembership> {
+            vec![]
+        }
+        async fn clear_call_membership(
+            &self,
+            _membership: &crate::membership::CallMembership,
+        ) -> Result<bool, ApiError> {
+            Ok(false)
+        }
     }
 
     #[derive(Default)]
@@ -521,8 +535,17 @@ pub(crate) mod tests {
         async fn remove_user(&self, _name: &str, _user: &str) -> Result<usize, ApiError> {
             Ok(0)
         }
-        async fn participants(&self, _name: &str) -> Result<Vec<String>, ApiError> {
-            Ok(self.present.lock().unwrap().clone())
+        async fn participants(&self, _name: &str) -> Result<Vec<LiveParticipant>, ApiError> {
+            Ok(self
+                .present
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|identity| LiveParticipant {
+                    identity: identity.clone(),
+                    ..Default::default()
+                })
+                .collect())
         }
         async fn call_sizes(&self) -> Result<Vec<u32>, ApiError> {
             Ok(vec![])

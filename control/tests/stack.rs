@@ -498,16 +498,18 @@ impl Session {
     }
 }
 
-async fn put_call_membership(user: &str, room: &str) -> String {
+/// Joins `user`'s `device` to the room's MatrixRTC call the way a client on a homeserver
+/// without MSC4140 does: a plain state event, no delayed leave.
+async fn put_call_membership(user: &str, room: &str, device: &str) -> String {
     let (access, user_id) = login(user).await;
-    let state_key = format!("_{user_id}_ENDTEST_m.call");
+    let state_key = format!("_{user_id}_{device}_m.call");
     let url = format!(
         "{HS}/_matrix/client/v3/rooms/{}/state/org.matrix.msc3401.call.member/{}",
         urlencode(room),
         urlencode(&state_key)
     );
     let content = json!({
-        "application": "m.call", "call_id": "", "scope": "m.room", "device_id": "ENDTEST",
+        "application": "m.call", "call_id": "", "scope": "m.room", "device_id": device,
         "expires": 3_600_000, "m.call.intent": "video",
         "focus_active": {"type": "livekit", "focus_selection": "multi_sfu"},
         "foci_preferred": [{"type": "livekit", "livekit_service_url": "http://localhost:8080/api/rtc", "livekit_alias": room}],
@@ -563,8 +565,8 @@ async fn post_end(user: &str, room: &str) -> (u16, Value) {
 async fn only_the_host_ends_the_call_for_everyone() {
     let _logs = LogsOnFailure;
     let room = demo_room();
-    let bob_key = put_call_membership("bob", &room).await;
-    let carol_key = put_call_membership("carol", &room).await;
+    let bob_key = put_call_membership("bob", &room, "ENDTEST").await;
+    let carol_key = put_call_membership("carol", &room, "ENDTEST").await;
     let (status, grant) = post_token(
         &json!({"room_id": room, "openid_token": openid("carol").await, "device_id": "ENDTEST"}),
     )
@@ -1110,4 +1112,134 @@ async fn gateways_are_told_of_revocations_over_grpc() {
         revocation.livekit_room,
         koinos_control::service::livekit_room_name(&room)
     );
+}
+
+/// The current state event (not just its content) of a call membership.
+async fn call_membership_event(room: &str, state_key: &str) -> Value {
+    let (alice, _) = login("alice").await;
+    let state = matrix(
+        reqwest::Method::GET,
+        &alice,
+        &format!("/rooms/{}/state", urlencode(room)),
+        Value::Null,
+    )
+    .await;
+    state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "org.matrix.msc3401.call.member" && e["state_key"] == state_key)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// LiveKit webhooks reporting a participant gone (a signalling-only client's departure is
+/// reported as an aborted connection rather than a leave).
+async fn departures() -> f64 {
+    metric(r#"koinos_control_livekit_webhooks_total{event="participant_left"} "#).await
+        + metric(
+            r#"koinos_control_livekit_webhooks_total{event="participant_connection_aborted"} "#,
+        )
+        .await
+}
+
+async fn metric(name_and_labels: &str) -> f64 {
+    let text = reqwest::get(format!("{CONTROL}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Tokens for `users` in `room`, waiting for control to have joined a brand-new case.
+async fn tokens_once_control_is_in(room: &str, users: &[(&str, &str)]) -> Vec<String> {
+    let mut jwts = Vec::new();
+    for (user, device) in users {
+        let mut jwt = None;
+        for _ in 0..40 {
+            let body =
+                json!({"room_id": room, "openid_token": openid(user).await, "device_id": device});
+            let (status, grant) = post_token(&body).await;
+            if status == 200 {
+                jwt = grant["jwt"].as_str().map(str::to_owned);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        jwts.push(jwt.unwrap_or_else(|| panic!("{user} never got a token")));
+    }
+    jwts
+}
+
+#[tokio::test]
+async fn a_membership_without_its_participant_is_reaped_without_delayed_events() {
+    let _logs = LogsOnFailure;
+    let (alice, _) = login("alice").await;
+    let room = new_case(&alice, &["bob", "dave"], &["bob", "dave"]).await;
+    let jwts = tokens_once_control_is_in(&room, &[("bob", "GHOSTB"), ("dave", "GHOSTD")]).await;
+    let bob_session = Session::join(&jwts[0]).await;
+    let dave_session = Session::join(&jwts[1]).await;
+    // Both join the MatrixRTC call with plain state events, as on Tuwunel (no delayed leave).
+    let bob_key = put_call_membership("bob", &room, "GHOSTB").await;
+    let dave_key = put_call_membership("dave", &room, "GHOSTD").await;
+    let webhooks_before = departures().await;
+
+    // dave's client vanishes from LiveKit without ever clearing its membership.
+    dave_session.leave().await;
+    let left = std::time::Instant::now();
+    let mut cleared = Value::Null;
+    for _ in 0..90 {
+        let event = call_membership_event(&room, &dave_key).await;
+        if event["content"] == json!({}) {
+            cleared = event;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!(
+        "participant left → ghost membership cleared in {:?}",
+        left.elapsed()
+    );
+    assert_eq!(
+        cleared["sender"], "@koinos-rtc:localhost",
+        "control's service account clears the ghost: {cleared}"
+    );
+
+    // bob, in LiveKit all along (over several reconciliations), keeps his membership.
+    let bob = call_membership_event(&room, &bob_key).await;
+    assert_eq!(bob["content"]["device_id"], "GHOSTB", "{bob}");
+    assert!(
+        departures().await > webhooks_before,
+        "LiveKit's participant_left webhook reached control and was verified"
+    );
+    assert!(metric("koinos_control_ghost_memberships_cleared_total ").await >= 1.0);
+    bob_session.leave().await;
+}
+
+#[tokio::test]
+async fn a_forged_livekit_webhook_is_refused() {
+    let _logs = LogsOnFailure;
+    let body = r#"{"event":"participant_left","room":{"name":"x"}}"#;
+    let client = reqwest::Client::new();
+    for auth in [
+        None,
+        Some("Bearer not-a-jwt".to_owned()),
+        Some(gateway_token("wrong-secret-wrong-secret-wrong-secret")),
+    ] {
+        let mut request = client
+            .post(format!("{CONTROL}/livekit/webhook"))
+            .header("content-type", "application/webhook+json")
+            .body(body);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["errcode"], "M_UNAUTHORIZED");
+    }
 }
