@@ -49,6 +49,10 @@ pub struct HomeserverConfig {
     /// refuses every request (fail closed) until sync recovers.
     #[serde(with = "secs")]
     pub max_sync_staleness: Duration,
+    /// How long the homeserver's OpenID tokens live (Synapse and Tuwunel: 3600 s). A redeemed
+    /// token is remembered this long so that it cannot be redeemed again.
+    #[serde(with = "secs")]
+    pub openid_token_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +121,7 @@ impl Default for Config {
                 service_password_file: None,
                 service_device_id: "KOINOSRTC".into(),
                 max_sync_staleness: Duration::from_secs(90),
+                openid_token_lifetime: Duration::from_secs(3600),
             },
             livekit: LiveKitConfig {
                 api_url: "http://localhost:7881".into(),
@@ -259,6 +264,13 @@ impl Config {
         if self.call.rate_limit_burst == 0 || self.call.rate_limit_per_minute == 0 {
             return Err(ConfigError::Invalid(
                 "call.rate_limit_burst and call.rate_limit_per_minute must be at least 1".into(),
+            ));
+        }
+        if self.homeserver.openid_token_lifetime < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "homeserver.openid_token_lifetime must be at least 60 seconds (it must cover \
+                 the homeserver's own OpenID token lifetime)"
+                    .into(),
             ));
         }
         if self.call.ghost_after < Duration::from_secs(5) {

@@ -26,6 +26,10 @@ pub enum ApiError {
     /// The OpenID token could not be verified (forged, expired, other homeserver).
     #[error("The OpenID token could not be verified.")]
     Unauthorized,
+    /// A genuine OpenID token presented a second time. Same answer on the wire as any other
+    /// unverifiable token; a distinct reason in metrics and logs.
+    #[error("The OpenID token could not be verified.")]
+    OpenIdReused,
     /// Not joined, banned, unknown room: one answer for all of them.
     #[error("You are not a member of this room.")]
     Forbidden,
@@ -56,7 +60,7 @@ impl ApiError {
             ApiError::BadJson(_) => "M_BAD_JSON",
             ApiError::NotJson(_) => "M_NOT_JSON",
             ApiError::TooLarge => "M_TOO_LARGE",
-            ApiError::Unauthorized => "M_UNAUTHORIZED",
+            ApiError::Unauthorized | ApiError::OpenIdReused => "M_UNAUTHORIZED",
             ApiError::Forbidden => "M_FORBIDDEN",
             ApiError::CallFull { .. } | ApiError::RateLimited { .. } => "M_LIMIT_EXCEEDED",
             ApiError::Unavailable => "M_UNAVAILABLE",
@@ -69,6 +73,7 @@ impl ApiError {
         match self {
             ApiError::BadJson(_) | ApiError::NotJson(_) | ApiError::TooLarge => "bad_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::OpenIdReused => "openid_reused",
             ApiError::Forbidden => "forbidden",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::CallFull { .. } => "call_full",
@@ -81,7 +86,7 @@ impl ApiError {
         match self {
             ApiError::BadJson(_) | ApiError::NotJson(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::OpenIdReused => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::CallFull { .. } => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -95,7 +100,7 @@ impl ApiError {
             ApiError::BadJson(_) | ApiError::NotJson(_) | ApiError::TooLarge => {
                 tonic::Code::InvalidArgument
             }
-            ApiError::Unauthorized => tonic::Code::Unauthenticated,
+            ApiError::Unauthorized | ApiError::OpenIdReused => tonic::Code::Unauthenticated,
             ApiError::Forbidden => tonic::Code::PermissionDenied,
             ApiError::CallFull { .. } | ApiError::RateLimited { .. } => {
                 tonic::Code::ResourceExhausted

@@ -19,6 +19,7 @@ pub mod membership;
 pub mod metrics;
 pub mod ratelimit;
 pub mod reaper;
+pub mod replay;
 pub mod rest;
 pub mod service;
 pub mod turn;

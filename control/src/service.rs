@@ -20,6 +20,7 @@ use crate::{
     membership::MembershipOracle,
     metrics::Metrics,
     ratelimit::RateLimiter,
+    replay::ReplayGuard,
     turn::{TurnCredentials, TurnMinter},
 };
 
@@ -171,6 +172,8 @@ pub struct RtcService {
     pub minter: TokenMinter,
     pub turn: TurnMinter,
     pub rate_limiter: RateLimiter,
+    /// Each OpenID token is redeemed once (see `replay.rs`).
+    pub replay_guard: ReplayGuard,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
     /// The signalling URL handed to clients (the gateway).
@@ -202,8 +205,15 @@ pub fn livekit_identity(user: &UserId, device_id: &str) -> String {
 }
 
 fn parse_room_id(raw: &str) -> Result<OwnedRoomId, ApiError> {
-    OwnedRoomId::try_from(raw)
-        .map_err(|e| ApiError::BadJson(format!("room_id {raw:?} is not a Matrix room id: {e}")))
+    let bad = |why: &dyn std::fmt::Display| {
+        ApiError::BadJson(format!("room_id {raw:?} is not a Matrix room id: {why}"))
+    };
+    // Room version 12 ids are "!" and an opaque hash, so ruma accepts a bare "!"; nothing
+    // real is that short. The spec caps every identifier at 255 bytes.
+    if raw.len() < 2 || raw.len() > 255 {
+        return Err(bad(&"it must be 2 to 255 characters"));
+    }
+    OwnedRoomId::try_from(raw).map_err(|e| bad(&e))
 }
 
 fn check_device_id(device_id: &str) -> Result<(), ApiError> {
@@ -258,6 +268,13 @@ impl RtcService {
         let user = self.openid.verify(openid_token).await;
         self.metrics.observe("homeserver_openid", started.elapsed());
         let user = user?;
+        if !self
+            .replay_guard
+            .first_use(&openid_token.access_token, Instant::now())
+        {
+            info!(%user, "refused: OpenID token already used");
+            return Err(ApiError::OpenIdReused);
+        }
         if let Err(wait) = self.rate_limiter.check(&user, Instant::now()) {
             info!(%user, "refused: rate limited");
             return Err(ApiError::RateLimited {
@@ -478,7 +495,8 @@ pub(crate) mod tests {
     #[async_trait]
     impl OpenIdVerifier for FakeOpenId {
         async fn verify(&self, token: &OpenIdToken) -> Result<OwnedUserId, ApiError> {
-            match token.access_token.as_str() {
+            // "alice-token#3" is alice's third fresh OpenID token.
+            match token.access_token.split('#').next().unwrap_or_default() {
                 "alice-token" => Ok("@alice:localhost".try_into().unwrap()),
                 "mallory-token" => Ok("@mallory:localhost".try_into().unwrap()),
                 "hs-down" => Err(ApiError::Unavailable),
@@ -574,6 +592,7 @@ pub(crate) mod tests {
                 vec!["turn:t:3478".into()],
             ),
             rate_limiter: RateLimiter::new(5, 60),
+            replay_guard: ReplayGuard::new(Duration::from_secs(3600)),
             metrics: Metrics::default(),
             clock: Arc::new(FixedClock(1_000)),
             public_livekit_url: "ws://localhost:7880".into(),
@@ -582,11 +601,14 @@ pub(crate) mod tests {
         }
     }
 
+    /// A token request with a fresh OpenID token of `token`'s user (tokens are single-use).
     pub fn request(token: &str, room: &str) -> TokenRequest {
+        static FRESH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = FRESH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         TokenRequest {
             room_id: room.into(),
             openid_token: OpenIdToken {
-                access_token: token.into(),
+                access_token: format!("{token}#{n}"),
                 token_type: "Bearer".into(),
                 matrix_server_name: "localhost".into(),
                 expires_in: 3600,
@@ -775,6 +797,35 @@ pub(crate) mod tests {
         assert_eq!(
             *livekit.deleted.lock().unwrap(),
             vec![livekit_room_name("!case:localhost")]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_openid_token_is_redeemed_once_across_operations() {
+        let livekit = Arc::new(FakeLiveKit::default());
+        let service = fake_service(livekit.clone());
+        let first = request("alice-token", "!case:localhost");
+        let replay = first.clone();
+        service.issue_token(first).await.unwrap();
+        assert_eq!(
+            service.issue_token(replay.clone()).await.unwrap_err(),
+            ApiError::OpenIdReused
+        );
+        // Not for TURN either, and nothing was done for the replays.
+        let turn = TurnRequest {
+            room_id: replay.room_id,
+            openid_token: replay.openid_token,
+        };
+        assert_eq!(
+            service.issue_turn(turn).await.unwrap_err(),
+            ApiError::OpenIdReused
+        );
+        assert_eq!(livekit.created.lock().unwrap().len(), 1);
+        // The wire cannot tell a replay from a forgery.
+        assert_eq!(ApiError::OpenIdReused.errcode(), "M_UNAUTHORIZED");
+        assert_eq!(
+            ApiError::OpenIdReused.to_string(),
+            ApiError::Unauthorized.to_string()
         );
     }
 

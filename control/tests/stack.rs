@@ -264,6 +264,112 @@ async fn malformed_bodies_are_400_and_issue_nothing() {
     assert!(body.get("jwt").is_none());
 }
 
+/// Posts raw bytes with a content type to a control endpoint.
+async fn post_raw(path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{CONTROL}/api/rtc/{path}"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("control reachable");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[track_caller]
+fn assert_nothing_issued(body: &Value) {
+    for field in ["jwt", "password", "username"] {
+        assert!(body.get(field).is_none(), "{field} issued in {body}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_content_type_oversized_and_malformed_room_ids_are_refused() {
+    let _logs = LogsOnFailure;
+    let good = json!({"room_id": demo_room(), "openid_token": openid("alice").await, "device_id": "HOSTILE"});
+    for path in ["token", "turn", "end", "sfu/get", "get_token"] {
+        // A genuine member's body, but not declared as JSON.
+        let (status, body) = post_raw(path, "text/plain", serde_json::to_vec(&good).unwrap()).await;
+        assert_refused(status, &body, 400, "M_NOT_JSON");
+        assert_nothing_issued(&body);
+        // Far over the 16 KiB limit: refused before parsing.
+        let mut huge = good.clone();
+        huge["device_id"] = json!("D".repeat(64 * 1024));
+        let (status, body) =
+            post_raw(path, "application/json", serde_json::to_vec(&huge).unwrap()).await;
+        assert_refused(status, &body, 413, "M_TOO_LARGE");
+        assert_nothing_issued(&body);
+    }
+    for bad_room in ["not-a-room", "#alias:localhost", "!", "@alice:localhost", ""] {
+        let (status, body) = post_token(
+            &json!({"room_id": bad_room, "openid_token": openid("alice").await, "device_id": "HOSTILE"}),
+        )
+        .await;
+        assert_refused(status, &body, 400, "M_BAD_JSON");
+        assert!(
+            body["error"].as_str().unwrap().contains("room_id"),
+            "{body}"
+        );
+        assert_nothing_issued(&body);
+    }
+}
+
+#[tokio::test]
+async fn a_reused_openid_token_is_refused_everywhere() {
+    let _logs = LogsOnFailure;
+    let room = demo_room();
+    let openid_token = openid("alice").await;
+    let (status, grant) =
+        post_token(&json!({"room_id": room, "openid_token": openid_token, "device_id": "REUSE"}))
+            .await;
+    assert_eq!(status, 200, "{grant}");
+    // The same (still valid, genuine) OpenID token again, on every endpoint.
+    for (path, body) in [
+        (
+            "token",
+            json!({"room_id": room, "openid_token": openid_token, "device_id": "REUSE"}),
+        ),
+        (
+            "turn",
+            json!({"room_id": room, "openid_token": openid_token}),
+        ),
+        (
+            "sfu/get",
+            json!({"room": room, "openid_token": openid_token, "device_id": "REUSE"}),
+        ),
+        (
+            "end",
+            json!({"room_id": room, "openid_token": openid_token}),
+        ),
+    ] {
+        let (status, body) = post_json(path, &body).await;
+        assert_refused(status, &body, 401, "M_UNAUTHORIZED");
+        assert_nothing_issued(&body);
+    }
+    // The homeserver itself still vouches for it: the refusal is control's, not an expiry.
+    let userinfo: Value = reqwest::get(format!(
+        "{HS}/_matrix/federation/v1/openid/userinfo?access_token={}",
+        openid_token["access_token"].as_str().unwrap()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(userinfo["sub"], "@alice:localhost");
+    let text = reqwest::get(format!("{CONTROL}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"outcome="openid_reused""#),
+        "replays are counted apart: {text}"
+    );
+}
+
 #[tokio::test]
 async fn health_and_readiness() {
     let _logs = LogsOnFailure;

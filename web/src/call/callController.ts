@@ -195,19 +195,18 @@ export class CallController {
       this.rtcJoined = true;
       this.throwIfLeaving();
 
-      // (b) OpenID token proving our Matrix identity to the control plane.
-      const openId = await this.client.getOpenIdToken();
-      this.throwIfLeaving();
-
-      // (c) LiveKit JWT from control.
+      // (b) LiveKit JWT from control, for which we prove our Matrix identity with an OpenID
+      // token. Control redeems each OpenID token once, so every request gets a fresh one.
       const deviceId = this.client.getDeviceId();
       if (!deviceId) throw new AppErrorException(appError("auth", MESSAGES.authExpired));
-      // (d) LiveKit.
+      // (c) LiveKit.
       const room = createLivekitRoom();
       this.lkRoom = room;
       window.__koinosRoom = room;
       this.attachRoomListeners(room);
       for (let attempt = 1; ; attempt++) {
+        const openId = await this.client.getOpenIdToken();
+        this.throwIfLeaving();
         const token = await requestRtcToken(this.config.rtcServiceUrl, this.matrixRoom.roomId, deviceId, openId);
         this.throwIfLeaving();
         this.update({ statusText: "Connecting to the media server…" });
