@@ -372,4 +372,154 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
+
+    /// Property tests of the REST input parsing: whatever arrives, the answer is a Matrix-shaped
+    /// error or a grant, never a panic, and nothing is issued to a request that is not exactly
+    /// right.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const ENDPOINTS: [&str; 5] = ["token", "turn", "end", "sfu/get", "get_token"];
+
+        fn answer(
+            path: &str,
+            content_type: &str,
+            body: Vec<u8>,
+        ) -> (StatusCode, serde_json::Value) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let response = app()
+                    .oneshot(
+                        Request::post(format!("/api/rtc/{path}"))
+                            .header(header::CONTENT_TYPE, content_type)
+                            .body(Body::from(body))
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                let status = response.status();
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                (
+                    status,
+                    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+                )
+            })
+        }
+
+        fn assert_refusal(status: StatusCode, body: &serde_json::Value) {
+            assert!(
+                [400, 401, 403, 413].contains(&status.as_u16()),
+                "unexpected {status}: {body}"
+            );
+            assert!(
+                body["errcode"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("M_")),
+                "{body}"
+            );
+            assert!(body["error"].is_string(), "{body}");
+            for field in ["jwt", "password", "url"] {
+                assert!(body.get(field).is_none(), "{field} issued: {body}");
+            }
+        }
+
+        /// Any JSON value, a few levels deep.
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                ".{0,40}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(".{0,12}", inner, 0..4)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Request-shaped objects whose fields are each sometimes right, sometimes anything.
+        fn request_like() -> impl Strategy<Value = serde_json::Value> {
+            let room = prop_oneof![
+                Just(serde_json::json!("!case:localhost")),
+                "[!#@]?.{0,30}".prop_map(serde_json::Value::from),
+                json_value(),
+            ];
+            let token = prop_oneof![
+                Just(
+                    serde_json::json!({"access_token": "forged", "token_type": "Bearer",
+                    "matrix_server_name": "localhost", "expires_in": 3600})
+                ),
+                json_value(),
+            ];
+            let device = prop_oneof![
+                Just(serde_json::json!("DEV")),
+                ".{0,300}".prop_map(serde_json::Value::from),
+                json_value(),
+            ];
+            (
+                room,
+                token,
+                device,
+                prop::option::of((".{1,10}", json_value())),
+            )
+                .prop_map(|(room, token, device, extra)| {
+                    let mut object = serde_json::json!({
+                        "room_id": room, "room": "!case:localhost", "slot_id": "m.call#ROOM",
+                        "openid_token": token, "device_id": device,
+                    });
+                    if let Some((key, value)) = extra {
+                        object[key] = value;
+                    }
+                    object
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_are_refused_cleanly(
+                endpoint in 0..ENDPOINTS.len(),
+                content_type in prop_oneof![
+                    Just("application/json".to_owned()), Just("application/json; charset=utf-8".to_owned()),
+                    Just("text/plain".to_owned()), Just("".to_owned()), "[ -~]{0,30}"
+                ],
+                body in prop::collection::vec(any::<u8>(), 0..2048),
+            ) {
+                let (status, answer) = answer(ENDPOINTS[endpoint], &content_type, body);
+                assert_refusal(status, &answer);
+            }
+
+            #[test]
+            fn arbitrary_json_is_refused_cleanly(
+                endpoint in 0..ENDPOINTS.len(),
+                value in json_value(),
+            ) {
+                let (status, answer) = answer(
+                    ENDPOINTS[endpoint], "application/json", serde_json::to_vec(&value).unwrap());
+                assert_refusal(status, &answer);
+            }
+
+            #[test]
+            fn request_shaped_bodies_with_a_forged_token_never_get_a_grant(
+                endpoint in 0..ENDPOINTS.len(),
+                value in request_like(),
+            ) {
+                // Every OpenID token here is forged or malformed: the best any body can get
+                // is 401, never a grant.
+                let (status, answer) = answer(
+                    ENDPOINTS[endpoint], "application/json", serde_json::to_vec(&value).unwrap());
+                assert_refusal(status, &answer);
+            }
+        }
+    }
 }

@@ -301,7 +301,13 @@ async fn wrong_content_type_oversized_and_malformed_room_ids_are_refused() {
         assert_refused(status, &body, 413, "M_TOO_LARGE");
         assert_nothing_issued(&body);
     }
-    for bad_room in ["not-a-room", "#alias:localhost", "!", "@alice:localhost", ""] {
+    for bad_room in [
+        "not-a-room",
+        "#alias:localhost",
+        "!",
+        "@alice:localhost",
+        "",
+    ] {
         let (status, body) = post_token(
             &json!({"room_id": bad_room, "openid_token": openid("alice").await, "device_id": "HOSTILE"}),
         )
@@ -1347,5 +1353,82 @@ async fn a_forged_livekit_webhook_is_refused() {
         assert_eq!(response.status().as_u16(), 401);
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["errcode"], "M_UNAUTHORIZED");
+    }
+}
+
+#[tokio::test]
+async fn logs_never_contain_tokens_or_secrets() {
+    let _logs = LogsOnFailure;
+    let room = demo_room();
+    // Exercise every path that handles a credential: issue, refuse, relay, replay, TURN.
+    let alice_openid = openid("alice").await;
+    let (status, grant) =
+        post_token(&json!({"room_id": room, "openid_token": alice_openid, "device_id": "LOGSCAN"}))
+            .await;
+    assert_eq!(status, 200);
+    let jwt = grant["jwt"].as_str().unwrap().to_owned();
+    assert_livekit_accepts(&jwt).await;
+    let (status, _) =
+        post_token(&json!({"room_id": room, "openid_token": alice_openid, "device_id": "LOGSCAN"}))
+            .await;
+    assert_eq!(status, 401);
+    let mallory_openid = openid("mallory").await;
+    let (status, _) = post_token(
+        &json!({"room_id": room, "openid_token": mallory_openid, "device_id": "LOGSCAN"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, turn) =
+        post_turn(&json!({"room_id": room, "openid_token": openid("bob").await})).await;
+    assert_eq!(status, 200);
+    let forged = "syt_forged_openid_token_for_the_log_scan";
+    let (status, _) = post_token(&json!({"room_id": room, "device_id": "LOGSCAN",
+        "openid_token": {"access_token": forged, "token_type": "Bearer", "matrix_server_name": "localhost", "expires_in": 3600}}))
+    .await;
+    assert_eq!(status, 401);
+    tokio::time::sleep(Duration::from_millis(500)).await; // let the log writers flush
+
+    let mut secrets: Vec<(String, String)> = std::fs::read_dir(dev_dir().join("secrets"))
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            let value = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+            (path.display().to_string(), value)
+        })
+        .collect();
+    secrets.extend([
+        ("LiveKit JWT".into(), jwt.clone()),
+        (
+            "JWT signature".into(),
+            jwt.rsplit('.').next().unwrap().to_owned(),
+        ),
+        (
+            "alice's OpenID token".into(),
+            alice_openid["access_token"].as_str().unwrap().into(),
+        ),
+        (
+            "mallory's OpenID token".into(),
+            mallory_openid["access_token"].as_str().unwrap().into(),
+        ),
+        ("forged OpenID token".into(), forged.into()),
+        (
+            "TURN password".into(),
+            turn["password"].as_str().unwrap().into(),
+        ),
+    ]);
+    for component in ["control", "gateway"] {
+        let path = dev_dir().join("logs").join(format!("{component}.log"));
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert!(!log.is_empty(), "{} is empty", path.display());
+        for (what, value) in &secrets {
+            assert!(value.len() >= 8, "{what} too short to scan for");
+            assert!(
+                !log.contains(value.as_str()),
+                "{what} appears in {}",
+                path.display()
+            );
+        }
+        // No JWT of any kind (their header always starts with base64 of `{"`).
+        assert!(!log.contains("eyJ"), "a JWT appears in {}", path.display());
     }
 }
