@@ -21,6 +21,8 @@ use crate::{livekit::LiveKitRooms, service::livekit_room_name};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     pub room_id: OwnedRoomId,
+    /// Who lost the room. Control's own service account losing it (kicked, banned, left)
+    /// means nobody's membership can be vouched for any more: the whole call ends.
     pub user_id: OwnedUserId,
     /// Unix milliseconds when control saw the membership change.
     pub revoked_at_ms: i64,
@@ -48,6 +50,7 @@ pub async fn run(
     mut revocations: mpsc::UnboundedReceiver<Revocation>,
     livekit: Arc<dyn LiveKitRooms>,
     feed: broadcast::Sender<Revocation>,
+    service_user: OwnedUserId,
 ) {
     while let Some(revocation) = revocations.recv().await {
         // No subscriber is not an error: gateways are optional for enforcement.
@@ -56,6 +59,10 @@ pub async fn run(
             room_id, user_id, ..
         } = revocation;
         let room = livekit_room_name(room_id.as_str());
+        if user_id == service_user {
+            end_call_of_lost_room(livekit.as_ref(), &room, &room_id).await;
+            continue;
+        }
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=5 {
             match livekit.remove_user(&room, user_id.as_str()).await {
@@ -75,6 +82,24 @@ pub async fn run(
     }
 }
 
+/// Control is no longer in the case room: it cannot see who is a member, so the call ends.
+async fn end_call_of_lost_room(livekit: &dyn LiveKitRooms, room: &str, room_id: &OwnedRoomId) {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match livekit.delete_room(room).await {
+            Ok(()) => {
+                info!(%room_id, "call ended: control's service account is no longer in the case room");
+                return;
+            }
+            Err(e) => {
+                warn!(%room_id, error = %e, attempt, "could not end the call of a lost room");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -85,14 +110,15 @@ mod tests {
     use crate::error::ApiError;
 
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(String, String)>>);
+    struct Recorder(Mutex<Vec<(String, String)>>, Mutex<Vec<String>>);
 
     #[async_trait]
     impl LiveKitRooms for Recorder {
         async fn ensure_room(&self, _: &str, _: u32) -> Result<(), ApiError> {
             Ok(())
         }
-        async fn delete_room(&self, _: &str) -> Result<(), ApiError> {
+        async fn delete_room(&self, name: &str) -> Result<(), ApiError> {
+            self.1.lock().unwrap().push(name.into());
             Ok(())
         }
         async fn remove_user(&self, name: &str, user: &str) -> Result<usize, ApiError> {
@@ -113,6 +139,29 @@ mod tests {
         }
     }
 
+    fn service_user() -> OwnedUserId {
+        "@koinos-rtc:localhost".try_into().unwrap()
+    }
+
+    #[tokio::test]
+    async fn losing_the_room_ends_its_call_for_everyone() {
+        let recorder = Arc::new(Recorder::default());
+        let (tx, rx) = channel();
+        tx.send(Revocation {
+            room_id: "!case:localhost".try_into().unwrap(),
+            user_id: service_user(),
+            revoked_at_ms: 1,
+        })
+        .unwrap();
+        drop(tx);
+        run(rx, recorder.clone(), feed(), service_user()).await;
+        assert_eq!(
+            *recorder.1.lock().unwrap(),
+            vec![livekit_room_name("!case:localhost")]
+        );
+        assert!(recorder.0.lock().unwrap().is_empty());
+    }
+
     #[tokio::test]
     async fn a_revocation_removes_the_user_from_the_rooms_call() {
         let recorder = Arc::new(Recorder::default());
@@ -126,7 +175,7 @@ mod tests {
         drop(tx);
         let feed = feed();
         let mut subscriber = feed.subscribe();
-        run(rx, recorder.clone(), feed).await;
+        run(rx, recorder.clone(), feed, service_user()).await;
         assert_eq!(subscriber.recv().await.unwrap(), revocation);
         assert_eq!(
             *recorder.0.lock().unwrap(),

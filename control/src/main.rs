@@ -83,6 +83,7 @@ async fn run() -> anyhow::Result<()> {
         revocations,
         livekit.clone(),
         revocation_feed.clone(),
+        membership.user_id()?,
     ));
     tokio::spawn(membership.clone().run_sync(revoke));
 

@@ -215,6 +215,14 @@ impl MatrixMembership {
         }
     }
 
+    /// The service account's own user id.
+    pub fn user_id(&self) -> anyhow::Result<OwnedUserId> {
+        self.client
+            .user_id()
+            .map(ToOwned::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("the service account is not logged in"))
+    }
+
     fn is_fresh(&self) -> bool {
         let last = self.last_sync_ms.load(Ordering::Acquire);
         last != 0 && now_ms().saturating_sub(last) <= self.max_staleness.as_millis() as u64

@@ -1432,3 +1432,30 @@ async fn logs_never_contain_tokens_or_secrets() {
         assert!(!log.contains("eyJ"), "a JWT appears in {}", path.display());
     }
 }
+
+#[tokio::test]
+async fn removing_control_from_a_case_ends_its_call() {
+    let _logs = LogsOnFailure;
+    let (alice, _) = login("alice").await;
+    let room = new_case(&alice, &["frank"], &["frank"]).await;
+    let jwts = tokens_once_control_is_in(&room, &[("frank", "LOSTROOM")]).await;
+    let session = Session::join(&jwts[0]).await;
+
+    // Without control in the room nobody's membership can be checked any more.
+    matrix(
+        reqwest::Method::POST,
+        &alice,
+        &format!("/rooms/{}/kick", urlencode(&room)),
+        json!({"user_id": "@koinos-rtc:localhost", "reason": "test"}),
+    )
+    .await;
+    assert!(
+        session.ended_by_server().await,
+        "the call of a case control was removed from must end"
+    );
+    let (status, body) = post_token(
+        &json!({"room_id": room, "openid_token": openid("frank").await, "device_id": "LOSTROOM"}),
+    )
+    .await;
+    assert_refused(status, &body, 403, "M_FORBIDDEN");
+}
