@@ -21,9 +21,10 @@ use crate::{livekit::LiveKitRooms, service::livekit_room_name};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     pub room_id: OwnedRoomId,
-    /// Who lost the room. Control's own service account losing it (kicked, banned, left)
-    /// means nobody's membership can be vouched for any more: the whole call ends.
     pub user_id: OwnedUserId,
+    /// `user_id` is control's own service account: control lost the room (kicked, banned,
+    /// left) and can vouch for nobody there any more, so the whole call ends.
+    pub whole_room: bool,
     /// Unix milliseconds when control saw the membership change.
     pub revoked_at_ms: i64,
 }
@@ -50,16 +51,18 @@ pub async fn run(
     mut revocations: mpsc::UnboundedReceiver<Revocation>,
     livekit: Arc<dyn LiveKitRooms>,
     feed: broadcast::Sender<Revocation>,
-    service_user: OwnedUserId,
 ) {
     while let Some(revocation) = revocations.recv().await {
         // No subscriber is not an error: gateways are optional for enforcement.
         let _ = feed.send(revocation.clone());
         let Revocation {
-            room_id, user_id, ..
+            room_id,
+            user_id,
+            whole_room,
+            ..
         } = revocation;
         let room = livekit_room_name(room_id.as_str());
-        if user_id == service_user {
+        if whole_room {
             end_call_of_lost_room(livekit.as_ref(), &room, &room_id).await;
             continue;
         }
@@ -151,10 +154,11 @@ mod tests {
             room_id: "!case:localhost".try_into().unwrap(),
             user_id: service_user(),
             revoked_at_ms: 1,
+            whole_room: true,
         })
         .unwrap();
         drop(tx);
-        run(rx, recorder.clone(), feed(), service_user()).await;
+        run(rx, recorder.clone(), feed()).await;
         assert_eq!(
             *recorder.1.lock().unwrap(),
             vec![livekit_room_name("!case:localhost")]
@@ -170,12 +174,13 @@ mod tests {
             room_id: "!case:localhost".try_into().unwrap(),
             user_id: "@bob:localhost".try_into().unwrap(),
             revoked_at_ms: 1,
+            whole_room: false,
         };
         tx.send(revocation.clone()).unwrap();
         drop(tx);
         let feed = feed();
         let mut subscriber = feed.subscribe();
-        run(rx, recorder.clone(), feed, service_user()).await;
+        run(rx, recorder.clone(), feed).await;
         assert_eq!(subscriber.recv().await.unwrap(), revocation);
         assert_eq!(
             *recorder.0.lock().unwrap(),

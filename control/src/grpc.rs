@@ -70,6 +70,7 @@ fn to_proto(revocation: Revocation) -> ProtoRevocation {
         room_id: revocation.room_id.into(),
         user_id: revocation.user_id.into(),
         revoked_at_ms: revocation.revoked_at_ms,
+        whole_room: revocation.whole_room,
     }
 }
 
@@ -233,6 +234,7 @@ mod tests {
                 room_id: "!case:localhost".try_into().unwrap(),
                 user_id: "@bob:localhost".try_into().unwrap(),
                 revoked_at_ms: 42,
+                whole_room: false,
             })
             .unwrap();
         let got = stream.next().await.unwrap().unwrap();
@@ -254,6 +256,7 @@ mod tests {
                 room_id: "!case:localhost".try_into().unwrap(),
                 user_id: "@bob:localhost".try_into().unwrap(),
                 revoked_at_ms: n,
+                whole_room: false,
             });
         }
         let status = stream.next().await.unwrap().unwrap_err();

@@ -83,7 +83,6 @@ async fn run() -> anyhow::Result<()> {
         revocations,
         livekit.clone(),
         revocation_feed.clone(),
-        membership.user_id()?,
     ));
     tokio::spawn(membership.clone().run_sync(revoke));
 

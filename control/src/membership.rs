@@ -151,8 +151,8 @@ impl MatrixMembership {
         self: Arc<Self>,
         revocations: tokio::sync::mpsc::UnboundedSender<Revocation>,
     ) {
-        self.client
-            .add_event_handler(move |ev: SyncRoomMemberEvent, room: Room| {
+        self.client.add_event_handler(
+            move |ev: SyncRoomMemberEvent, room: Room, client: Client| {
                 let revocations = revocations.clone();
                 async move {
                     if matches!(
@@ -163,10 +163,12 @@ impl MatrixMembership {
                             room_id: room.room_id().to_owned(),
                             user_id: ev.state_key().to_owned(),
                             revoked_at_ms: now_ms() as i64,
+                            whole_room: client.user_id() == Some(ev.state_key()),
                         });
                     }
                 }
-            });
+            },
+        );
         let server_name = self.server_name.clone();
         // Accept invites to case rooms from users of our own homeserver: that is how a new
         // case room gets control into it.
@@ -213,14 +215,6 @@ impl MatrixMembership {
                 }
             }
         }
-    }
-
-    /// The service account's own user id.
-    pub fn user_id(&self) -> anyhow::Result<OwnedUserId> {
-        self.client
-            .user_id()
-            .map(ToOwned::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("the service account is not logged in"))
     }
 
     fn is_fresh(&self) -> bool {

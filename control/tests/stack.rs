@@ -1459,3 +1459,42 @@ async fn removing_control_from_a_case_ends_its_call() {
     .await;
     assert_refused(status, &body, 403, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn a_removed_member_cannot_come_back_with_the_token_they_still_hold() {
+    let _logs = LogsOnFailure;
+    let (alice, _) = login("alice").await;
+    let room = new_case(&alice, &["carol"], &["carol"]).await;
+    let jwts = tokens_once_control_is_in(&room, &[("carol", "REJOIN")]).await;
+    let session = Session::join(&jwts[0]).await;
+
+    matrix(
+        reqwest::Method::POST,
+        &alice,
+        &format!("/rooms/{}/kick", urlencode(&room)),
+        json!({"user_id": "@carol:localhost"}),
+    )
+    .await;
+    assert!(session.ended_by_server().await);
+
+    // The LiveKit token is still within its TTL; the gateway, told by control's
+    // WatchRevocations stream, refuses it before LiveKit ever sees it.
+    let mut refused = None;
+    for _ in 0..20 {
+        match first_signal(GATEWAY_WS, &jwts[0]).await {
+            Err(tungstenite::Error::Http(response)) => {
+                refused = Some(response.status().as_u16());
+                break;
+            }
+            // The revocation may still be on its way to the gateway.
+            Ok(_) => eprintln!("not refused yet: the old token got into LiveKit"),
+            Err(e) => eprintln!("not refused yet: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        refused,
+        Some(403),
+        "the gateway refuses a revoked user's old token"
+    );
+}

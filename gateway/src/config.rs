@@ -26,6 +26,12 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Largest signalling frame accepted from either side; a larger one ends the session.
     pub max_frame_bytes: usize,
+    /// Control's gRPC endpoint, whose `WatchRevocations` stream ends the sessions of people
+    /// removed from a case room. Empty: not followed (control's own LiveKit removal remains).
+    pub control_grpc_url: String,
+    /// How long a revocation is remembered to refuse the revoked user's older tokens; at least
+    /// control's `call.token_ttl`.
+    pub revocation_memory_secs: u64,
 }
 
 impl Default for Config {
@@ -38,6 +44,8 @@ impl Default for Config {
             api_secret_file: None,
             allowed_origins: vec!["http://localhost:8080".into()],
             max_frame_bytes: 1024 * 1024,
+            control_grpc_url: "http://127.0.0.1:50051".into(),
+            revocation_memory_secs: 3600,
         }
     }
 }
@@ -83,6 +91,18 @@ impl Config {
         }
         if self.api_key.is_empty() {
             return Err(ConfigError::Invalid("api_key is required".into()));
+        }
+        let url = &self.control_grpc_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "control_grpc_url must be http:// or https:// (or empty), got {:?}",
+                self.control_grpc_url
+            )));
+        }
+        if self.revocation_memory_secs < 60 {
+            return Err(ConfigError::Invalid(
+                "revocation_memory_secs must be at least 60 (control's shortest token TTL)".into(),
+            ));
         }
         if self.max_frame_bytes < 64 * 1024 {
             return Err(ConfigError::Invalid(

@@ -4,10 +4,13 @@
 //! of that session (browser WebSocket and LiveKit WebSocket) and everything known about it; no
 //! state is shared between sessions, so any number of gateway instances can stand in front of
 //! one LiveKit. The two legs live and die together: when either closes, the task closes the
-//! other, so livekit-client runs its own resume/reconnect against a fresh pair.
+//! other, so livekit-client runs its own resume/reconnect against a fresh pair. The one shared
+//! piece, which sessions are open for whom, is owned by the revocation registry's task
+//! (`revocations.rs`) and reached through channels.
 
 pub mod config;
 pub mod relay;
+pub mod revocations;
 pub mod signal;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -24,7 +27,10 @@ use livekit_api::access_token::TokenVerifier;
 use tokio_tungstenite::tungstenite;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    revocations::{MATRIX_USER_ATTRIBUTE, Registry, SessionKey},
+};
 
 #[derive(Clone)]
 pub struct Gateway {
@@ -35,18 +41,29 @@ struct Inner {
     config: Config,
     verifier: TokenVerifier,
     http: reqwest::Client,
+    registry: Registry,
 }
 
 impl Gateway {
+    /// Must be called within a Tokio runtime (it starts the revocation registry's task).
     pub fn new(config: Config, api_secret: &str) -> Self {
         let verifier = TokenVerifier::with_api_key(&config.api_key, api_secret);
+        let registry = Registry::start(std::time::Duration::from_secs(
+            config.revocation_memory_secs,
+        ));
         Self {
             inner: Arc::new(Inner {
                 config,
                 verifier,
                 http: reqwest::Client::new(),
+                registry,
             }),
         }
+    }
+
+    /// The registry control's revocations are applied to (see [`revocations::follow_control`]).
+    pub fn registry(&self) -> Registry {
+        self.inner.registry.clone()
     }
 }
 
@@ -96,8 +113,13 @@ fn access_token(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Checks what the gateway itself must check before anything reaches LiveKit.
-fn admit(gateway: &Gateway, uri: &http::Uri, headers: &HeaderMap) -> Result<String, Refusal> {
+/// Checks what the gateway itself must check before anything reaches LiveKit. Returns the
+/// identity and what a revocation would match.
+fn admit(
+    gateway: &Gateway,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<(String, SessionKey), Refusal> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !gateway.inner.config.origin_allowed(origin) {
         warn!(origin, "session refused: origin not allowed");
@@ -107,7 +129,14 @@ fn admit(gateway: &Gateway, uri: &http::Uri, headers: &HeaderMap) -> Result<Stri
         return Err(Refusal(StatusCode::UNAUTHORIZED, "no access token"));
     };
     match gateway.inner.verifier.verify(&token) {
-        Ok(claims) => Ok(claims.sub),
+        Ok(mut claims) => {
+            let key = SessionKey {
+                livekit_room: claims.video.room,
+                matrix_user: claims.attributes.remove(MATRIX_USER_ATTRIBUTE),
+                token_nbf: claims.nbf as i64,
+            };
+            Ok((claims.sub, key))
+        }
         Err(e) => {
             // The reason (expired, bad signature…) is logged; the client gets LiveKit's answer.
             info!(reason = %e, "session refused: invalid token");
@@ -154,9 +183,14 @@ async fn signal_ws(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let identity = match admit(&gateway, &uri, &headers) {
-        Ok(identity) => identity,
+    let (identity, key) = match admit(&gateway, &uri, &headers) {
+        Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
+    };
+    // A practitioner removed from the case still holds a valid LiveKit token; LiveKit would
+    // take it, the gateway does not.
+    let Some(session) = gateway.inner.registry.open(key).await else {
+        return Refusal(StatusCode::FORBIDDEN, "access revoked").into_response();
     };
     let request = match upstream_request(&gateway, &uri, &headers, peer) {
         Ok(request) => request,
@@ -188,7 +222,7 @@ async fn signal_ws(
     let path = uri.path().to_owned();
     ws.max_message_size(max_frame)
         .max_frame_size(max_frame)
-        .on_upgrade(move |browser| relay::run(browser, upstream, identity, path))
+        .on_upgrade(move |browser| relay::run(browser, upstream, identity, path, session))
 }
 
 fn cors_headers(gateway: &Gateway, headers: &HeaderMap, response: &mut Response) {

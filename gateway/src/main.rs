@@ -44,7 +44,20 @@ async fn run() -> anyhow::Result<()> {
     let (config, secret) = Config::load(config_path().as_deref())?;
     let listen = config.listen;
     info!(%listen, upstream = %config.upstream_url, "starting koinos-gateway");
-    let app = router(Gateway::new(config, &secret));
+    let control_url = config.control_grpc_url.clone();
+    let api_key = config.api_key.clone();
+    let gateway = Gateway::new(config, &secret);
+    if control_url.is_empty() {
+        tracing::warn!("control_grpc_url is empty: revocations are not followed by this gateway");
+    } else {
+        tokio::spawn(koinos_gateway::revocations::follow_control(
+            control_url,
+            api_key,
+            secret,
+            gateway.registry(),
+        ));
+    }
+    let app = router(gateway);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

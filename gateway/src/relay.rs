@@ -11,7 +11,15 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::signal::{ClientVerdict, inspect_client_frame, inspect_server_frame};
+use livekit_protocol::{
+    DisconnectReason, LeaveRequest, SignalResponse, leave_request, signal_response,
+};
+use prost::Message as _;
+
+use crate::{
+    revocations::Session,
+    signal::{ClientVerdict, inspect_client_frame, inspect_server_frame},
+};
 
 type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -28,15 +36,25 @@ enum End {
     UpstreamError(String),
     #[error("bad frame: {0}")]
     BadFrame(String),
+    #[error("access revoked by control")]
+    Revoked,
 }
 
-pub async fn run(browser: WebSocket, upstream: Upstream, identity: String, path: String) {
+pub async fn run(
+    browser: WebSocket,
+    upstream: Upstream,
+    identity: String,
+    path: String,
+    session: Session,
+) {
     let span = info_span!("session", %identity, %path);
     async move {
         info!("session open");
-        let end = relay(browser, upstream).await;
+        let end = relay(browser, upstream, session).await;
         match &end {
-            End::BrowserClosed | End::UpstreamClosed => info!(reason = %end, "session closed"),
+            End::BrowserClosed | End::UpstreamClosed | End::Revoked => {
+                info!(reason = %end, "session closed")
+            }
             _ => warn!(reason = %end, "session ended"),
         }
     }
@@ -44,12 +62,29 @@ pub async fn run(browser: WebSocket, upstream: Upstream, identity: String, path:
     .await
 }
 
-async fn relay(browser: WebSocket, upstream: Upstream) -> End {
+/// What livekit-client is told when its user is removed: a leave it must not reconnect from.
+fn removed_frame() -> ws::Message {
+    let leave = SignalResponse {
+        message: Some(signal_response::Message::Leave(LeaveRequest {
+            can_reconnect: false,
+            reason: DisconnectReason::ParticipantRemoved as i32,
+            action: leave_request::Action::Disconnect as i32,
+            ..Default::default()
+        })),
+    };
+    ws::Message::Binary(leave.encode_to_vec().into())
+}
+
+async fn relay(browser: WebSocket, upstream: Upstream, mut session: Session) -> End {
     let (mut to_browser, mut from_browser) = browser.split();
     let (mut to_upstream, mut from_upstream) = upstream.split();
 
     let end = loop {
         tokio::select! {
+            _ = &mut session.revoked => {
+                let _ = to_browser.send(removed_frame()).await;
+                break End::Revoked;
+            }
             message = from_browser.next() => {
                 let message = match message {
                     None => break End::BrowserClosed,
