@@ -32,6 +32,17 @@ pub struct Config {
     /// How long a revocation is remembered to refuse the revoked user's older tokens; at least
     /// control's `call.token_ttl`.
     pub revocation_memory_secs: u64,
+    /// The quality ladder: for calls of up to `max_participants` people, camera video each
+    /// subscriber receives is at most `max_height` lines. Ascending; the last step applies
+    /// beyond it.
+    pub ladder: Vec<LadderStep>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LadderStep {
+    pub max_participants: u32,
+    pub max_height: u32,
 }
 
 impl Default for Config {
@@ -46,6 +57,20 @@ impl Default for Config {
             max_frame_bytes: 1024 * 1024,
             control_grpc_url: "http://127.0.0.1:50051".into(),
             revocation_memory_secs: 3600,
+            ladder: vec![
+                LadderStep {
+                    max_participants: 2,
+                    max_height: 720,
+                },
+                LadderStep {
+                    max_participants: 4,
+                    max_height: 540,
+                },
+                LadderStep {
+                    max_participants: 6,
+                    max_height: 360,
+                },
+            ],
         }
     }
 }
@@ -99,6 +124,27 @@ impl Config {
                 self.control_grpc_url
             )));
         }
+        if self.ladder.is_empty() {
+            return Err(ConfigError::Invalid(
+                "ladder needs at least one step".into(),
+            ));
+        }
+        for pair in self.ladder.windows(2) {
+            if pair[1].max_participants <= pair[0].max_participants
+                || pair[1].max_height > pair[0].max_height
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "ladder steps must grow in max_participants and not grow in max_height: \
+                     {:?} then {:?}",
+                    pair[0], pair[1]
+                )));
+            }
+        }
+        if self.ladder.iter().any(|s| s.max_height < 90) {
+            return Err(ConfigError::Invalid(
+                "ladder max_height must be at least 90".into(),
+            ));
+        }
         if self.revocation_memory_secs < 60 {
             return Err(ConfigError::Invalid(
                 "revocation_memory_secs must be at least 60 (control's shortest token TTL)".into(),
@@ -133,6 +179,16 @@ impl Config {
             _ => Err(ConfigError::Invalid(
                 "api_secret (or api_secret_file) is required".into(),
             )),
+        }
+    }
+
+    pub fn ladder_config(&self) -> crate::ladder::LadderConfig {
+        crate::ladder::LadderConfig {
+            steps: self
+                .ladder
+                .iter()
+                .map(|s| (s.max_participants, s.max_height))
+                .collect(),
         }
     }
 
@@ -196,6 +252,14 @@ mod tests {
         assert_eq!(c.upstream_http_base(), "http://127.0.0.1:7881");
         c.upstream_url = "wss://lk.example/".into();
         assert_eq!(c.upstream_http_base(), "https://lk.example");
+    }
+
+    #[test]
+    fn ladder_steps_must_be_ordered() {
+        let mut c = valid();
+        assert_eq!(c.ladder_config(), crate::ladder::LadderConfig::default());
+        c.ladder.swap(0, 1);
+        assert!(c.validate().unwrap_err().to_string().contains("ladder"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! (`revocations.rs`) and reached through channels.
 
 pub mod config;
+pub mod ladder;
 pub mod relay;
 pub mod revocations;
 pub mod signal;
@@ -29,6 +30,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::Config,
+    ladder::Ladder,
     revocations::{MATRIX_USER_ATTRIBUTE, Registry, SessionKey},
 };
 
@@ -220,9 +222,13 @@ async fn signal_ws(
             }
         };
     let path = uri.path().to_owned();
+    let ladder_config = gateway.inner.config.ladder_config();
     ws.max_message_size(max_frame)
         .max_frame_size(max_frame)
-        .on_upgrade(move |browser| relay::run(browser, upstream, identity, path, session))
+        .on_upgrade(move |browser| {
+            let ladder = Ladder::new(ladder_config, identity.clone());
+            relay::run(browser, upstream, identity, path, session, ladder)
+        })
 }
 
 fn cors_headers(gateway: &Gateway, headers: &HeaderMap, response: &mut Response) {

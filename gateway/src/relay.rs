@@ -12,13 +12,15 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use livekit_protocol::{
-    DisconnectReason, LeaveRequest, SignalResponse, leave_request, signal_response,
+    DisconnectReason, LeaveRequest, SignalRequest, SignalResponse, UpdateTrackSettings,
+    leave_request, signal_request, signal_response,
 };
 use prost::Message as _;
 
 use crate::{
+    ladder::Ladder,
     revocations::Session,
-    signal::{ClientVerdict, inspect_client_frame, inspect_server_frame},
+    signal::{ClientVerdict, decode_client_frame, decode_server_frame},
 };
 
 type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -46,11 +48,12 @@ pub async fn run(
     identity: String,
     path: String,
     session: Session,
+    ladder: Ladder,
 ) {
     let span = info_span!("session", %identity, %path);
     async move {
         info!("session open");
-        let end = relay(browser, upstream, session).await;
+        let end = relay(browser, upstream, session, ladder).await;
         match &end {
             End::BrowserClosed | End::UpstreamClosed | End::Revoked => {
                 info!(reason = %end, "session closed")
@@ -75,11 +78,23 @@ fn removed_frame() -> ws::Message {
     ws::Message::Binary(leave.encode_to_vec().into())
 }
 
-async fn relay(browser: WebSocket, upstream: Upstream, mut session: Session) -> End {
+fn settings_frame(settings: UpdateTrackSettings) -> tungstenite::Message {
+    let request = SignalRequest {
+        message: Some(signal_request::Message::TrackSetting(settings)),
+    };
+    tungstenite::Message::Binary(request.encode_to_vec().into())
+}
+
+async fn relay(
+    browser: WebSocket,
+    upstream: Upstream,
+    mut session: Session,
+    mut ladder: Ladder,
+) -> End {
     let (mut to_browser, mut from_browser) = browser.split();
     let (mut to_upstream, mut from_upstream) = upstream.split();
 
-    let end = loop {
+    let end = 'relay: loop {
         tokio::select! {
             _ = &mut session.revoked => {
                 let _ = to_browser.send(removed_frame()).await;
@@ -92,12 +107,31 @@ async fn relay(browser: WebSocket, upstream: Upstream, mut session: Session) -> 
                     Some(Ok(m)) => m,
                 };
                 let forward = match message {
-                    ws::Message::Binary(bytes) => match inspect_client_frame(&bytes) {
-                        Ok(ClientVerdict::Forward(kind)) => {
+                    ws::Message::Binary(bytes) => match decode_client_frame(&bytes) {
+                        Ok((ClientVerdict::Forward(kind), request)) => {
                             debug!(kind, len = bytes.len(), "client frame");
+                            match request.message {
+                                Some(signal_request::Message::TrackSetting(settings)) => {
+                                    if let Some(replacement) = ladder.on_client_settings(&settings) {
+                                        debug!(count = replacement.len(), "client settings clamped");
+                                        for settings in replacement {
+                                            if let Err(e) = to_upstream.send(settings_frame(settings)).await {
+                                                break 'relay End::UpstreamError(e.to_string());
+                                            }
+                                        }
+                                        continue;
+                                    }
+                                }
+                                Some(signal_request::Message::Subscription(subscription))
+                                    if !subscription.subscribe =>
+                                {
+                                    ladder.on_client_unsubscribe(&subscription.track_sids);
+                                }
+                                _ => {}
+                            }
                             tungstenite::Message::Binary(bytes)
                         }
-                        Ok(ClientVerdict::Drop(kind)) => {
+                        Ok((ClientVerdict::Drop(kind), _)) => {
                             warn!(kind, "dropped a client request the server must not see");
                             continue;
                         }
@@ -117,15 +151,15 @@ async fn relay(browser: WebSocket, upstream: Upstream, mut session: Session) -> 
                     Some(Err(e)) => break End::UpstreamError(e.to_string()),
                     Some(Ok(m)) => m,
                 };
-                let forward = match message {
-                    tungstenite::Message::Binary(bytes) => match inspect_server_frame(&bytes) {
-                        Ok(kind) => {
+                let (forward, response) = match message {
+                    tungstenite::Message::Binary(bytes) => match decode_server_frame(&bytes) {
+                        Ok((kind, response)) => {
                             debug!(kind, len = bytes.len(), "server frame");
-                            ws::Message::Binary(bytes)
+                            (ws::Message::Binary(bytes), Some(response))
                         }
                         Err(e) => break End::BadFrame(e.to_string()),
                     },
-                    tungstenite::Message::Text(text) => ws::Message::Text(text.as_str().into()),
+                    tungstenite::Message::Text(text) => (ws::Message::Text(text.as_str().into()), None),
                     tungstenite::Message::Close(_) => break End::UpstreamClosed,
                     tungstenite::Message::Ping(_)
                     | tungstenite::Message::Pong(_)
@@ -133,6 +167,18 @@ async fn relay(browser: WebSocket, upstream: Upstream, mut session: Session) -> 
                 };
                 if let Err(e) = to_browser.send(forward).await {
                     break End::BrowserError(e.to_string());
+                }
+                // After the frame that prompted them (never before `join`): the caps.
+                if let Some(response) = response {
+                    let injected = ladder.on_server(&response);
+                    if !injected.is_empty() {
+                        debug!(count = injected.len(), cap = ladder.cap(), "ladder settings injected");
+                    }
+                    for settings in injected {
+                        if let Err(e) = to_upstream.send(settings_frame(settings)).await {
+                            break 'relay End::UpstreamError(e.to_string());
+                        }
+                    }
                 }
             }
         }

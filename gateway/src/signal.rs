@@ -26,13 +26,23 @@ pub struct FrameError {
 }
 
 pub fn inspect_client_frame(bytes: &[u8]) -> Result<ClientVerdict, FrameError> {
+    decode_client_frame(bytes).map(|(verdict, _)| verdict)
+}
+
+/// The verdict and the decoded request (for the policies that act on it).
+pub fn decode_client_frame(bytes: &[u8]) -> Result<(ClientVerdict, SignalRequest), FrameError> {
     let request = SignalRequest::decode(bytes).map_err(|source| FrameError {
         side: "client",
         len: bytes.len(),
         source,
     })?;
+    let verdict = client_verdict(&request);
+    Ok((verdict, request))
+}
+
+fn client_verdict(request: &SignalRequest) -> ClientVerdict {
     use signal_request::Message as M;
-    Ok(match request.message {
+    match request.message {
         Some(M::Simulate(_)) => ClientVerdict::Drop("simulate"),
         Some(M::Offer(_)) => ClientVerdict::Forward("offer"),
         Some(M::Answer(_)) => ClientVerdict::Forward("answer"),
@@ -47,18 +57,27 @@ pub fn inspect_client_frame(bytes: &[u8]) -> Result<ClientVerdict, FrameError> {
         Some(_) => ClientVerdict::Forward("other"),
         // A message type newer than our protocol crate: forward it untouched.
         None => ClientVerdict::Forward("unknown"),
-    })
+    }
 }
 
 /// The name of a server frame's message, for logs and metrics.
 pub fn inspect_server_frame(bytes: &[u8]) -> Result<&'static str, FrameError> {
+    decode_server_frame(bytes).map(|(kind, _)| kind)
+}
+
+/// The message's name and the decoded response.
+pub fn decode_server_frame(bytes: &[u8]) -> Result<(&'static str, SignalResponse), FrameError> {
     let response = SignalResponse::decode(bytes).map_err(|source| FrameError {
         side: "server",
         len: bytes.len(),
         source,
     })?;
+    Ok((server_kind(&response), response))
+}
+
+fn server_kind(response: &SignalResponse) -> &'static str {
     use signal_response::Message as M;
-    Ok(match response.message {
+    match response.message {
         Some(M::Join(_)) => "join",
         Some(M::Reconnect(_)) => "reconnect",
         Some(M::Offer(_)) => "offer",
@@ -71,9 +90,10 @@ pub fn inspect_server_frame(bytes: &[u8]) -> Result<&'static str, FrameError> {
         Some(M::StreamStateUpdate(_)) => "stream_state",
         Some(M::RefreshToken(_)) => "refresh_token",
         Some(M::Pong(_)) | Some(M::PongResp(_)) => "pong",
+        Some(M::TrackSubscribed(_)) => "track_subscribed",
         Some(_) => "other",
         None => "unknown",
-    })
+    }
 }
 
 #[cfg(test)]

@@ -199,3 +199,25 @@ export async function liveCallMemberships(roomId: string, user = "alice"): Promi
     })
     .map((e) => e.state_key);
 }
+
+/** Frame height of every remote camera video this page receives now (getStats inbound-rtp). */
+export async function inboundVideoHeights(page: Page): Promise<number[]> {
+  return page.evaluate(async () => {
+    const room = window.__koinosRoom;
+    const heights: number[] = [];
+    if (!room) return heights;
+    for (const p of room.remoteParticipants.values()) {
+      for (const pub of p.trackPublications.values()) {
+        const track = pub.track;
+        const kind: string = pub.kind;
+        const source: string = pub.source;
+        if (!pub.isSubscribed || !track || kind !== "video" || source !== "camera") continue;
+        const report = await track.getRTCStatsReport();
+        report?.forEach((stat: { type?: string; kind?: string; frameHeight?: number }) => {
+          if (stat.type === "inbound-rtp" && stat.kind === "video" && stat.frameHeight) heights.push(stat.frameHeight);
+        });
+      }
+    }
+    return heights;
+  });
+}

@@ -1,0 +1,539 @@
+//! The quality ladder, per subscriber: every camera video a participant receives is capped by
+//! the size of the call (≤ 720 lines for 2 people, ≤ 540 for 3–4, ≤ 360 for 5–6).
+//!
+//! LiveKit picks the layer a subscriber gets from that subscriber's own `UpdateTrackSettings`
+//! (the last one wins; `width`/`height` override `quality`), and defaults a new subscription to
+//! the top layer. So the gateway, on each subscriber's signalling session:
+//! - **injects** settings upstream when a camera subscription appears (`TrackSubscribed`), after
+//!   a resume (`ReconnectResponse`), and for every subscription whenever the call size changes;
+//! - **clamps** every settings message the client sends (asking for more gets the cap; asking
+//!   for less, or disabling, is honoured).
+//!
+//! The SFU never rescales: it serves the smallest published layer whose height is at least 0.9
+//! of the requested one, else the top layer. Asking for "540" from a publisher whose layers are
+//! 180/360/720 would therefore yield 720; the ladder asks for the exact height of the largest
+//! published layer within the cap, read from the track's `layers`.
+//!
+//! This type is pure state, owned by the session's relay task (one per subscriber): it sees the
+//! decoded frames and says what to send upstream. Everything it knows comes from that one
+//! session's stream, keyed by identity and track SID, so gateways share no state.
+
+use std::collections::{HashMap, HashSet};
+
+use livekit_protocol::{
+    ParticipantInfo, SignalResponse, TrackInfo, TrackSource, TrackType, UpdateTrackSettings,
+    VideoLayer, VideoQuality, participant_info, signal_response,
+};
+
+/// The largest camera height for each call size: `(max participants, max lines)`, ascending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LadderConfig {
+    pub steps: Vec<(u32, u32)>,
+}
+
+impl Default for LadderConfig {
+    fn default() -> Self {
+        Self {
+            steps: vec![(2, 720), (4, 540), (6, 360)],
+        }
+    }
+}
+
+impl LadderConfig {
+    /// The cap for a call of `size` people (the last step beyond the table).
+    pub fn cap(&self, size: usize) -> u32 {
+        self.steps
+            .iter()
+            .find(|(max, _)| size <= *max as usize)
+            .or(self.steps.last())
+            .map_or(u32::MAX, |(_, lines)| *lines)
+    }
+}
+
+/// A camera track someone else publishes.
+#[derive(Debug, Clone)]
+struct CameraTrack {
+    layers: Vec<VideoLayer>,
+}
+
+#[derive(Debug)]
+pub struct Ladder {
+    config: LadderConfig,
+    own_identity: String,
+    /// Everyone else in the call (by identity, not SID: a full reconnect changes the SID).
+    others: HashMap<String, HashSet<String>>,
+    cameras: HashMap<String, CameraTrack>,
+    /// Camera tracks this subscriber is subscribed to.
+    subscribed: HashSet<String>,
+    /// What the client itself last asked for, per track (unclamped).
+    wanted: HashMap<String, UpdateTrackSettings>,
+    /// What was last sent upstream per track, to send only changes.
+    sent: HashMap<String, UpdateTrackSettings>,
+    joined: bool,
+}
+
+impl Ladder {
+    pub fn new(config: LadderConfig, own_identity: String) -> Self {
+        Self {
+            config,
+            own_identity,
+            others: HashMap::new(),
+            cameras: HashMap::new(),
+            subscribed: HashSet::new(),
+            wanted: HashMap::new(),
+            sent: HashMap::new(),
+            joined: false,
+        }
+    }
+
+    /// People in the call, this subscriber included.
+    pub fn call_size(&self) -> usize {
+        self.others.len() + 1
+    }
+
+    /// The height every camera this subscriber receives is capped at now.
+    pub fn cap(&self) -> u32 {
+        self.config.cap(self.call_size())
+    }
+
+    /// A frame from LiveKit to this subscriber; returns settings to send upstream.
+    pub fn on_server(&mut self, response: &SignalResponse) -> Vec<UpdateTrackSettings> {
+        use signal_response::Message as M;
+        let before = self.cap();
+        match &response.message {
+            Some(M::Join(join)) => {
+                self.joined = true;
+                for p in &join.other_participants {
+                    self.update_participant(p);
+                }
+            }
+            Some(M::Update(update)) => {
+                for p in &update.participants {
+                    self.update_participant(p);
+                }
+            }
+            Some(M::TrackSubscribed(subscribed)) => {
+                if self.cameras.contains_key(&subscribed.track_sid) {
+                    self.subscribed.insert(subscribed.track_sid.clone());
+                    return self.settings_for([subscribed.track_sid.clone()]);
+                }
+                return vec![];
+            }
+            Some(M::Reconnect(_)) => {
+                // A resumed session starts from LiveKit's defaults again: re-send everything.
+                self.sent.clear();
+                return self.settings_for(self.subscribed.clone());
+            }
+            _ => return vec![],
+        }
+        if self.joined && self.cap() != before {
+            self.settings_for(self.subscribed.clone())
+        } else {
+            vec![]
+        }
+    }
+
+    /// A settings message from the client. Returns what to send upstream in its place (empty if
+    /// nothing needs sending), or `None` to forward the client's original bytes untouched.
+    pub fn on_client_settings(
+        &mut self,
+        settings: &UpdateTrackSettings,
+    ) -> Option<Vec<UpdateTrackSettings>> {
+        let (cameras, others): (Vec<&String>, Vec<&String>) = settings
+            .track_sids
+            .iter()
+            .partition(|sid| self.cameras.contains_key(*sid));
+        if cameras.is_empty() {
+            return None; // screen share, audio, or unknown tracks: not ours to cap
+        }
+        let mut out = Vec::new();
+        if !others.is_empty() {
+            out.push(UpdateTrackSettings {
+                track_sids: others.into_iter().cloned().collect(),
+                ..settings.clone()
+            });
+        }
+        let cameras: Vec<String> = cameras.into_iter().cloned().collect();
+        for sid in &cameras {
+            self.wanted.insert(sid.clone(), settings.clone());
+            // A client only sends settings for what it subscribes to.
+            self.subscribed.insert(sid.clone());
+        }
+        out.extend(self.settings_for(cameras));
+        Some(out)
+    }
+
+    /// The client unsubscribed from tracks (`UpdateSubscription{subscribe:false}`).
+    pub fn on_client_unsubscribe(&mut self, track_sids: &[String]) {
+        for sid in track_sids {
+            self.subscribed.remove(sid);
+            self.sent.remove(sid);
+        }
+    }
+
+    fn update_participant(&mut self, p: &ParticipantInfo) {
+        if p.identity == self.own_identity {
+            return;
+        }
+        let gone = p.state == participant_info::State::Disconnected as i32;
+        let old = self.others.remove(&p.identity).unwrap_or_default();
+        for sid in &old {
+            self.cameras.remove(sid);
+        }
+        if gone {
+            for sid in &old {
+                self.forget(sid);
+            }
+            return;
+        }
+        let mut sids = HashSet::new();
+        for track in &p.tracks {
+            if is_camera(track) {
+                self.cameras.insert(
+                    track.sid.clone(),
+                    CameraTrack {
+                        layers: published_layers(track),
+                    },
+                );
+                sids.insert(track.sid.clone());
+            }
+        }
+        for sid in old.difference(&sids) {
+            self.forget(sid);
+        }
+        self.others.insert(p.identity.clone(), sids);
+    }
+
+    fn forget(&mut self, sid: &str) {
+        self.subscribed.remove(sid);
+        self.wanted.remove(sid);
+        self.sent.remove(sid);
+    }
+
+    /// The capped settings for these tracks, leaving out what was already sent.
+    fn settings_for(&mut self, sids: impl IntoIterator<Item = String>) -> Vec<UpdateTrackSettings> {
+        let cap = self.cap();
+        let mut out = Vec::new();
+        let mut sids: Vec<String> = sids.into_iter().collect();
+        sids.sort(); // deterministic order for tests and logs
+        for sid in sids {
+            let Some(track) = self.cameras.get(&sid) else {
+                continue;
+            };
+            // No wish from the client: LiveKit's default for a new subscription, the top layer.
+            let wanted = self
+                .wanted
+                .get(&sid)
+                .cloned()
+                .unwrap_or(UpdateTrackSettings {
+                    quality: VideoQuality::High as i32,
+                    ..Default::default()
+                });
+            let settings = capped(&sid, &wanted, &track.layers, cap);
+            if self.sent.get(&sid) != Some(&settings) {
+                self.sent.insert(sid.clone(), settings.clone());
+                out.push(settings);
+            }
+        }
+        out
+    }
+}
+
+/// The layers a track is published with: per codec in current LiveKit, in the deprecated
+/// top-level field in older servers. With several codecs, the first (primary) one's.
+fn published_layers(track: &TrackInfo) -> Vec<VideoLayer> {
+    if let Some(codec) = track.codecs.iter().find(|c| !c.layers.is_empty()) {
+        return codec.layers.clone();
+    }
+    #[allow(deprecated)]
+    track.layers.clone()
+}
+
+fn is_camera(track: &TrackInfo) -> bool {
+    track.r#type == TrackType::Video as i32 && track.source != TrackSource::ScreenShare as i32
+}
+
+/// The height the client asked for: explicit dimensions first, else its quality's layer.
+fn requested_height(wanted: &UpdateTrackSettings, layers: &[VideoLayer]) -> u32 {
+    if wanted.height > 0 {
+        return wanted.height;
+    }
+    if wanted.width > 0 {
+        // Width only: assume 16:9.
+        return wanted.width * 9 / 16;
+    }
+    if wanted.quality == VideoQuality::High as i32 {
+        return u32::MAX;
+    }
+    layers
+        .iter()
+        .find(|l| l.quality == wanted.quality)
+        .map_or(u32::MAX, |l| l.height)
+}
+
+/// One track's settings: the client's wishes (disable, fps, priority, a lower layer) kept, the
+/// height capped, and expressed as an exact published layer so the SFU cannot round up past it.
+pub fn capped(
+    sid: &str,
+    wanted: &UpdateTrackSettings,
+    layers: &[VideoLayer],
+    cap: u32,
+) -> UpdateTrackSettings {
+    let target = requested_height(wanted, layers).min(cap);
+    let mut sorted: Vec<&VideoLayer> = layers.iter().filter(|l| l.height > 0).collect();
+    sorted.sort_by_key(|l| l.height);
+    let (width, height, quality) = match sorted
+        .iter()
+        .rev()
+        .find(|l| l.height <= target)
+        .or(sorted.first())
+    {
+        Some(layer) => (layer.width, layer.height, layer.quality),
+        // No layer information: ask for the cap in 16:9 and let the SFU pick at or above it.
+        None => (target * 16 / 9, target, VideoQuality::Low as i32),
+    };
+    UpdateTrackSettings {
+        track_sids: vec![sid.to_owned()],
+        disabled: wanted.disabled,
+        quality,
+        width,
+        height,
+        fps: wanted.fps,
+        priority: wanted.priority,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use livekit_protocol::{JoinResponse, ParticipantUpdate, ReconnectResponse, TrackSubscribed};
+
+    use super::*;
+
+    fn layers() -> Vec<VideoLayer> {
+        [
+            (VideoQuality::Low, 640, 360),
+            (VideoQuality::Medium, 960, 540),
+            (VideoQuality::High, 1280, 720),
+        ]
+        .into_iter()
+        .map(|(q, w, h)| VideoLayer {
+            quality: q as i32,
+            width: w,
+            height: h,
+            ..Default::default()
+        })
+        .collect()
+    }
+
+    fn participant(identity: &str, camera: Option<&str>) -> ParticipantInfo {
+        let mut tracks = vec![TrackInfo {
+            sid: format!("TR_audio_{identity}"),
+            r#type: TrackType::Audio as i32,
+            ..Default::default()
+        }];
+        if let Some(sid) = camera {
+            tracks.push(TrackInfo {
+                sid: sid.into(),
+                r#type: TrackType::Video as i32,
+                source: TrackSource::Camera as i32,
+                codecs: vec![livekit_protocol::SimulcastCodecInfo {
+                    mime_type: "video/VP8".into(),
+                    layers: layers(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        ParticipantInfo {
+            identity: identity.into(),
+            state: participant_info::State::Active as i32,
+            tracks,
+            ..Default::default()
+        }
+    }
+
+    fn join(others: Vec<ParticipantInfo>) -> SignalResponse {
+        SignalResponse {
+            message: Some(signal_response::Message::Join(JoinResponse {
+                other_participants: others,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn update(participants: Vec<ParticipantInfo>) -> SignalResponse {
+        SignalResponse {
+            message: Some(signal_response::Message::Update(ParticipantUpdate {
+                participants,
+            })),
+        }
+    }
+
+    fn subscribed(sid: &str) -> SignalResponse {
+        SignalResponse {
+            message: Some(signal_response::Message::TrackSubscribed(TrackSubscribed {
+                track_sid: sid.into(),
+            })),
+        }
+    }
+
+    fn heights(settings: &[UpdateTrackSettings]) -> Vec<(String, u32)> {
+        settings
+            .iter()
+            .map(|s| (s.track_sids.join(","), s.height))
+            .collect()
+    }
+
+    #[test]
+    fn the_cap_follows_the_call_size() {
+        let config = LadderConfig::default();
+        let caps: Vec<u32> = (1..=7).map(|n| config.cap(n)).collect();
+        assert_eq!(caps, [720, 720, 540, 540, 360, 360, 360]);
+    }
+
+    #[test]
+    fn a_new_subscription_is_capped_without_any_client_settings() {
+        let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+        let others = vec![
+            participant("a", Some("TR_a")),
+            participant("b", Some("TR_b")),
+        ];
+        assert!(ladder.on_server(&join(others)).is_empty());
+        assert_eq!(ladder.call_size(), 3);
+        assert_eq!(
+            heights(&ladder.on_server(&subscribed("TR_a"))),
+            [("TR_a".into(), 540)]
+        );
+        // The audio subscription is none of the ladder's business.
+        assert!(ladder.on_server(&subscribed("TR_audio_a")).is_empty());
+    }
+
+    #[test]
+    fn call_size_changes_reapply_to_every_subscription_and_go_back_up() {
+        let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+        ladder.on_server(&join(vec![participant("a", Some("TR_a"))]));
+        assert_eq!(
+            heights(&ladder.on_server(&subscribed("TR_a"))),
+            [("TR_a".into(), 720)]
+        );
+
+        let more: Vec<_> = ["b", "c", "d"]
+            .iter()
+            .map(|id| participant(id, None))
+            .collect();
+        assert_eq!(
+            heights(&ladder.on_server(&update(more))),
+            [("TR_a".into(), 360)]
+        );
+        assert_eq!(ladder.call_size(), 5);
+
+        let mut gone = participant("d", None);
+        gone.state = participant_info::State::Disconnected as i32;
+        assert_eq!(
+            heights(&ladder.on_server(&update(vec![gone]))),
+            [("TR_a".into(), 540)]
+        );
+        // Nothing changed: nothing sent.
+        assert!(
+            ladder
+                .on_server(&update(vec![participant("b", None)]))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn client_settings_are_clamped_and_lower_wishes_honoured() {
+        let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+        let others: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|id| participant(id, Some(&format!("TR_{id}"))))
+            .collect();
+        ladder.on_server(&join(others));
+        assert_eq!(ladder.cap(), 360);
+
+        let greedy = UpdateTrackSettings {
+            track_sids: vec!["TR_a".into()],
+            width: 1920,
+            height: 1080,
+            ..Default::default()
+        };
+        let sent = ladder.on_client_settings(&greedy).unwrap();
+        assert_eq!(heights(&sent), [("TR_a".into(), 360)]);
+        assert_eq!(sent[0].width, 640);
+
+        let modest = UpdateTrackSettings {
+            track_sids: vec!["TR_b".into()],
+            width: 320,
+            height: 180,
+            ..Default::default()
+        };
+        // 180 is below every layer: the smallest one (360) is the nearest the SFU can serve.
+        assert_eq!(
+            heights(&ladder.on_client_settings(&modest).unwrap()),
+            [("TR_b".into(), 360)]
+        );
+
+        let off = UpdateTrackSettings {
+            track_sids: vec!["TR_c".into()],
+            disabled: true,
+            ..Default::default()
+        };
+        assert!(ladder.on_client_settings(&off).unwrap()[0].disabled);
+
+        // Screen share and unknown tracks pass untouched.
+        let other = UpdateTrackSettings {
+            track_sids: vec!["TR_screen".into()],
+            height: 1080,
+            ..Default::default()
+        };
+        assert_eq!(ladder.on_client_settings(&other), None);
+    }
+
+    #[test]
+    fn a_lower_wish_is_kept_when_the_cap_rises() {
+        let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+        ladder.on_server(&join(vec![
+            participant("a", Some("TR_a")),
+            participant("b", None),
+        ]));
+        let low = UpdateTrackSettings {
+            track_sids: vec!["TR_a".into()],
+            quality: VideoQuality::Low as i32,
+            ..Default::default()
+        };
+        assert_eq!(
+            heights(&ladder.on_client_settings(&low).unwrap()),
+            [("TR_a".into(), 360)]
+        );
+        let mut gone = participant("b", None);
+        gone.state = participant_info::State::Disconnected as i32;
+        // Cap 540 → 720, but the client asked for LOW: nothing to change.
+        assert!(ladder.on_server(&update(vec![gone])).is_empty());
+    }
+
+    #[test]
+    fn a_resume_resends_the_caps() {
+        let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+        ladder.on_server(&join(vec![
+            participant("a", Some("TR_a")),
+            participant("b", Some("TR_b")),
+        ]));
+        ladder.on_server(&subscribed("TR_a"));
+        ladder.on_server(&subscribed("TR_b"));
+        let resumed = SignalResponse {
+            message: Some(signal_response::Message::Reconnect(
+                ReconnectResponse::default(),
+            )),
+        };
+        assert_eq!(
+            heights(&ladder.on_server(&resumed)),
+            [("TR_a".into(), 540), ("TR_b".into(), 540)]
+        );
+    }
+
+    #[test]
+    fn without_layer_information_the_cap_is_asked_for_directly() {
+        let settings = capped("TR", &UpdateTrackSettings::default(), &[], 540);
+        assert_eq!((settings.width, settings.height), (960, 540));
+    }
+}

@@ -1,0 +1,49 @@
+import type { Page } from "@playwright/test";
+import { CONNECT_TIMEOUT, DEMO_CASE, expect, inboundVideoHeights, openCase, signIn, test } from "./fixtures";
+
+/**
+ * The quality ladder is enforced by the gateway, per subscriber, with no help from the page
+ * (which sends no track settings: adaptiveStream is off). Publishers send 360/540/720 layers.
+ * A 720p stream starts low while bandwidth ramps up, so heights are read once they settle.
+ */
+
+async function joinCall(page: Page): Promise<void> {
+  await page.getByRole("button", { name: /^(Start call|Join call)$/ }).click();
+  await expect
+    .poll(() => page.evaluate(() => window.__koinosRoom?.state ?? "none"), { timeout: CONNECT_TIMEOUT })
+    .toBe("connected");
+}
+
+/** Waits until every remote camera this page receives is exactly `lines` high. */
+async function settlesAt(page: Page, remotes: number, lines: number): Promise<void> {
+  await expect
+    .poll(() => inboundVideoHeights(page), { timeout: 90_000, intervals: [1000] })
+    .toEqual(Array<number>(remotes).fill(lines));
+}
+
+test("each subscriber gets 540 lines in a 3-person call and 720 again when it shrinks to 2", async ({ openUserPage }) => {
+  test.setTimeout(300_000);
+  const pages: Page[] = [];
+  for (const user of ["erin", "frank", "carol"]) {
+    const page = await openUserPage(user);
+    await signIn(page, user);
+    await openCase(page, DEMO_CASE);
+    await joinCall(page);
+    pages.push(page);
+  }
+  const [erin, frank, carol] = pages as [Page, Page, Page];
+
+  for (const page of pages) await settlesAt(page, 2, 540);
+  // And it stays there: never above the cap while the call has three people.
+  for (let i = 0; i < 5; i++) {
+    for (const page of pages) {
+      for (const height of await inboundVideoHeights(page)) expect(height).toBeLessThanOrEqual(540);
+    }
+    await erin.waitForTimeout(1000);
+  }
+
+  await carol.getByRole("button", { name: "Leave call" }).click();
+  await expect(carol.getByTestId("call_view")).toHaveCount(0, { timeout: 30_000 });
+  await settlesAt(erin, 1, 720);
+  await settlesAt(frank, 1, 720);
+});
