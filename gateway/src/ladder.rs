@@ -4,8 +4,11 @@
 //! LiveKit picks the layer a subscriber gets from that subscriber's own `UpdateTrackSettings`
 //! (the last one wins; `width`/`height` override `quality`), and defaults a new subscription to
 //! the top layer. So the gateway, on each subscriber's signalling session:
-//! - **injects** settings upstream when a camera subscription appears (`TrackSubscribed`), after
-//!   a resume (`ReconnectResponse`), and for every subscription whenever the call size changes;
+//! - **injects** settings upstream when a camera track of someone else appears (in `join` or a
+//!   participant update: clients subscribe automatically, and LiveKit keeps settings that arrive
+//!   before the subscription for when it is made), when the client subscribes to one, after a
+//!   resume (`ReconnectResponse`), and for every subscription whenever the call size changes
+//!   (`TrackSubscribed` is no cue: LiveKit sends it to the *publisher*);
 //! - **clamps** every settings message the client sends (asking for more gets the cap; asking
 //!   for less, or disabling, is honoured).
 //!
@@ -100,24 +103,18 @@ impl Ladder {
     pub fn on_server(&mut self, response: &SignalResponse) -> Vec<UpdateTrackSettings> {
         use signal_response::Message as M;
         let before = self.cap();
+        let mut new_cameras = Vec::new();
         match &response.message {
             Some(M::Join(join)) => {
                 self.joined = true;
                 for p in &join.other_participants {
-                    self.update_participant(p);
+                    new_cameras.extend(self.update_participant(p));
                 }
             }
             Some(M::Update(update)) => {
                 for p in &update.participants {
-                    self.update_participant(p);
+                    new_cameras.extend(self.update_participant(p));
                 }
-            }
-            Some(M::TrackSubscribed(subscribed)) => {
-                if self.cameras.contains_key(&subscribed.track_sid) {
-                    self.subscribed.insert(subscribed.track_sid.clone());
-                    return self.settings_for([subscribed.track_sid.clone()]);
-                }
-                return vec![];
             }
             Some(M::Reconnect(_)) => {
                 // A resumed session starts from LiveKit's defaults again: re-send everything.
@@ -126,11 +123,27 @@ impl Ladder {
             }
             _ => return vec![],
         }
-        if self.joined && self.cap() != before {
+        if !self.joined {
+            return vec![];
+        }
+        // Automatic subscription: a new camera is (about to be) subscribed.
+        self.subscribed.extend(new_cameras.iter().cloned());
+        if self.cap() != before {
             self.settings_for(self.subscribed.clone())
         } else {
-            vec![]
+            self.settings_for(new_cameras)
         }
+    }
+
+    /// The client subscribed to tracks (`UpdateSubscription{subscribe:true}`).
+    pub fn on_client_subscribe(&mut self, track_sids: &[String]) -> Vec<UpdateTrackSettings> {
+        let cameras: Vec<String> = track_sids
+            .iter()
+            .filter(|sid| self.cameras.contains_key(*sid))
+            .cloned()
+            .collect();
+        self.subscribed.extend(cameras.iter().cloned());
+        self.settings_for(cameras)
     }
 
     /// A settings message from the client. Returns what to send upstream in its place (empty if
@@ -171,9 +184,10 @@ impl Ladder {
         }
     }
 
-    fn update_participant(&mut self, p: &ParticipantInfo) {
+    /// Records one participant's state; returns its camera tracks that are new.
+    fn update_participant(&mut self, p: &ParticipantInfo) -> Vec<String> {
         if p.identity == self.own_identity {
-            return;
+            return vec![];
         }
         let gone = p.state == participant_info::State::Disconnected as i32;
         let old = self.others.remove(&p.identity).unwrap_or_default();
@@ -184,7 +198,7 @@ impl Ladder {
             for sid in &old {
                 self.forget(sid);
             }
-            return;
+            return vec![];
         }
         let mut sids = HashSet::new();
         for track in &p.tracks {
@@ -201,7 +215,9 @@ impl Ladder {
         for sid in old.difference(&sids) {
             self.forget(sid);
         }
+        let new = sids.difference(&old).cloned().collect();
         self.others.insert(p.identity.clone(), sids);
+        new
     }
 
     fn forget(&mut self, sid: &str) {
@@ -305,7 +321,7 @@ pub fn capped(
 
 #[cfg(test)]
 mod tests {
-    use livekit_protocol::{JoinResponse, ParticipantUpdate, ReconnectResponse, TrackSubscribed};
+    use livekit_protocol::{JoinResponse, ParticipantUpdate, ReconnectResponse};
 
     use super::*;
 
@@ -369,14 +385,6 @@ mod tests {
         }
     }
 
-    fn subscribed(sid: &str) -> SignalResponse {
-        SignalResponse {
-            message: Some(signal_response::Message::TrackSubscribed(TrackSubscribed {
-                track_sid: sid.into(),
-            })),
-        }
-    }
-
     fn heights(settings: &[UpdateTrackSettings]) -> Vec<(String, u32)> {
         settings
             .iter()
@@ -392,28 +400,49 @@ mod tests {
     }
 
     #[test]
-    fn a_new_subscription_is_capped_without_any_client_settings() {
+    fn new_cameras_are_capped_without_any_client_settings() {
         let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
-        let others = vec![
-            participant("a", Some("TR_a")),
-            participant("b", Some("TR_b")),
-        ];
-        assert!(ladder.on_server(&join(others)).is_empty());
-        assert_eq!(ladder.call_size(), 3);
+        let others = vec![participant("a", Some("TR_a")), participant("b", None)];
         assert_eq!(
-            heights(&ladder.on_server(&subscribed("TR_a"))),
+            heights(&ladder.on_server(&join(others))),
             [("TR_a".into(), 540)]
         );
-        // The audio subscription is none of the ladder's business.
-        assert!(ladder.on_server(&subscribed("TR_audio_a")).is_empty());
+        assert_eq!(ladder.call_size(), 3);
+        // b starts its camera later; b's audio track is none of the ladder's business.
+        assert_eq!(
+            heights(&ladder.on_server(&update(vec![participant("b", Some("TR_b"))]))),
+            [("TR_b".into(), 540)]
+        );
+        // Our own camera is never capped for us.
+        assert!(
+            ladder
+                .on_server(&update(vec![participant("me", Some("TR_me"))]))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_explicit_subscription_is_capped_and_an_unsubscribed_track_left_alone() {
+        let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+        ladder.on_server(&join(vec![participant("a", Some("TR_a"))]));
+        ladder.on_client_unsubscribe(&["TR_a".into()]);
+        // The call grows: nothing to send for a track we are not subscribed to.
+        assert!(
+            ladder
+                .on_server(&update(vec![participant("b", None)]))
+                .is_empty()
+        );
+        assert_eq!(
+            heights(&ladder.on_client_subscribe(&["TR_a".into(), "TR_audio_a".into()])),
+            [("TR_a".into(), 540)]
+        );
     }
 
     #[test]
     fn call_size_changes_reapply_to_every_subscription_and_go_back_up() {
         let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
-        ladder.on_server(&join(vec![participant("a", Some("TR_a"))]));
         assert_eq!(
-            heights(&ladder.on_server(&subscribed("TR_a"))),
+            heights(&ladder.on_server(&join(vec![participant("a", Some("TR_a"))]))),
             [("TR_a".into(), 720)]
         );
 
@@ -448,30 +477,36 @@ mod tests {
             .iter()
             .map(|id| participant(id, Some(&format!("TR_{id}"))))
             .collect();
-        ladder.on_server(&join(others));
+        assert_eq!(ladder.on_server(&join(others)).len(), 4);
         assert_eq!(ladder.cap(), 360);
 
+        // Asking for 1080 in a 5-person call: the 360 cap already in force stays; the client's
+        // message is not passed on.
         let greedy = UpdateTrackSettings {
             track_sids: vec!["TR_a".into()],
             width: 1920,
             height: 1080,
             ..Default::default()
         };
-        let sent = ladder.on_client_settings(&greedy).unwrap();
-        assert_eq!(heights(&sent), [("TR_a".into(), 360)]);
-        assert_eq!(sent[0].width, 640);
+        assert_eq!(ladder.on_client_settings(&greedy), Some(vec![]));
+        let clamped = capped("TR_a", &greedy, &layers(), 360);
+        assert_eq!((clamped.width, clamped.height), (640, 360));
 
+        // 180 is below every published layer: the smallest one (360) is what the SFU can serve.
         let modest = UpdateTrackSettings {
             track_sids: vec!["TR_b".into()],
             width: 320,
             height: 180,
             ..Default::default()
         };
-        // 180 is below every layer: the smallest one (360) is the nearest the SFU can serve.
-        assert_eq!(
-            heights(&ladder.on_client_settings(&modest).unwrap()),
-            [("TR_b".into(), 360)]
-        );
+        assert_eq!(capped("TR_b", &modest, &layers(), 360).height, 360);
+
+        // In a 2-person call, asking for 540 gets exactly the 540 layer, not the cap.
+        let medium = UpdateTrackSettings {
+            height: 540,
+            ..Default::default()
+        };
+        assert_eq!(capped("TR_b", &medium, &layers(), 720).height, 540);
 
         let off = UpdateTrackSettings {
             track_sids: vec!["TR_c".into()],
@@ -518,8 +553,6 @@ mod tests {
             participant("a", Some("TR_a")),
             participant("b", Some("TR_b")),
         ]));
-        ladder.on_server(&subscribed("TR_a"));
-        ladder.on_server(&subscribed("TR_b"));
         let resumed = SignalResponse {
             message: Some(signal_response::Message::Reconnect(
                 ReconnectResponse::default(),

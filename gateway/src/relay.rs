@@ -122,9 +122,20 @@ async fn relay(
                                         continue;
                                     }
                                 }
-                                Some(signal_request::Message::Subscription(subscription))
-                                    if !subscription.subscribe =>
-                                {
+                                Some(signal_request::Message::Subscription(subscription)) => {
+                                    if subscription.subscribe {
+                                        // Forwarded first, then the caps for what it adds.
+                                        let caps = ladder.on_client_subscribe(&subscription.track_sids);
+                                        if let Err(e) = to_upstream.send(tungstenite::Message::Binary(bytes)).await {
+                                            break End::UpstreamError(e.to_string());
+                                        }
+                                        for settings in caps {
+                                            if let Err(e) = to_upstream.send(settings_frame(settings)).await {
+                                                break 'relay End::UpstreamError(e.to_string());
+                                            }
+                                        }
+                                        continue;
+                                    }
                                     ladder.on_client_unsubscribe(&subscription.track_sids);
                                 }
                                 _ => {}
@@ -172,7 +183,7 @@ async fn relay(
                 if let Some(response) = response {
                     let injected = ladder.on_server(&response);
                     if !injected.is_empty() {
-                        debug!(count = injected.len(), cap = ladder.cap(), "ladder settings injected");
+                        info!(count = injected.len(), cap = ladder.cap(), call_size = ladder.call_size(), "ladder settings injected");
                     }
                     for settings in injected {
                         if let Err(e) = to_upstream.send(settings_frame(settings)).await {
