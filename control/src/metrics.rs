@@ -167,35 +167,8 @@ impl Metrics {
         let mut open_metrics = String::new();
         prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry)
             .expect("writing to a String cannot fail");
-        to_prometheus_text(&open_metrics)
+        koinos_proto::prometheus_text::from_open_metrics(&open_metrics)
     }
-}
-
-/// OpenMetrics names a counter family `x` and its samples `x_total`; the classic Prometheus text
-/// format (what `promtool check metrics` and older scrapers read) wants HELP/TYPE on `x_total`
-/// and has no `# EOF`. Everything else is the same in both.
-fn to_prometheus_text(open_metrics: &str) -> String {
-    let counters: Vec<&str> = open_metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(open_metrics.len());
-    for line in open_metrics.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(&name)
-                .then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        out.push_str(renamed.as_deref().unwrap_or(line));
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1028,7 +1028,6 @@ async fn a_member_removed_from_the_case_is_removed_from_the_call() {
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_count_outcomes() {
-    use std::io::Write as _;
     let _logs = LogsOnFailure;
     let room = demo_room();
     let (status, _) = post_token(
@@ -1057,26 +1056,7 @@ async fn metrics_pass_promtool_and_count_outcomes() {
     }
     assert!(!text.contains("eyJ"), "no token may appear in metrics");
 
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's prometheus package) runs");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    promtool_check(&text);
 }
 
 const CONTROL_GRPC: &str = "http://127.0.0.1:50051";
@@ -1497,4 +1477,64 @@ async fn a_removed_member_cannot_come_back_with_the_token_they_still_hold() {
         Some(403),
         "the gateway refuses a revoked user's old token"
     );
+}
+
+/// `promtool check metrics` (Debian's prometheus package) accepts the exposition.
+fn promtool_check(text: &str) {
+    use std::io::Write as _;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package) runs");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn gateway_metrics_pass_promtool_and_count_sessions() {
+    let _logs = LogsOnFailure;
+    let (alice, _) = login("alice").await;
+    let room = new_case(&alice, &["bob"], &["bob"]).await;
+    let jwts =
+        tokens_once_control_is_in(&room, &[("alice", "GWMETRICS"), ("bob", "GWMETRICS")]).await;
+    let alice_session = Session::join(&jwts[0]).await;
+    let bob_session = Session::join(&jwts[1]).await;
+
+    let text = reqwest::get("http://127.0.0.1:7880/metrics")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "koinos_gateway_sessions ",
+        "koinos_gateway_rooms ",
+        r#"koinos_gateway_frames_total{direction="downstream"}"#,
+        r#"koinos_gateway_relay_latency_seconds_count{direction="downstream"}"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+    let sessions: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("koinos_gateway_sessions ")?.parse().ok())
+        .unwrap();
+    assert!(sessions >= 2.0, "{sessions}");
+    assert!(!text.contains("eyJ"), "no token may appear in metrics");
+    promtool_check(&text);
+    alice_session.leave().await;
+    bob_session.leave().await;
 }

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod ladder;
+pub mod metrics;
 pub mod relay;
 pub mod revocations;
 pub mod signal;
@@ -31,6 +32,7 @@ use tracing::{info, warn};
 use crate::{
     config::Config,
     ladder::Ladder,
+    metrics::Metrics,
     revocations::{MATRIX_USER_ATTRIBUTE, Registry, SessionKey},
 };
 
@@ -44,6 +46,7 @@ struct Inner {
     verifier: TokenVerifier,
     http: reqwest::Client,
     registry: Registry,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -59,6 +62,7 @@ impl Gateway {
                 verifier,
                 http: reqwest::Client::new(),
                 registry,
+                metrics: Arc::new(Metrics::default()),
             }),
         }
     }
@@ -66,6 +70,10 @@ impl Gateway {
     /// The registry control's revocations are applied to (see [`revocations::follow_control`]).
     pub fn registry(&self) -> Registry {
         self.inner.registry.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.inner.metrics.clone()
     }
 }
 
@@ -82,7 +90,20 @@ pub fn router(gateway: Gateway) -> Router {
             get(|| async { "OK" }).head(|| async { StatusCode::OK }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
         .with_state(gateway)
+}
+
+async fn metrics_text(State(gateway): State<Gateway>) -> Response {
+    let (sessions, rooms) = gateway.inner.registry.stats().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        gateway.inner.metrics.render(sessions, rooms),
+    )
+        .into_response()
 }
 
 fn plain(status: StatusCode, message: &'static str) -> Response {
@@ -185,13 +206,21 @@ async fn signal_ws(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let metrics = gateway.inner.metrics.clone();
     let (identity, key) = match admit(&gateway, &uri, &headers) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => {
+            metrics.session_ended(match refusal.0 {
+                StatusCode::FORBIDDEN => "refused_origin",
+                _ => "refused_token",
+            });
+            return refusal.into_response();
+        }
     };
     // A practitioner removed from the case still holds a valid LiveKit token; LiveKit would
     // take it, the gateway does not.
     let Some(session) = gateway.inner.registry.open(key).await else {
+        metrics.session_ended("refused_revoked");
         return Refusal(StatusCode::FORBIDDEN, "access revoked").into_response();
     };
     let request = match upstream_request(&gateway, &uri, &headers, peer) {
@@ -210,6 +239,7 @@ async fn signal_ws(
             Err(tungstenite::Error::Http(response)) => {
                 let status = response.status();
                 info!(%status, %identity, "LiveKit refused the session");
+                metrics.session_ended("refused_upstream");
                 let body = response.into_body().unwrap_or_default();
                 return Response::builder()
                     .status(status)
@@ -218,6 +248,8 @@ async fn signal_ws(
             }
             Err(e) => {
                 warn!(error = %e, "LiveKit unreachable");
+                metrics.upstream_error();
+                metrics.session_ended("refused_unreachable");
                 return plain(StatusCode::BAD_GATEWAY, "LiveKit unreachable");
             }
         };
@@ -227,7 +259,7 @@ async fn signal_ws(
         .max_frame_size(max_frame)
         .on_upgrade(move |browser| {
             let ladder = Ladder::new(ladder_config, identity.clone());
-            relay::run(browser, upstream, identity, path, session, ladder)
+            relay::run(browser, upstream, identity, path, session, ladder, metrics)
         })
 }
 

@@ -55,6 +55,7 @@ async fn run() -> anyhow::Result<()> {
             api_key,
             secret,
             gateway.registry(),
+            gateway.metrics(),
         ));
     }
     let app = router(gateway);

@@ -17,8 +17,11 @@ use livekit_protocol::{
 };
 use prost::Message as _;
 
+use std::{sync::Arc, time::Instant};
+
 use crate::{
     ladder::Ladder,
+    metrics::Metrics,
     revocations::Session,
     signal::{ClientVerdict, decode_client_frame, decode_server_frame},
 };
@@ -49,11 +52,22 @@ pub async fn run(
     path: String,
     session: Session,
     ladder: Ladder,
+    metrics: Arc<Metrics>,
 ) {
     let span = info_span!("session", %identity, %path);
     async move {
         info!("session open");
-        let end = relay(browser, upstream, session, ladder).await;
+        let end = relay(browser, upstream, session, ladder, &metrics).await;
+        metrics.session_ended(match &end {
+            End::BrowserClosed | End::UpstreamClosed => "closed",
+            End::Revoked => "revoked",
+            End::BadFrame(_) => "bad_frame",
+            End::BrowserError(_) => "browser_error",
+            End::UpstreamError(_) => {
+                metrics.upstream_error();
+                "upstream_error"
+            }
+        });
         match &end {
             End::BrowserClosed | End::UpstreamClosed | End::Revoked => {
                 info!(reason = %end, "session closed")
@@ -90,6 +104,7 @@ async fn relay(
     upstream: Upstream,
     mut session: Session,
     mut ladder: Ladder,
+    metrics: &Metrics,
 ) -> End {
     let (mut to_browser, mut from_browser) = browser.split();
     let (mut to_upstream, mut from_upstream) = upstream.split();
@@ -101,6 +116,7 @@ async fn relay(
                 break End::Revoked;
             }
             message = from_browser.next() => {
+                let arrived = Instant::now();
                 let message = match message {
                     None => break End::BrowserClosed,
                     Some(Err(e)) => break End::BrowserError(e.to_string()),
@@ -115,6 +131,7 @@ async fn relay(
                                     if let Some(replacement) = ladder.on_client_settings(&settings) {
                                         debug!(count = replacement.len(), "client settings clamped");
                                         for settings in replacement {
+                                            metrics.settings_sent("clamped", settings.height);
                                             if let Err(e) = to_upstream.send(settings_frame(settings)).await {
                                                 break 'relay End::UpstreamError(e.to_string());
                                             }
@@ -130,6 +147,7 @@ async fn relay(
                                             break End::UpstreamError(e.to_string());
                                         }
                                         for settings in caps {
+                                            metrics.settings_sent("injected", settings.height);
                                             if let Err(e) = to_upstream.send(settings_frame(settings)).await {
                                                 break 'relay End::UpstreamError(e.to_string());
                                             }
@@ -155,8 +173,10 @@ async fn relay(
                 if let Err(e) = to_upstream.send(forward).await {
                     break End::UpstreamError(e.to_string());
                 }
+                metrics.frame_relayed("upstream", arrived.elapsed());
             }
             message = from_upstream.next() => {
+                let arrived = Instant::now();
                 let message = match message {
                     None => break End::UpstreamClosed,
                     Some(Err(e)) => break End::UpstreamError(e.to_string()),
@@ -179,6 +199,7 @@ async fn relay(
                 if let Err(e) = to_browser.send(forward).await {
                     break End::BrowserError(e.to_string());
                 }
+                metrics.frame_relayed("downstream", arrived.elapsed());
                 // After the frame that prompted them (never before `join`): the caps.
                 if let Some(response) = response {
                     let injected = ladder.on_server(&response);
@@ -186,6 +207,7 @@ async fn relay(
                         info!(count = injected.len(), cap = ladder.cap(), call_size = ladder.call_size(), "ladder settings injected");
                     }
                     for settings in injected {
+                        metrics.settings_sent("injected", settings.height);
                         if let Err(e) = to_upstream.send(settings_frame(settings)).await {
                             break 'relay End::UpstreamError(e.to_string());
                         }

@@ -59,6 +59,7 @@ enum Command {
     },
     Close(u64),
     Revoke(Revocation),
+    Stats(oneshot::Sender<(usize, usize)>),
 }
 
 /// A registered session: ends when `revoked` fires; deregisters on drop.
@@ -98,6 +99,15 @@ impl Registry {
     pub fn revoke(&self, revocation: Revocation) {
         let _ = self.commands.send(Command::Revoke(revocation));
     }
+
+    /// Sessions open now and the LiveKit rooms they are in.
+    pub async fn stats(&self) -> (usize, usize) {
+        let (answer, rx) = oneshot::channel();
+        if self.commands.send(Command::Stats(answer)).is_err() {
+            return (0, 0);
+        }
+        rx.await.unwrap_or((0, 0))
+    }
 }
 
 async fn run(
@@ -128,6 +138,13 @@ async fn run(
             }
             Command::Close(id) => {
                 open.remove(&id);
+            }
+            Command::Stats(answer) => {
+                let rooms: std::collections::HashSet<&str> = open
+                    .values()
+                    .map(|(key, _)| key.livekit_room.as_str())
+                    .collect();
+                let _ = answer.send((open.len(), rooms.len()));
             }
             Command::Revoke(revocation) => {
                 let ids: Vec<u64> = open
@@ -164,10 +181,11 @@ pub async fn follow_control(
     api_key: String,
     api_secret: String,
     registry: Registry,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match subscribe_once(&control_url, &api_key, &api_secret, &registry).await {
+        match subscribe_once(&control_url, &api_key, &api_secret, &registry, &metrics).await {
             Ok(()) => warn!("control ended the revocation stream; resubscribing"),
             Err(e) => warn!(error = %e, retry_in = ?backoff, "revocation stream failed"),
         }
@@ -181,6 +199,7 @@ async fn subscribe_once(
     api_key: &str,
     api_secret: &str,
     registry: &Registry,
+    metrics: &crate::metrics::Metrics,
 ) -> anyhow::Result<()> {
     // Proof that this is a gateway: a short-lived LiveKit admin token (control checks it with
     // the same API secret).
@@ -200,6 +219,7 @@ async fn subscribe_once(
     let mut stream = client.watch_revocations(request).await?.into_inner();
     info!(%control_url, "following control's revocations");
     while let Some(revocation) = stream.message().await? {
+        metrics.revocation();
         registry.revoke(Revocation {
             livekit_room: revocation.livekit_room,
             matrix_user: (!revocation.whole_room).then_some(revocation.user_id),
@@ -252,6 +272,17 @@ mod tests {
         // Re-admitted by control later: a token minted after the revocation is fine.
         assert!(registry.open(key("R", "@bob:l", 201)).await.is_some());
         assert!(registry.open(key("R", "@carol:l", 150)).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn stats_count_sessions_and_rooms() {
+        let registry = Registry::start(Duration::from_secs(3600));
+        let _a = registry.open(key("R", "@bob:l", 100)).await.unwrap();
+        let _b = registry.open(key("R", "@carol:l", 100)).await.unwrap();
+        let c = registry.open(key("S", "@dave:l", 100)).await.unwrap();
+        assert_eq!(registry.stats().await, (3, 2));
+        drop(c);
+        assert_eq!(registry.stats().await, (2, 1));
     }
 
     #[tokio::test]

@@ -1,4 +1,7 @@
-//! Generated code for the koinos-rtc control-plane protocol (`proto/koinos/rtc/v1/*.proto`).
+//! The wire formats control and the gateway share: the generated code of the control-plane
+//! protocol (`proto/koinos/rtc/v1/*.proto`) and the Prometheus text exposition helper.
+
+pub mod prometheus_text;
 
 /// `koinos.rtc.v1`: the control plane's gRPC service and messages.
 pub mod v1 {

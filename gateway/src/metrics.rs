@@ -1,0 +1,174 @@
+//! Prometheus metrics of the gateway (`GET /metrics`, text format 0.0.4).
+//!
+//! Sessions update these atomics as they go (no lock, no per-session state here); gauges that
+//! describe the present (live sessions, rooms) are asked of the revocation registry, which owns
+//! the table of open sessions, at scrape time.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Direction {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SettingsLabels {
+    /// `injected` (the gateway's own) or `clamped` (a client's, rewritten).
+    source: &'static str,
+    /// The layer height the subscription was set to.
+    height: u32,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    sessions: Gauge,
+    rooms: Gauge,
+    session_outcomes: Family<Outcome, Counter>,
+    settings: Family<SettingsLabels, Counter>,
+    frames: Family<Direction, Counter>,
+    relay_latency: Family<Direction, Histogram>,
+    upstream_errors: Counter,
+    revocations: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("koinos_gateway");
+        let sessions = Gauge::default();
+        registry.register("sessions", "Signalling sessions open now", sessions.clone());
+        let rooms = Gauge::default();
+        registry.register(
+            "rooms",
+            "LiveKit rooms with at least one session through this gateway",
+            rooms.clone(),
+        );
+        let session_outcomes = Family::<Outcome, Counter>::default();
+        registry.register(
+            "sessions_ended",
+            "Sessions by how they ended or were refused (closed, revoked, error, refused_*)",
+            session_outcomes.clone(),
+        );
+        let settings = Family::<SettingsLabels, Counter>::default();
+        registry.register(
+            "track_settings",
+            "Subscription settings sent to LiveKit by the ladder, by source and layer height",
+            settings.clone(),
+        );
+        let frames = Family::<Direction, Counter>::default();
+        registry.register(
+            "frames",
+            "Signalling frames relayed (upstream: browser to LiveKit)",
+            frames.clone(),
+        );
+        let relay_latency = Family::<Direction, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
+        });
+        registry.register(
+            "relay_latency_seconds",
+            "Time from a frame's arrival to its forwarding (decode, policy, send)",
+            relay_latency.clone(),
+        );
+        let upstream_errors = Counter::default();
+        registry.register(
+            "upstream_errors",
+            "LiveKit legs that failed or could not be opened",
+            upstream_errors.clone(),
+        );
+        let revocations = Counter::default();
+        registry.register(
+            "revocations",
+            "Revocations received from control",
+            revocations.clone(),
+        );
+        Self {
+            registry,
+            sessions,
+            rooms,
+            session_outcomes,
+            settings,
+            frames,
+            relay_latency,
+            upstream_errors,
+            revocations,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn session_ended(&self, outcome: &'static str) {
+        self.session_outcomes
+            .get_or_create(&Outcome { outcome })
+            .inc();
+    }
+
+    pub fn settings_sent(&self, source: &'static str, height: u32) {
+        self.settings
+            .get_or_create(&SettingsLabels { source, height })
+            .inc();
+    }
+
+    pub fn frame_relayed(&self, direction: &'static str, elapsed: Duration) {
+        self.frames.get_or_create(&Direction { direction }).inc();
+        self.relay_latency
+            .get_or_create(&Direction { direction })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self) {
+        self.upstream_errors.inc();
+    }
+
+    pub fn revocation(&self) {
+        self.revocations.inc();
+    }
+
+    pub fn render(&self, sessions: usize, rooms: usize) -> String {
+        self.sessions.set(sessions as i64);
+        self.rooms.set(rooms as i64);
+        let mut open_metrics = String::new();
+        prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry)
+            .expect("writing to a String cannot fail");
+        koinos_proto::prometheus_text::from_open_metrics(&open_metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_in_prometheus_text_format() {
+        let metrics = Metrics::default();
+        metrics.settings_sent("injected", 540);
+        metrics.frame_relayed("upstream", Duration::from_micros(40));
+        metrics.session_ended("revoked");
+        let text = metrics.render(3, 1);
+        for expected in [
+            r#"koinos_gateway_track_settings_total{source="injected",height="540"} 1"#,
+            r#"koinos_gateway_frames_total{direction="upstream"} 1"#,
+            r#"koinos_gateway_sessions_ended_total{outcome="revoked"} 1"#,
+            "koinos_gateway_sessions 3",
+            "koinos_gateway_rooms 1",
+            "# TYPE koinos_gateway_frames_total counter",
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
+        assert!(!text.contains("# EOF"));
+    }
+}
