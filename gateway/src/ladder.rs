@@ -135,6 +135,21 @@ impl Ladder {
         }
     }
 
+    /// After a resume the session is new to this gateway (LiveKit sends no `join`): the room as
+    /// LiveKit lists it now stands in for one. Returns the caps for every camera.
+    pub fn on_resume(&mut self, participants: &[ParticipantInfo]) -> Vec<UpdateTrackSettings> {
+        self.joined = true;
+        self.others.clear();
+        self.cameras.clear();
+        self.sent.clear();
+        let mut cameras = Vec::new();
+        for p in participants {
+            cameras.extend(self.update_participant(p));
+        }
+        self.subscribed.extend(cameras.iter().cloned());
+        self.settings_for(self.subscribed.clone())
+    }
+
     /// The client subscribed to tracks (`UpdateSubscription{subscribe:true}`).
     pub fn on_client_subscribe(&mut self, track_sids: &[String]) -> Vec<UpdateTrackSettings> {
         let cameras: Vec<String> = track_sids
@@ -561,6 +576,27 @@ mod tests {
         assert_eq!(
             heights(&ladder.on_server(&resumed)),
             [("TR_a".into(), 540), ("TR_b".into(), 540)]
+        );
+    }
+
+    #[test]
+    fn a_resumed_session_learns_the_room_and_follows_it() {
+        // A fresh ladder (new gateway session after a resume): no join, the listed room instead.
+        let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+        let room = vec![
+            participant("me", Some("TR_me")),
+            participant("a", Some("TR_a")),
+            participant("b", Some("TR_b")),
+        ];
+        assert_eq!(
+            heights(&ladder.on_resume(&room)),
+            [("TR_a".into(), 540), ("TR_b".into(), 540)]
+        );
+        let mut gone = participant("b", None);
+        gone.state = participant_info::State::Disconnected as i32;
+        assert_eq!(
+            heights(&ladder.on_server(&update(vec![gone]))),
+            [("TR_a".into(), 720)]
         );
     }
 

@@ -47,12 +47,18 @@ struct Inner {
     http: reqwest::Client,
     registry: Registry,
     metrics: Arc<Metrics>,
+    rooms: Arc<livekit_api::services::room::RoomClient>,
 }
 
 impl Gateway {
     /// Must be called within a Tokio runtime (it starts the revocation registry's task).
     pub fn new(config: Config, api_secret: &str) -> Self {
         let verifier = TokenVerifier::with_api_key(&config.api_key, api_secret);
+        let rooms = Arc::new(livekit_api::services::room::RoomClient::with_api_key(
+            &config.upstream_http_base(),
+            &config.api_key,
+            api_secret,
+        ));
         let registry = Registry::start(std::time::Duration::from_secs(
             config.revocation_memory_secs,
         ));
@@ -63,6 +69,7 @@ impl Gateway {
                 http: reqwest::Client::new(),
                 registry,
                 metrics: Arc::new(Metrics::default()),
+                rooms,
             }),
         }
     }
@@ -219,6 +226,7 @@ async fn signal_ws(
     };
     // A practitioner removed from the case still holds a valid LiveKit token; LiveKit would
     // take it, the gateway does not.
+    let livekit_room = key.livekit_room.clone();
     let Some(session) = gateway.inner.registry.open(key).await else {
         metrics.session_ended("refused_revoked");
         return Refusal(StatusCode::FORBIDDEN, "access revoked").into_response();
@@ -255,11 +263,23 @@ async fn signal_ws(
         };
     let path = uri.path().to_owned();
     let ladder_config = gateway.inner.config.ladder_config();
+    let room = Arc::new(relay::LiveKitRoom {
+        client: gateway.inner.rooms.clone(),
+        name: livekit_room,
+    });
     ws.max_message_size(max_frame)
         .max_frame_size(max_frame)
         .on_upgrade(move |browser| {
             let ladder = Ladder::new(ladder_config, identity.clone());
-            relay::run(browser, upstream, identity, path, session, ladder, metrics)
+            let context = relay::SessionContext {
+                identity,
+                path,
+                session,
+                ladder,
+                metrics,
+                room,
+            };
+            relay::run(browser, upstream, context)
         })
 }
 

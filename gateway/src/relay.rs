@@ -28,6 +28,26 @@ use crate::{
 
 type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Who is in this session's LiveKit room now (RoomService `ListParticipants`), behind a trait
+/// so the relay is testable without LiveKit.
+#[async_trait::async_trait]
+pub trait RoomLister: Send + Sync {
+    async fn participants(&self) -> anyhow::Result<Vec<livekit_protocol::ParticipantInfo>>;
+}
+
+/// The real lister: LiveKit's RoomService with the gateway's API key.
+pub struct LiveKitRoom {
+    pub client: Arc<livekit_api::services::room::RoomClient>,
+    pub name: String,
+}
+
+#[async_trait::async_trait]
+impl RoomLister for LiveKitRoom {
+    async fn participants(&self) -> anyhow::Result<Vec<livekit_protocol::ParticipantInfo>> {
+        Ok(self.client.list_participants(&self.name).await?)
+    }
+}
+
 /// Why a session ended, for the log.
 #[derive(Debug, thiserror::Error)]
 enum End {
@@ -45,19 +65,29 @@ enum End {
     Revoked,
 }
 
-pub async fn run(
-    browser: WebSocket,
-    upstream: Upstream,
-    identity: String,
-    path: String,
-    session: Session,
-    ladder: Ladder,
-    metrics: Arc<Metrics>,
-) {
+/// Everything one session's task owns besides its two sockets.
+pub struct SessionContext {
+    pub identity: String,
+    pub path: String,
+    pub session: Session,
+    pub ladder: Ladder,
+    pub metrics: Arc<Metrics>,
+    pub room: Arc<dyn RoomLister>,
+}
+
+pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext) {
+    let SessionContext {
+        identity,
+        path,
+        session,
+        ladder,
+        metrics,
+        room,
+    } = context;
     let span = info_span!("session", %identity, %path);
     async move {
         info!("session open");
-        let end = relay(browser, upstream, session, ladder, &metrics).await;
+        let end = relay(browser, upstream, session, ladder, &metrics, room.as_ref()).await;
         metrics.session_ended(match &end {
             End::BrowserClosed | End::UpstreamClosed => "closed",
             End::Revoked => "revoked",
@@ -105,6 +135,7 @@ async fn relay(
     mut session: Session,
     mut ladder: Ladder,
     metrics: &Metrics,
+    room: &dyn RoomLister,
 ) -> End {
     let (mut to_browser, mut from_browser) = browser.split();
     let (mut to_upstream, mut from_upstream) = upstream.split();
@@ -202,7 +233,18 @@ async fn relay(
                 metrics.frame_relayed("downstream", arrived.elapsed());
                 // After the frame that prompted them (never before `join`): the caps.
                 if let Some(response) = response {
-                    let injected = ladder.on_server(&response);
+                    let injected = if matches!(response.message, Some(signal_response::Message::Reconnect(_))) {
+                        // A resume: this session's first view of the room comes from LiveKit.
+                        match room.participants().await {
+                            Ok(participants) => ladder.on_resume(&participants),
+                            Err(e) => {
+                                warn!(error = %e, "cannot list the room after a resume; caps follow the next updates");
+                                ladder.on_server(&response)
+                            }
+                        }
+                    } else {
+                        ladder.on_server(&response)
+                    };
                     if !injected.is_empty() {
                         info!(count = injected.len(), cap = ladder.cap(), call_size = ladder.call_size(), "ladder settings injected");
                     }

@@ -21,7 +21,7 @@ async function settlesAt(page: Page, remotes: number, lines: number): Promise<vo
     .toEqual(Array<number>(remotes).fill(lines));
 }
 
-test("each subscriber gets 540 lines in a 3-person call and 720 again when it shrinks to 2", async ({ openUserPage }) => {
+test("each subscriber gets 540 lines in a 3-person call, also after a resume, and 720 again when it shrinks to 2", async ({ openUserPage }) => {
   test.setTimeout(300_000);
   const pages: Page[] = [];
   for (const user of ["erin", "frank", "carol"]) {
@@ -41,6 +41,23 @@ test("each subscriber gets 540 lines in a 3-person call and 720 again when it sh
     }
     await erin.waitForTimeout(1000);
   }
+
+  // A signalling resume (the client drops its WebSocket and resumes through the gateway, which
+  // sees a fresh session): the cap holds.
+  const resumed = erin.evaluate(
+    () =>
+      new Promise<void>((resolve) => {
+        const room = window.__koinosRoom;
+        room?.once("reconnected", () => resolve());
+        void room?.simulateScenario("signal-reconnect");
+      }),
+  );
+  await resumed;
+  for (let i = 0; i < 10; i++) {
+    for (const height of await inboundVideoHeights(erin)) expect(height).toBeLessThanOrEqual(540);
+    await erin.waitForTimeout(1000);
+  }
+  await settlesAt(erin, 2, 540);
 
   await carol.getByRole("button", { name: "Leave call" }).click();
   await expect(carol.getByTestId("call_view")).toHaveCount(0, { timeout: 30_000 });
