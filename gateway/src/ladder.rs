@@ -605,4 +605,105 @@ mod tests {
         let settings = capped("TR", &UpdateTrackSettings::default(), &[], 540);
         assert_eq!((settings.width, settings.height), (960, 540));
     }
+
+    /// Property tests of the rewriting path: any sequence of room changes and client settings,
+    /// including frames that are garbage, never panics, and every camera setting the gateway sends
+    /// stays within the cap in force (or is the smallest published layer when none fits).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::signal::{decode_client_frame, decode_server_frame};
+
+        #[derive(Debug, Clone)]
+        enum Event {
+            Join(Vec<u8>),
+            Arrive(u8, bool),
+            Leave(u8),
+            Client(u8, u32, u32, i32, bool),
+            Subscribe(u8, bool),
+            Resume(Vec<u8>),
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            prop_oneof![
+                prop::collection::vec(0u8..8, 0..6).prop_map(Event::Join),
+                (0u8..8, any::<bool>()).prop_map(|(p, cam)| Event::Arrive(p, cam)),
+                (0u8..8).prop_map(Event::Leave),
+                (0u8..10, 0u32..4000, 0u32..2200, 0i32..4, any::<bool>())
+                    .prop_map(|(p, w, h, q, off)| Event::Client(p, w, h, q, off)),
+                (0u8..10, any::<bool>()).prop_map(|(p, on)| Event::Subscribe(p, on)),
+                prop::collection::vec(0u8..8, 0..6).prop_map(Event::Resume),
+            ]
+        }
+
+        fn person(n: u8, camera: bool) -> ParticipantInfo {
+            participant(
+                &format!("p{n}"),
+                camera.then(|| format!("TR_{n}")).as_deref(),
+            )
+        }
+
+        fn check(ladder: &Ladder, sent: &[UpdateTrackSettings]) {
+            for settings in sent {
+                assert!(
+                    settings.height <= ladder.cap() || settings.height == 360,
+                    "{settings:?} over cap {}",
+                    ladder.cap()
+                );
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_sequence_stays_within_the_cap(events in prop::collection::vec(event(), 1..40)) {
+                let mut ladder = Ladder::new(LadderConfig::default(), "p0".into());
+                for event in events {
+                    let sent = match event {
+                        Event::Join(people) => ladder.on_server(&join(
+                            people.into_iter().map(|n| person(n, true)).collect(),
+                        )),
+                        Event::Arrive(n, camera) => ladder.on_server(&update(vec![person(n, camera)])),
+                        Event::Leave(n) => {
+                            let mut gone = person(n, false);
+                            gone.state = participant_info::State::Disconnected as i32;
+                            ladder.on_server(&update(vec![gone]))
+                        }
+                        Event::Client(n, width, height, quality, disabled) => ladder
+                            .on_client_settings(&UpdateTrackSettings {
+                                track_sids: vec![format!("TR_{n}")],
+                                width,
+                                height,
+                                quality,
+                                disabled,
+                                ..Default::default()
+                            })
+                            .unwrap_or_default(),
+                        Event::Subscribe(n, true) => ladder.on_client_subscribe(&[format!("TR_{n}")]),
+                        Event::Subscribe(n, false) => {
+                            ladder.on_client_unsubscribe(&[format!("TR_{n}")]);
+                            vec![]
+                        }
+                        Event::Resume(people) => ladder.on_resume(
+                            &people.into_iter().map(|n| person(n, true)).collect::<Vec<_>>(),
+                        ),
+                    };
+                    check(&ladder, &sent);
+                }
+            }
+
+            #[test]
+            fn garbage_frames_are_errors_not_panics(bytes in prop::collection::vec(any::<u8>(), 0..4096)) {
+                let _ = decode_client_frame(&bytes);
+                if let Ok((_, response)) = decode_server_frame(&bytes) {
+                    // Whatever decodes is fed to the ladder as the relay would.
+                    let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+                    let sent = ladder.on_server(&response);
+                    check(&ladder, &sent);
+                }
+            }
+        }
+    }
 }
