@@ -64,3 +64,22 @@ test("each subscriber gets 540 lines in a 3-person call, also after a resume, an
   await settlesAt(erin, 1, 720);
   await settlesAt(frank, 1, 720);
 });
+
+test("in a 5-person call every subscriber gets at most 360 lines", async ({ openUserPage }) => {
+  test.setTimeout(400_000);
+  const pages: Page[] = [];
+  for (const user of ["alice", "bob", "carol", "dave", "erin"]) {
+    const page = await openUserPage(user);
+    await signIn(page, user);
+    await openCase(page, DEMO_CASE);
+    await joinCall(page);
+    pages.push(page);
+  }
+  for (const page of pages) await settlesAt(page, 4, 360);
+  for (let i = 0; i < 5; i++) {
+    for (const page of pages) {
+      for (const height of await inboundVideoHeights(page)) expect(height).toBeLessThanOrEqual(360);
+    }
+    await pages[0]?.waitForTimeout(1000);
+  }
+});
