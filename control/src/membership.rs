@@ -259,6 +259,30 @@ impl MatrixMembership {
     }
 }
 
+impl MatrixMembership {
+    /// A joined room and its full current state, read from the homeserver.
+    async fn room_state_from_homeserver(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<(Room, Vec<serde_json::Value>), ApiError> {
+        let room = self.client.get_room(room_id).ok_or(ApiError::Forbidden)?;
+        let state = self
+            .client
+            .send(get_state_events::v3::Request::new(room_id.to_owned()))
+            .await
+            .map_err(|e| {
+                warn!(error = %e, %room_id, "cannot read room state");
+                ApiError::Unavailable
+            })?;
+        let events = state
+            .room_state
+            .iter()
+            .filter_map(|raw| serde_json::from_str(raw.json().get()).ok())
+            .collect();
+        Ok((room, events))
+    }
+}
+
 #[async_trait]
 impl MembershipOracle for MatrixMembership {
     async fn is_joined(&self, room_id: &RoomId, user: &UserId) -> Result<bool, ApiError> {
@@ -313,34 +337,17 @@ impl MembershipOracle for MatrixMembership {
     }
 
     async fn clear_call_memberships(&self, room_id: &RoomId) -> Result<usize, ApiError> {
-        let room = self.client.get_room(room_id).ok_or(ApiError::Forbidden)?;
-        // Read the state from the homeserver, not the synced store: a membership sent a moment
-        // ago must not survive the end of the call.
-        let state = self
-            .client
-            .send(get_state_events::v3::Request::new(room_id.to_owned()))
-            .await
-            .map_err(|e| {
-                warn!(error = %e, %room_id, "cannot read room state");
-                ApiError::Unavailable
-            })?;
+        // The homeserver's state, not the synced store: a membership sent a moment ago must not
+        // survive the end of the call.
+        let (room, state) = self.room_state_from_homeserver(room_id).await?;
         let mut cleared = 0;
-        for raw in state.room_state {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(raw.json().get()) else {
-                continue;
-            };
+        for event in state {
             let live = event["type"] == CALL_MEMBER_EVENT
                 && event["content"].as_object().is_some_and(|c| !c.is_empty());
-            let Some(state_key) = event["state_key"].as_str().filter(|_| live) else {
-                continue;
-            };
-            room.send_state_event_raw(CALL_MEMBER_EVENT, state_key, serde_json::json!({}))
-                .await
-                .map_err(|e| {
-                    warn!(error = %e, %room_id, "cannot clear a call membership");
-                    ApiError::Unavailable
-                })?;
-            cleared += 1;
+            if let Some(state_key) = event["state_key"].as_str().filter(|_| live) {
+                clear_membership(&room, state_key).await?;
+                cleared += 1;
+            }
         }
         Ok(cleared)
     }
@@ -376,36 +383,26 @@ impl MembershipOracle for MatrixMembership {
 
     async fn clear_call_membership(&self, membership: &CallMembership) -> Result<bool, ApiError> {
         let room_id = &membership.room_id;
-        let room = self.client.get_room(room_id).ok_or(ApiError::Forbidden)?;
-        let state = self
-            .client
-            .send(get_state_events::v3::Request::new(room_id.to_owned()))
-            .await
-            .map_err(|e| {
-                warn!(error = %e, %room_id, "cannot read room state");
-                ApiError::Unavailable
-            })?;
-        let still_current = state.room_state.iter().any(|raw| {
-            serde_json::from_str::<serde_json::Value>(raw.json().get())
-                .ok()
-                .and_then(|event| CallMembership::from_state_event(room_id, &event))
-                .is_some_and(|current| current == *membership)
+        let (room, state) = self.room_state_from_homeserver(room_id).await?;
+        let still_current = state.iter().any(|event| {
+            CallMembership::from_state_event(room_id, event).as_ref() == Some(membership)
         });
-        if !still_current {
-            return Ok(false);
+        if still_current {
+            clear_membership(&room, &membership.state_key).await?;
         }
-        room.send_state_event_raw(
-            CALL_MEMBER_EVENT,
-            &membership.state_key,
-            serde_json::json!({}),
-        )
-        .await
-        .map_err(|e| {
-            warn!(error = %e, %room_id, "cannot clear a call membership");
-            ApiError::Unavailable
-        })?;
-        Ok(true)
+        Ok(still_current)
     }
+}
+
+/// Overwrites one call membership with `{}` (what a client writes when it leaves).
+async fn clear_membership(room: &Room, state_key: &str) -> Result<(), ApiError> {
+    room.send_state_event_raw(CALL_MEMBER_EVENT, state_key, serde_json::json!({}))
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            warn!(error = %e, room_id = %room.room_id(), "cannot clear a call membership");
+            ApiError::Unavailable
+        })
 }
 
 fn now_ms() -> u64 {

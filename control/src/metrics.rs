@@ -164,10 +164,7 @@ impl Metrics {
             self.participants
                 .set(sizes.iter().map(|&n| i64::from(n)).sum());
         }
-        let mut open_metrics = String::new();
-        prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry)
-            .expect("writing to a String cannot fail");
-        koinos_proto::prometheus_text::from_open_metrics(&open_metrics)
+        koinos_proto::prometheus_text::render(&self.registry)
     }
 }
 

@@ -983,13 +983,7 @@ async fn a_member_removed_from_the_case_is_removed_from_the_call() {
 
     // alice kicks carol: carol's live session is ended by the server.
     let started = std::time::Instant::now();
-    matrix(
-        reqwest::Method::POST,
-        &alice,
-        &format!("/rooms/{quoted}/kick"),
-        json!({"user_id": "@carol:localhost"}),
-    )
-    .await;
+    kick(&alice, &room, "@carol:localhost").await;
     assert!(
         carol_session.ended_by_server().await,
         "a kicked member must be removed from the call"
@@ -1180,13 +1174,7 @@ async fn gateways_are_told_of_revocations_over_grpc() {
     assert!(joined, "control joins the new case on invite");
 
     let started = std::time::Instant::now();
-    matrix(
-        reqwest::Method::POST,
-        &alice,
-        &format!("/rooms/{}/kick", urlencode(&room)),
-        json!({"user_id": "@erin:localhost"}),
-    )
-    .await;
+    kick(&alice, &room, "@erin:localhost").await;
     let revocation = loop {
         let next = tokio::time::timeout(Duration::from_secs(5), stream.message())
             .await
@@ -1204,6 +1192,17 @@ async fn gateways_are_told_of_revocations_over_grpc() {
         revocation.livekit_room,
         koinos_control::service::livekit_room_name(&room)
     );
+}
+
+/// `alice` (the case's creator) kicks `user` from `room`.
+async fn kick(alice: &str, room: &str, user: &str) {
+    matrix(
+        reqwest::Method::POST,
+        alice,
+        &format!("/rooms/{}/kick", urlencode(room)),
+        json!({"user_id": user}),
+    )
+    .await;
 }
 
 /// The current state event (not just its content) of a call membership.
@@ -1422,13 +1421,7 @@ async fn removing_control_from_a_case_ends_its_call() {
     let session = Session::join(&jwts[0]).await;
 
     // Without control in the room nobody's membership can be checked any more.
-    matrix(
-        reqwest::Method::POST,
-        &alice,
-        &format!("/rooms/{}/kick", urlencode(&room)),
-        json!({"user_id": "@koinos-rtc:localhost", "reason": "test"}),
-    )
-    .await;
+    kick(&alice, &room, "@koinos-rtc:localhost").await;
     assert!(
         session.ended_by_server().await,
         "the call of a case control was removed from must end"
@@ -1448,13 +1441,7 @@ async fn a_removed_member_cannot_come_back_with_the_token_they_still_hold() {
     let jwts = tokens_once_control_is_in(&room, &[("carol", "REJOIN")]).await;
     let session = Session::join(&jwts[0]).await;
 
-    matrix(
-        reqwest::Method::POST,
-        &alice,
-        &format!("/rooms/{}/kick", urlencode(&room)),
-        json!({"user_id": "@carol:localhost"}),
-    )
-    .await;
+    kick(&alice, &room, "@carol:localhost").await;
     assert!(session.ended_by_server().await);
 
     // The LiveKit token is still within its TTL; the gateway, told by control's

@@ -141,10 +141,7 @@ impl Metrics {
     pub fn render(&self, sessions: usize, rooms: usize) -> String {
         self.sessions.set(sessions as i64);
         self.rooms.set(rooms as i64);
-        let mut open_metrics = String::new();
-        prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry)
-            .expect("writing to a String cannot fail");
-        koinos_proto::prometheus_text::from_open_metrics(&open_metrics)
+        koinos_proto::prometheus_text::render(&self.registry)
     }
 }
 

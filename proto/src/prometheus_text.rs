@@ -5,6 +5,14 @@
 /// OpenMetrics names a counter family `x` and its samples `x_total`; the classic Prometheus text
 /// format (what `promtool check metrics` and older scrapers read) wants HELP/TYPE on `x_total`
 /// and has no `# EOF`. Everything else is the same in both.
+/// The registry in Prometheus text format 0.0.4.
+pub fn render(registry: &prometheus_client::registry::Registry) -> String {
+    let mut open_metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut open_metrics, registry)
+        .expect("writing to a String cannot fail");
+    from_open_metrics(&open_metrics)
+}
+
 pub fn from_open_metrics(open_metrics: &str) -> String {
     let counters: Vec<&str> = open_metrics
         .lines()
