@@ -21,12 +21,22 @@ function nameFor(room: MatrixRoom, p: Participant): string {
   return p.name || p.identity;
 }
 
+/**
+ * A host may end the call for everyone: power level at least the room's kick level (the
+ * creators of a room version 12+ room have unlimited power) — the rule control enforces.
+ */
+export function isHost(room: MatrixRoom, userId: string): boolean {
+  const level = room.getMember(userId)?.powerLevel ?? 0;
+  return room.currentState.hasSufficientPowerLevelFor("kick", level);
+}
+
 interface Props {
   controller: CallController;
   onLeave: () => void;
+  onEndForAll: () => void;
 }
 
-export function CallView({ controller, onLeave }: Props) {
+export function CallView({ controller, onLeave, onEndForAll }: Props) {
   const snap = useSyncExternalStore(controller.subscribe, controller.getSnapshot);
   const lk = controller.livekitRoom;
   const room = controller.matrixRoom;
@@ -36,6 +46,8 @@ export function CallView({ controller, onLeave }: Props) {
   const micOn = lk?.localParticipant.isMicrophoneEnabled ?? false;
   const camOn = lk?.localParticipant.isCameraEnabled ?? false;
   const count = Math.max(1, Math.min(participants.length, 6));
+  const myUserId = controller.client.getUserId();
+  const host = myUserId !== null && isHost(room, myUserId);
 
   return (
     <section className="call-view" aria-label="Call" data-testid="call_view" data-phase={snap.phase}>
@@ -77,6 +89,18 @@ export function CallView({ controller, onLeave }: Props) {
         <button type="button" className="danger" data-testid="leave_call" aria-label="Leave call" onClick={onLeave} disabled={snap.phase === "leaving"}>
           Leave call
         </button>
+        {host && (
+          <button
+            type="button"
+            className="danger"
+            data-testid="end_call"
+            aria-label="End call for all"
+            onClick={onEndForAll}
+            disabled={!connected}
+          >
+            End call for all
+          </button>
+        )}
       </div>
     </section>
   );

@@ -15,7 +15,7 @@ import {
 } from "livekit-client";
 import type { AppConfig } from "../config/config";
 import { AppErrorException, MESSAGES, appError, toAppError, type AppError } from "../errors/errors";
-import { requestRtcToken } from "./rtcToken";
+import { requestEndCall, requestRtcToken } from "./rtcToken";
 
 declare global {
   interface Window {
@@ -64,7 +64,9 @@ function disconnectReasonText(reason: DisconnectReason | undefined): string {
   switch (reason) {
     case DisconnectReason.PARTICIPANT_REMOVED:
       return "You were removed from the call.";
+    // Only control deletes a call's room: a host ended it for everyone.
     case DisconnectReason.ROOM_DELETED:
+      return "The host ended the call.";
     case DisconnectReason.ROOM_CLOSED:
       return "The call was ended.";
     case DisconnectReason.DUPLICATE_IDENTITY:
@@ -364,6 +366,23 @@ export class CallController {
     this.update({ phase: "leaving", statusText: "Leaving the call…" });
     await this.teardown(5000);
     this.update({ phase: "left", connection: "disconnected", statusText: "You left the call." });
+  }
+
+  /** A host ends the call for everyone (control deletes the LiveKit room, clears memberships). */
+  async endForAll(): Promise<boolean> {
+    if (this.leaving) return false;
+    try {
+      const openId = await this.client.getOpenIdToken();
+      await requestEndCall(this.config.rtcServiceUrl, this.matrixRoom.roomId, openId);
+    } catch (err) {
+      console.warn("Ending the call failed", err);
+      this.update({ notice: toAppError(err) });
+      return false;
+    }
+    this.leaving = true;
+    await this.teardown(5000);
+    this.update({ phase: "left", connection: "disconnected", statusText: "You ended the call for everyone." });
+    return true;
   }
 
   /**

@@ -29,30 +29,24 @@ function isTokenResponse(value: unknown): value is RtcTokenResponse {
   return typeof v.url === "string" && typeof v.jwt === "string" && typeof v.identity === "string";
 }
 
-/**
- * Exchanges a Matrix OpenID token for a LiveKit JWT. Errors are rejected as AppErrorException
- * carrying a typed error (forbidden / full / auth / network / unknown).
- */
-export async function requestRtcToken(
-  rtcServiceUrl: string,
-  roomId: string,
-  deviceId: string,
-  openId: IOpenIDToken,
-  signal?: AbortSignal,
-): Promise<RtcTokenResponse> {
-  const body: RtcTokenRequest = {
-    room_id: roomId,
-    openid_token: {
-      access_token: openId.access_token,
-      token_type: openId.token_type,
-      matrix_server_name: openId.matrix_server_name,
-      expires_in: openId.expires_in,
-    },
-    device_id: deviceId,
+function openIdBody(openId: IOpenIDToken): RtcTokenRequest["openid_token"] {
+  return {
+    access_token: openId.access_token,
+    token_type: openId.token_type,
+    matrix_server_name: openId.matrix_server_name,
+    expires_in: openId.expires_in,
   };
+}
+
+/**
+ * POSTs a JSON body to one of control's operations and returns the parsed 200 answer. Errors
+ * are rejected as AppErrorException carrying a typed error (forbidden / full / auth / network /
+ * unknown) built from control's Matrix-shaped `{errcode, error}`.
+ */
+async function postControl(rtcServiceUrl: string, operation: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
   let res: Response;
   try {
-    res = await fetch(`${rtcServiceUrl}/token`, {
+    res = await fetch(`${rtcServiceUrl}/${operation}`, {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
       body: JSON.stringify(body),
@@ -72,12 +66,33 @@ export async function requestRtcToken(
     const p = typeof payload === "object" && payload !== null ? (payload as Record<string, unknown>) : {};
     const errcode = typeof p.errcode === "string" ? p.errcode : undefined;
     const message = typeof p.error === "string" ? p.error : undefined;
-    console.warn(`POST ${rtcServiceUrl}/token answered ${res.status}`, payload);
+    console.warn(`POST ${rtcServiceUrl}/${operation} answered ${res.status}`, payload);
     throw new AppErrorException(errorFromHttp(res.status, errcode, message));
   }
+  return payload;
+}
+
+/** Exchanges a Matrix OpenID token for a LiveKit JWT. */
+export async function requestRtcToken(
+  rtcServiceUrl: string,
+  roomId: string,
+  deviceId: string,
+  openId: IOpenIDToken,
+  signal?: AbortSignal,
+): Promise<RtcTokenResponse> {
+  const body: RtcTokenRequest = { room_id: roomId, openid_token: openIdBody(openId), device_id: deviceId };
+  const payload = await postControl(rtcServiceUrl, "token", body, signal);
   if (!isTokenResponse(payload)) {
     console.warn("Unexpected token response", payload);
     throw new AppErrorException(appError("unknown", "The call service sent an unexpected answer."));
   }
   return payload;
+}
+
+/**
+ * Ends the case's call for everyone (`POST {rtc_service_url}/end`): control deletes the LiveKit
+ * room and clears every call membership. Hosts only; control refuses anyone else with 403.
+ */
+export async function requestEndCall(rtcServiceUrl: string, roomId: string, openId: IOpenIDToken): Promise<void> {
+  await postControl(rtcServiceUrl, "end", { room_id: roomId, openid_token: openIdBody(openId) });
 }

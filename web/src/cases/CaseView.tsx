@@ -86,6 +86,15 @@ function CaseDetail({ room }: { room: Room }) {
     });
   };
 
+  const endCallForAll = (): void => {
+    const c = controllerRef.current;
+    if (!c) return;
+    if (!window.confirm("End the call for everyone in this case?")) return;
+    void c.endForAll().then((ended) => {
+      if (ended) setController((cur) => (cur === c ? null : cur));
+    });
+  };
+
   // Leave cleanly when the page goes away, and when this view unmounts (navigation, sign out).
   useEffect(() => {
     const onUnload = (): void => controllerRef.current?.leaveOnUnload();
@@ -105,7 +114,7 @@ function CaseDetail({ room }: { room: Room }) {
       </nav>
       <h1 data-testid="case_name">{name}</h1>
       {controller ? (
-        <CallView controller={controller} onLeave={leaveCall} />
+        <CallView controller={controller} onLeave={leaveCall} onEndForAll={endCallForAll} />
       ) : (
         <CallPanel rtc={rtc} error={callError} onStart={startCall} />
       )}
