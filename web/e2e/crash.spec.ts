@@ -1,8 +1,8 @@
 import {
-  CONNECT_TIMEOUT,
   DEMO_CASE,
   HOMESERVER_URL,
   expect,
+  joinCall,
   openCase,
   roomIdOf,
   roomState,
@@ -35,10 +35,7 @@ test("a crashed browser leaves no ghost call membership", async ({ openUserPage 
   await openCase(dave, DEMO_CASE);
   const roomId = roomIdOf(dave);
 
-  await dave.getByRole("button", { name: /^(Start call|Join call)$/ }).click();
-  await expect
-    .poll(() => dave.evaluate(() => window.__koinosRoom?.state ?? "none"), { timeout: CONNECT_TIMEOUT })
-    .toBe("connected");
+  await joinCall(dave);
   const deviceId = await dave.evaluate(() => window.__koinosRoom?.localParticipant.attributes["org.koinos.matrix_device_id"]);
   expect(deviceId, "control's token names the Matrix device").toBeTruthy();
   const stateKey = `_${daveId}_${deviceId}_m.call`;

@@ -1,12 +1,4 @@
-import type { Page } from "@playwright/test";
-import { CONNECT_TIMEOUT, DEMO_CASE, expect, liveCallMemberships, openCase, roomIdOf, signIn, test } from "./fixtures";
-
-async function joinCall(page: Page): Promise<void> {
-  await page.getByRole("button", { name: /^(Start call|Join call)$/ }).click();
-  await expect
-    .poll(() => page.evaluate(() => window.__koinosRoom?.state ?? "none"), { timeout: CONNECT_TIMEOUT })
-    .toBe("connected");
-}
+import { CONNECT_TIMEOUT, DEMO_CASE, expect, joinCall, liveCallMemberships, openCase, roomIdOf, signIn, test } from "./fixtures";
 
 test("the host ends the call for everyone; others have no End button and are told", async ({ openUserPage }) => {
   // alice created "Demo case" (a host); bob is a member with the default power level.

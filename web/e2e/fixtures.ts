@@ -78,6 +78,14 @@ export async function signIn(page: Page, username: string, password = DEMO_PASSW
   return (await whoami.textContent())?.trim() ?? "";
 }
 
+/** Clicks Start/Join call in the open case and waits until LiveKit is connected. */
+export async function joinCall(page: Page): Promise<void> {
+  await page.getByRole("button", { name: /^(Start call|Join call)$/ }).click();
+  await expect
+    .poll(() => page.evaluate(() => window.__koinosRoom?.state ?? "none"), { timeout: CONNECT_TIMEOUT })
+    .toBe("connected");
+}
+
 export async function openCase(page: Page, name = DEMO_CASE): Promise<void> {
   const entry = page.getByTestId("case_entry").filter({ hasText: new RegExp(`^${escapeRegExp(name)}$`) }).first();
   await expect(entry).toBeVisible({ timeout: 30_000 });

@@ -1,18 +1,11 @@
 import type { Page } from "@playwright/test";
-import { CONNECT_TIMEOUT, DEMO_CASE, expect, inboundVideoHeights, openCase, signIn, test } from "./fixtures";
+import { DEMO_CASE, expect, inboundVideoHeights, joinCall, openCase, signIn, test } from "./fixtures";
 
 /**
  * The quality ladder is enforced by the gateway, per subscriber, with no help from the page
  * (which sends no track settings: adaptiveStream is off). Publishers send 360/540/720 layers.
  * A 720p stream starts low while bandwidth ramps up, so heights are read once they settle.
  */
-
-async function joinCall(page: Page): Promise<void> {
-  await page.getByRole("button", { name: /^(Start call|Join call)$/ }).click();
-  await expect
-    .poll(() => page.evaluate(() => window.__koinosRoom?.state ?? "none"), { timeout: CONNECT_TIMEOUT })
-    .toBe("connected");
-}
 
 /** Waits until every remote camera this page receives is exactly `lines` high. */
 async function settlesAt(page: Page, remotes: number, lines: number): Promise<void> {
