@@ -36,6 +36,8 @@ pub struct Config {
     /// subscriber receives is at most `max_height` lines. Ascending; the last step applies
     /// beyond it.
     pub ladder: Vec<LadderStep>,
+    /// The audio-only fallback on a link that stays bad (see `fallback.rs`).
+    pub fallback: crate::fallback::FallbackConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +73,7 @@ impl Default for Config {
                     max_height: 360,
                 },
             ],
+            fallback: crate::fallback::FallbackConfig::default(),
         }
     }
 }
@@ -145,6 +148,7 @@ impl Config {
                 "ladder max_height must be at least 90".into(),
             ));
         }
+        self.fallback.validate().map_err(ConfigError::Invalid)?;
         if self.revocation_memory_secs < 60 {
             return Err(ConfigError::Invalid(
                 "revocation_memory_secs must be at least 60 (control's shortest token TTL)".into(),
@@ -260,6 +264,27 @@ mod tests {
         assert_eq!(c.ladder_config(), crate::ladder::LadderConfig::default());
         c.ladder.swap(0, 1);
         assert!(c.validate().unwrap_err().to_string().contains("ladder"));
+    }
+
+    #[test]
+    fn fallback_settings_are_read_and_checked() {
+        let parse = |toml: &str| -> Config {
+            Figment::from(Serialized::defaults(valid()))
+                .merge(Toml::string(toml))
+                .extract()
+                .expect("parses")
+        };
+        let config = parse("[fallback]\nenter_after_secs = 4\n");
+        assert_eq!(config.fallback.enter_after_secs, 4);
+        assert_eq!(config.fallback.restore_after_secs, 20);
+        assert!(config.validate().is_ok());
+        let config = parse("[fallback]\nrestore_after_secs = 0\n");
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("restore_after_secs"), "{error}");
+        let unknown = Figment::from(Serialized::defaults(valid()))
+            .merge(Toml::string("[fallback]\nenter_after = 4\n"))
+            .extract::<Config>();
+        assert!(unknown.unwrap_err().to_string().contains("enter_after"));
     }
 
     #[test]

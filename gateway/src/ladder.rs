@@ -17,6 +17,9 @@
 //! 180/360/720 would therefore yield 720; the ladder asks for the exact height of the largest
 //! published layer within the cap, read from the track's `layers`.
 //!
+//! While the subscriber is in the audio-only fallback ([`crate::fallback`]), every video it
+//! receives — screen share included — is disabled instead, by the same injection and clamping.
+//!
 //! This type is pure state, owned by the session's relay task (one per subscriber): it sees the
 //! decoded frames and says what to send upstream. Everything it knows comes from that one
 //! session's stream, keyed by identity and track SID, so gateways share no state.
@@ -53,21 +56,32 @@ impl LadderConfig {
     }
 }
 
-/// A camera track someone else publishes.
+/// A video track someone else publishes.
 #[derive(Debug, Clone)]
-struct CameraTrack {
+struct VideoTrack {
     layers: Vec<VideoLayer>,
+    /// Screen share: never capped, only paused by the fallback.
+    screen: bool,
 }
 
 #[derive(Debug)]
 pub struct Ladder {
     config: LadderConfig,
     own_identity: String,
+    /// This participant's SID (from `join`, or the room listing after a resume).
+    own_sid: String,
     /// Everyone else in the call (by identity, not SID: a full reconnect changes the SID).
     others: HashMap<String, HashSet<String>>,
-    cameras: HashMap<String, CameraTrack>,
-    /// Camera tracks this subscriber is subscribed to.
+    videos: HashMap<String, VideoTrack>,
+    /// Video tracks this subscriber is subscribed to.
     subscribed: HashSet<String>,
+    /// This participant's own camera tracks (what the fallback pauses at its second stage).
+    own_cameras: HashSet<String>,
+    /// All incoming video disabled (audio-only fallback).
+    paused: bool,
+    /// Flipped to make a repeated "disabled" differ from the last one, which LiveKit would
+    /// otherwise ignore as identical.
+    nudge: bool,
     /// What the client itself last asked for, per track (unclamped).
     wanted: HashMap<String, UpdateTrackSettings>,
     /// What was last sent upstream per track, to send only changes.
@@ -80,9 +94,13 @@ impl Ladder {
         Self {
             config,
             own_identity,
+            own_sid: String::new(),
             others: HashMap::new(),
-            cameras: HashMap::new(),
+            videos: HashMap::new(),
             subscribed: HashSet::new(),
+            own_cameras: HashSet::new(),
+            paused: false,
+            nudge: false,
             wanted: HashMap::new(),
             sent: HashMap::new(),
             joined: false,
@@ -99,6 +117,46 @@ impl Ladder {
         self.config.cap(self.call_size())
     }
 
+    pub fn own_identity(&self) -> &str {
+        &self.own_identity
+    }
+
+    /// Empty until LiveKit has said.
+    pub fn own_sid(&self) -> &str {
+        &self.own_sid
+    }
+
+    /// This participant's own camera tracks, as LiveKit last described them.
+    pub fn own_cameras(&self) -> Vec<String> {
+        let mut sids: Vec<String> = self.own_cameras.iter().cloned().collect();
+        sids.sort();
+        sids
+    }
+
+    /// Pauses (audio-only fallback) or restores every incoming video; returns the settings.
+    pub fn set_paused(&mut self, paused: bool) -> Vec<UpdateTrackSettings> {
+        if self.paused == paused {
+            return vec![];
+        }
+        self.paused = paused;
+        self.settings_for(self.subscribed.clone())
+    }
+
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// LiveKit says a track's stream is flowing (`StreamStateUpdate` ACTIVE). While paused that
+    /// is a bandwidth resume undoing the disable: send a fresh, different "disabled" for it.
+    pub fn on_stream_active(&mut self, sid: &str) -> Option<UpdateTrackSettings> {
+        if !self.paused || !self.subscribed.contains(sid) || !self.videos.contains_key(sid) {
+            return None;
+        }
+        self.nudge = !self.nudge;
+        self.sent.remove(sid);
+        self.settings_for([sid.to_owned()]).pop()
+    }
+
     /// A frame from LiveKit to this subscriber; returns settings to send upstream.
     pub fn on_server(&mut self, response: &SignalResponse) -> Vec<UpdateTrackSettings> {
         use signal_response::Message as M;
@@ -107,6 +165,9 @@ impl Ladder {
         match &response.message {
             Some(M::Join(join)) => {
                 self.joined = true;
+                if let Some(own) = &join.participant {
+                    self.update_participant(own);
+                }
                 for p in &join.other_participants {
                     new_cameras.extend(self.update_participant(p));
                 }
@@ -115,6 +176,18 @@ impl Ladder {
                 for p in &update.participants {
                     new_cameras.extend(self.update_participant(p));
                 }
+            }
+            Some(M::TrackPublished(published)) => {
+                if let Some(track) = &published.track
+                    && is_camera(track)
+                {
+                    self.own_cameras.insert(track.sid.clone());
+                }
+                return vec![];
+            }
+            Some(M::TrackUnpublished(unpublished)) => {
+                self.own_cameras.remove(&unpublished.track_sid);
+                return vec![];
             }
             Some(M::Reconnect(_)) => {
                 // A resumed session starts from LiveKit's defaults again: re-send everything.
@@ -140,7 +213,7 @@ impl Ladder {
     pub fn on_resume(&mut self, participants: &[ParticipantInfo]) -> Vec<UpdateTrackSettings> {
         self.joined = true;
         self.others.clear();
-        self.cameras.clear();
+        self.videos.clear();
         self.sent.clear();
         let mut cameras = Vec::new();
         for p in participants {
@@ -152,13 +225,13 @@ impl Ladder {
 
     /// The client subscribed to tracks (`UpdateSubscription{subscribe:true}`).
     pub fn on_client_subscribe(&mut self, track_sids: &[String]) -> Vec<UpdateTrackSettings> {
-        let cameras: Vec<String> = track_sids
+        let videos: Vec<String> = track_sids
             .iter()
-            .filter(|sid| self.cameras.contains_key(*sid))
+            .filter(|sid| self.videos.contains_key(*sid))
             .cloned()
             .collect();
-        self.subscribed.extend(cameras.iter().cloned());
-        self.settings_for(cameras)
+        self.subscribed.extend(videos.iter().cloned());
+        self.settings_for(videos)
     }
 
     /// A settings message from the client. Returns what to send upstream in its place (empty if
@@ -167,12 +240,20 @@ impl Ladder {
         &mut self,
         settings: &UpdateTrackSettings,
     ) -> Option<Vec<UpdateTrackSettings>> {
-        let (cameras, others): (Vec<&String>, Vec<&String>) = settings
-            .track_sids
-            .iter()
-            .partition(|sid| self.cameras.contains_key(*sid));
+        // Screen share is only ours while paused; its wishes are kept for the restore.
+        for sid in &settings.track_sids {
+            if self.videos.get(sid).is_some_and(|v| v.screen) {
+                self.wanted.insert(sid.clone(), settings.clone());
+            }
+        }
+        let (cameras, others): (Vec<&String>, Vec<&String>) =
+            settings.track_sids.iter().partition(|sid| {
+                self.videos
+                    .get(*sid)
+                    .is_some_and(|v| self.paused || !v.screen)
+            });
         if cameras.is_empty() {
-            return None; // screen share, audio, or unknown tracks: not ours to cap
+            return None; // audio, unknown tracks, or screen share outside a fallback
         }
         let mut out = Vec::new();
         if !others.is_empty() {
@@ -202,12 +283,19 @@ impl Ladder {
     /// Records one participant's state; returns its camera tracks that are new.
     fn update_participant(&mut self, p: &ParticipantInfo) -> Vec<String> {
         if p.identity == self.own_identity {
+            self.own_sid = p.sid.clone();
+            self.own_cameras = p
+                .tracks
+                .iter()
+                .filter(|t| is_camera(t))
+                .map(|t| t.sid.clone())
+                .collect();
             return vec![];
         }
         let gone = p.state == participant_info::State::Disconnected as i32;
         let old = self.others.remove(&p.identity).unwrap_or_default();
         for sid in &old {
-            self.cameras.remove(sid);
+            self.videos.remove(sid);
         }
         if gone {
             for sid in &old {
@@ -217,11 +305,12 @@ impl Ladder {
         }
         let mut sids = HashSet::new();
         for track in &p.tracks {
-            if is_camera(track) {
-                self.cameras.insert(
+            if track.r#type == TrackType::Video as i32 {
+                self.videos.insert(
                     track.sid.clone(),
-                    CameraTrack {
+                    VideoTrack {
                         layers: published_layers(track),
+                        screen: !is_camera(track),
                     },
                 );
                 sids.insert(track.sid.clone());
@@ -248,7 +337,7 @@ impl Ladder {
         let mut sids: Vec<String> = sids.into_iter().collect();
         sids.sort(); // deterministic order for tests and logs
         for sid in sids {
-            let Some(track) = self.cameras.get(&sid) else {
+            let Some(track) = self.videos.get(&sid) else {
                 continue;
             };
             // No wish from the client: LiveKit's default for a new subscription, the top layer.
@@ -260,7 +349,25 @@ impl Ladder {
                     quality: VideoQuality::High as i32,
                     ..Default::default()
                 });
-            let settings = capped(&sid, &wanted, &track.layers, cap);
+            let settings = if self.paused {
+                UpdateTrackSettings {
+                    track_sids: vec![sid.clone()],
+                    disabled: true,
+                    quality: VideoQuality::Low as i32,
+                    priority: u32::from(self.nudge),
+                    ..Default::default()
+                }
+            } else if track.screen {
+                if !self.wanted.contains_key(&sid) && !self.sent.contains_key(&sid) {
+                    continue; // LiveKit's default (the top layer) stands; nothing to say
+                }
+                UpdateTrackSettings {
+                    track_sids: vec![sid.clone()],
+                    ..wanted
+                }
+            } else {
+                capped(&sid, &wanted, &track.layers, cap)
+            };
             if self.sent.get(&sid) != Some(&settings) {
                 self.sent.insert(sid.clone(), settings.clone());
                 out.push(settings);
@@ -600,6 +707,103 @@ mod tests {
         );
     }
 
+    fn screen(identity: &str, sid: &str) -> ParticipantInfo {
+        let mut p = participant(identity, None);
+        p.tracks.push(TrackInfo {
+            sid: sid.into(),
+            r#type: TrackType::Video as i32,
+            source: TrackSource::ScreenShare as i32,
+            ..Default::default()
+        });
+        p
+    }
+
+    fn disabled(settings: &[UpdateTrackSettings]) -> Vec<(String, bool)> {
+        settings
+            .iter()
+            .map(|s| (s.track_sids.join(","), s.disabled))
+            .collect()
+    }
+
+    #[test]
+    fn the_fallback_disables_all_incoming_video_and_the_restore_brings_back_the_caps() {
+        let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+        ladder.on_server(&join(vec![
+            participant("a", Some("TR_a")),
+            screen("b", "TR_screen"),
+        ]));
+        // A screen share outside a fallback is left to LiveKit's defaults.
+        assert_eq!(
+            heights(&ladder.on_client_subscribe(&["TR_screen".into()])),
+            []
+        );
+
+        assert_eq!(
+            disabled(&ladder.set_paused(true)),
+            [("TR_a".into(), true), ("TR_screen".into(), true)]
+        );
+        assert!(ladder.set_paused(true).is_empty());
+
+        // The client asking for video while paused gets "disabled", for both kinds.
+        let wish = UpdateTrackSettings {
+            track_sids: vec!["TR_a".into(), "TR_screen".into()],
+            quality: VideoQuality::High as i32,
+            ..Default::default()
+        };
+        assert_eq!(ladder.on_client_settings(&wish), Some(vec![]));
+        // A camera appearing while paused is disabled from the start.
+        assert_eq!(
+            disabled(&ladder.on_server(&update(vec![participant("c", Some("TR_c"))]))),
+            [("TR_c".into(), true)]
+        );
+
+        let restored = ladder.set_paused(false);
+        assert!(restored.iter().all(|s| !s.disabled), "{restored:?}");
+        assert_eq!(
+            heights(&restored),
+            [
+                ("TR_a".into(), 540),
+                ("TR_c".into(), 540),
+                ("TR_screen".into(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bandwidth_resume_while_paused_is_answered_with_a_different_disable() {
+        let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+        ladder.on_server(&join(vec![participant("a", Some("TR_a"))]));
+        assert_eq!(ladder.on_stream_active("TR_a"), None); // not paused: LiveKit's business
+        let first = ladder.set_paused(true).pop().unwrap();
+        let again = ladder.on_stream_active("TR_a").unwrap();
+        assert!(again.disabled);
+        assert_ne!(
+            again, first,
+            "LiveKit ignores a settings message identical to the last"
+        );
+        let third = ladder.on_stream_active("TR_a").unwrap();
+        assert_ne!(third, again);
+        assert_eq!(ladder.on_stream_active("TR_unknown"), None);
+    }
+
+    #[test]
+    fn own_cameras_are_followed_for_the_second_stage() {
+        let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+        ladder.on_server(&join(vec![]));
+        let published = SignalResponse {
+            message: Some(signal_response::Message::TrackPublished(
+                livekit_protocol::TrackPublishedResponse {
+                    cid: "local".into(),
+                    track: Some(participant("me", Some("TR_mine")).tracks[1].clone()),
+                },
+            )),
+        };
+        assert!(ladder.on_server(&published).is_empty());
+        assert_eq!(ladder.own_cameras(), ["TR_mine"]);
+        ladder.on_server(&update(vec![participant("me", None)]));
+        assert!(ladder.own_cameras().is_empty());
+    }
+
     #[test]
     fn without_layer_information_the_cap_is_asked_for_directly() {
         let settings = capped("TR", &UpdateTrackSettings::default(), &[], 540);
@@ -623,6 +827,8 @@ mod tests {
             Client(u8, u32, u32, i32, bool),
             Subscribe(u8, bool),
             Resume(Vec<u8>),
+            Pause(bool),
+            StreamActive(u8),
         }
 
         fn event() -> impl Strategy<Value = Event> {
@@ -634,6 +840,8 @@ mod tests {
                     .prop_map(|(p, w, h, q, off)| Event::Client(p, w, h, q, off)),
                 (0u8..10, any::<bool>()).prop_map(|(p, on)| Event::Subscribe(p, on)),
                 prop::collection::vec(0u8..8, 0..6).prop_map(Event::Resume),
+                any::<bool>().prop_map(Event::Pause),
+                (0u8..10).prop_map(Event::StreamActive),
             ]
         }
 
@@ -646,6 +854,11 @@ mod tests {
 
         fn check(ladder: &Ladder, sent: &[UpdateTrackSettings]) {
             for settings in sent {
+                // While paused, nothing but "disabled" goes out.
+                assert!(
+                    !ladder.paused() || settings.disabled,
+                    "{settings:?} while paused"
+                );
                 assert!(
                     settings.height <= ladder.cap() || settings.height == 360,
                     "{settings:?} over cap {}",
@@ -689,6 +902,10 @@ mod tests {
                         Event::Resume(people) => ladder.on_resume(
                             &people.into_iter().map(|n| person(n, true)).collect::<Vec<_>>(),
                         ),
+                        Event::Pause(on) => ladder.set_paused(on),
+                        Event::StreamActive(n) => {
+                            ladder.on_stream_active(&format!("TR_{n}")).into_iter().collect()
+                        }
                     };
                     check(&ladder, &sent);
                 }

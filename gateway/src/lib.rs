@@ -9,6 +9,7 @@
 //! (`revocations.rs`) and reached through channels.
 
 pub mod config;
+pub mod fallback;
 pub mod ladder;
 pub mod metrics;
 pub mod relay;
@@ -31,6 +32,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::Config,
+    fallback::Fallback,
     ladder::Ladder,
     metrics::Metrics,
     revocations::{MATRIX_USER_ATTRIBUTE, Registry, SessionKey},
@@ -263,6 +265,7 @@ async fn signal_ws(
         };
     let path = uri.path().to_owned();
     let ladder_config = gateway.inner.config.ladder_config();
+    let fallback_config = gateway.inner.config.fallback.clone();
     let room = Arc::new(relay::LiveKitRoom {
         client: gateway.inner.rooms.clone(),
         name: livekit_room,
@@ -271,11 +274,13 @@ async fn signal_ws(
         .max_frame_size(max_frame)
         .on_upgrade(move |browser| {
             let ladder = Ladder::new(ladder_config, identity.clone());
+            let fallback = Fallback::new(fallback_config, std::time::Instant::now());
             let context = relay::SessionContext {
                 identity,
                 path,
                 session,
                 ladder,
+                fallback,
                 metrics,
                 room,
             };

@@ -35,6 +35,17 @@ struct SettingsLabels {
     height: u32,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FromLabel {
+    /// The stage left, or `session_end` when the session ended during the fallback.
+    from: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     sessions: Gauge,
@@ -45,6 +56,10 @@ pub struct Metrics {
     relay_latency: Family<Direction, Histogram>,
     upstream_errors: Counter,
     revocations: Counter,
+    fallbacks_entered: Family<StageLabel, Counter>,
+    fallbacks_left: Family<FromLabel, Counter>,
+    fallback_seconds: Histogram,
+    in_fallback: Gauge,
 }
 
 impl Default for Metrics {
@@ -96,8 +111,36 @@ impl Default for Metrics {
             "Revocations received from control",
             revocations.clone(),
         );
+        let fallbacks_entered = Family::<StageLabel, Counter>::default();
+        registry.register(
+            "fallbacks_entered",
+            "Audio-only fallback steps taken (incoming_video: its received video paused; camera: its camera paused too)",
+            fallbacks_entered.clone(),
+        );
+        let fallbacks_left = Family::<FromLabel, Counter>::default();
+        registry.register(
+            "fallbacks_left",
+            "Audio-only fallbacks ended, by the stage they ended from",
+            fallbacks_left.clone(),
+        );
+        let fallback_seconds = Histogram::new(exponential_buckets(5.0, 2.0, 10));
+        registry.register(
+            "fallback_seconds",
+            "Time participants spent in the audio-only fallback",
+            fallback_seconds.clone(),
+        );
+        let in_fallback = Gauge::default();
+        registry.register(
+            "sessions_in_fallback",
+            "Sessions in the audio-only fallback now",
+            in_fallback.clone(),
+        );
         Self {
             registry,
+            fallbacks_entered,
+            fallbacks_left,
+            fallback_seconds,
+            in_fallback,
             sessions,
             rooms,
             session_outcomes,
@@ -138,6 +181,26 @@ impl Metrics {
         self.revocations.inc();
     }
 
+    pub fn fallback_entered(&self, stage: &'static str) {
+        self.fallbacks_entered
+            .get_or_create(&StageLabel { stage })
+            .inc();
+        if stage == "incoming_video" {
+            self.in_fallback.inc();
+        }
+    }
+
+    /// A resumed session carries on a fallback its participant was already in.
+    pub fn fallback_resumed(&self) {
+        self.in_fallback.inc();
+    }
+
+    pub fn fallback_left(&self, from: &'static str, spent: Duration) {
+        self.fallbacks_left.get_or_create(&FromLabel { from }).inc();
+        self.fallback_seconds.observe(spent.as_secs_f64());
+        self.in_fallback.dec();
+    }
+
     pub fn render(&self, sessions: usize, rooms: usize) -> String {
         self.sessions.set(sessions as i64);
         self.rooms.set(rooms as i64);
@@ -155,6 +218,9 @@ mod tests {
         metrics.settings_sent("injected", 540);
         metrics.frame_relayed("upstream", Duration::from_micros(40));
         metrics.session_ended("revoked");
+        metrics.fallback_entered("incoming_video");
+        metrics.fallback_entered("camera");
+        metrics.fallback_left("camera", Duration::from_secs(42));
         let text = metrics.render(3, 1);
         for expected in [
             r#"koinos_gateway_track_settings_total{source="injected",height="540"} 1"#,
@@ -162,6 +228,10 @@ mod tests {
             r#"koinos_gateway_sessions_ended_total{outcome="revoked"} 1"#,
             "koinos_gateway_sessions 3",
             "koinos_gateway_rooms 1",
+            r#"koinos_gateway_fallbacks_entered_total{stage="camera"} 1"#,
+            r#"koinos_gateway_fallbacks_left_total{from="camera"} 1"#,
+            "koinos_gateway_fallback_seconds_count 1",
+            "koinos_gateway_sessions_in_fallback 0",
             "# TYPE koinos_gateway_frames_total counter",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");

@@ -4,6 +4,11 @@
 //! original bytes forwarded; WebSocket-level ping/pong stays on each leg (each peer answers its
 //! own), since livekit-client keeps the session alive with signalling-level pings that do pass
 //! through. A close, an error or an undecodable frame on either leg ends both.
+//!
+//! Besides the two legs, the task owns the session's policy state — the [`Ladder`] and the
+//! [`Fallback`] — and wakes on the fallback's timer. What it asks of LiveKit's RoomService
+//! (attributes, muting the camera) goes, in order, to a small per-session task so that a slow
+//! API call never stalls the relay.
 
 use axum::extract::ws::{self, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -12,14 +17,17 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use livekit_protocol::{
-    DisconnectReason, LeaveRequest, SignalRequest, SignalResponse, UpdateTrackSettings,
-    leave_request, signal_request, signal_response,
+    DisconnectReason, LeaveRequest, MuteTrackRequest, SignalRequest, SignalResponse, StreamState,
+    UpdateTrackSettings, leave_request, signal_request, signal_response,
 };
 use prost::Message as _;
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use tokio::sync::mpsc;
 
 use crate::{
+    fallback::{self, Fallback, Stage, Step},
     ladder::Ladder,
     metrics::Metrics,
     revocations::Session,
@@ -28,23 +36,80 @@ use crate::{
 
 type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Who is in this session's LiveKit room now (RoomService `ListParticipants`), behind a trait
-/// so the relay is testable without LiveKit.
+/// What a session asks of LiveKit's RoomService about its own room, behind a trait so the
+/// relay is testable without LiveKit.
 #[async_trait::async_trait]
-pub trait RoomLister: Send + Sync {
+pub trait RoomApi: Send + Sync {
+    /// Who is in the room now (`ListParticipants`).
     async fn participants(&self) -> anyhow::Result<Vec<livekit_protocol::ParticipantInfo>>;
+    /// Sets one attribute of a participant (`UpdateParticipant`; empty deletes it).
+    async fn set_attribute(&self, identity: &str, key: &str, value: &str) -> anyhow::Result<()>;
+    /// `MutePublishedTrack`.
+    async fn mute_track(&self, identity: &str, track_sid: &str, muted: bool) -> anyhow::Result<()>;
 }
 
-/// The real lister: LiveKit's RoomService with the gateway's API key.
+/// The real one: LiveKit's RoomService with the gateway's API key.
 pub struct LiveKitRoom {
     pub client: Arc<livekit_api::services::room::RoomClient>,
     pub name: String,
 }
 
 #[async_trait::async_trait]
-impl RoomLister for LiveKitRoom {
+impl RoomApi for LiveKitRoom {
     async fn participants(&self) -> anyhow::Result<Vec<livekit_protocol::ParticipantInfo>> {
         Ok(self.client.list_participants(&self.name).await?)
+    }
+
+    async fn set_attribute(&self, identity: &str, key: &str, value: &str) -> anyhow::Result<()> {
+        let options = livekit_api::services::room::UpdateParticipantOptions {
+            attributes: HashMap::from([(key.to_owned(), value.to_owned())]),
+            ..Default::default()
+        };
+        self.client
+            .update_participant(&self.name, identity, options)
+            .await?;
+        Ok(())
+    }
+
+    async fn mute_track(&self, identity: &str, track_sid: &str, muted: bool) -> anyhow::Result<()> {
+        // livekit-api unwraps the answer's track: keep a malformed answer from panicking here.
+        let client = self.client.clone();
+        let (room, identity, sid) = (self.name.clone(), identity.to_owned(), track_sid.to_owned());
+        tokio::spawn(async move {
+            client
+                .mute_published_track(&room, &identity, &sid, muted)
+                .await
+        })
+        .await??;
+        Ok(())
+    }
+}
+
+/// A RoomService request of the fallback, carried out in order by [`room_admin`].
+#[derive(Debug)]
+enum AdminRequest {
+    Stage(Stage),
+    MuteCamera(String),
+}
+
+/// The per-session task that carries out RoomService requests one after another.
+async fn room_admin(
+    room: Arc<dyn RoomApi>,
+    identity: String,
+    mut requests: mpsc::UnboundedReceiver<AdminRequest>,
+) {
+    while let Some(request) = requests.recv().await {
+        let result = match &request {
+            AdminRequest::Stage(stage) => {
+                room.set_attribute(&identity, fallback::ATTRIBUTE, stage.attribute())
+                    .await
+            }
+            AdminRequest::MuteCamera(sid) => room.mute_track(&identity, sid, true).await,
+        };
+        match result {
+            Ok(()) => debug!(?request, "RoomService request done"),
+            Err(e) => warn!(?request, error = %e, "RoomService request failed"),
+        }
     }
 }
 
@@ -71,8 +136,9 @@ pub struct SessionContext {
     pub path: String,
     pub session: Session,
     pub ladder: Ladder,
+    pub fallback: Fallback,
     pub metrics: Arc<Metrics>,
-    pub room: Arc<dyn RoomLister>,
+    pub room: Arc<dyn RoomApi>,
 }
 
 pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext) {
@@ -81,13 +147,22 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
         path,
         session,
         ladder,
+        fallback,
         metrics,
         room,
     } = context;
     let span = info_span!("session", %identity, %path);
     async move {
         info!("session open");
-        let end = relay(browser, upstream, session, ladder, &metrics, room.as_ref()).await;
+        let (admin, requests) = mpsc::unbounded_channel();
+        tokio::spawn(room_admin(room.clone(), identity.clone(), requests).in_current_span());
+        let policy = Policy {
+            ladder,
+            fallback,
+            admin,
+            metrics: metrics.clone(),
+        };
+        let end = relay(browser, upstream, session, policy, room.as_ref()).await;
         metrics.session_ended(match &end {
             End::BrowserClosed | End::UpstreamClosed => "closed",
             End::Revoked => "revoked",
@@ -129,22 +204,285 @@ fn settings_frame(settings: UpdateTrackSettings) -> tungstenite::Message {
     tungstenite::Message::Binary(request.encode_to_vec().into())
 }
 
+/// What the policy wants sent besides (or instead of) the frame that prompted it.
+#[derive(Debug, Default)]
+struct Out {
+    /// Settings for LiveKit, with the metrics label of why (`injected`, `clamped`, `fallback`).
+    upstream: Vec<(&'static str, UpdateTrackSettings)>,
+    /// Frames for the browser.
+    browser: Vec<SignalResponse>,
+}
+
+impl Out {
+    fn settings(source: &'static str, settings: Vec<UpdateTrackSettings>) -> Self {
+        Self {
+            upstream: settings.into_iter().map(|s| (source, s)).collect(),
+            browser: vec![],
+        }
+    }
+
+    fn and(mut self, other: Out) -> Self {
+        self.upstream.extend(other.upstream);
+        self.browser.extend(other.browser);
+        self
+    }
+}
+
+/// What becomes of a client frame.
+enum ClientAction {
+    /// Forward the original bytes, then send `Out`.
+    Forward(Out),
+    /// Do not forward it; send `Out` instead.
+    Replace(Out),
+}
+
+/// The session's policy: the ladder, the fallback, and the RoomService requests they lead to.
+struct Policy {
+    ladder: Ladder,
+    fallback: Fallback,
+    admin: mpsc::UnboundedSender<AdminRequest>,
+    metrics: Arc<Metrics>,
+}
+
+impl Policy {
+    fn on_client(&mut self, request: &SignalRequest) -> ClientAction {
+        match &request.message {
+            Some(signal_request::Message::TrackSetting(settings)) => {
+                match self.ladder.on_client_settings(settings) {
+                    Some(replacement) => {
+                        debug!(count = replacement.len(), "client settings clamped");
+                        let source = if self.ladder.paused() {
+                            "fallback"
+                        } else {
+                            "clamped"
+                        };
+                        ClientAction::Replace(Out::settings(source, replacement))
+                    }
+                    None => ClientAction::Forward(Out::default()),
+                }
+            }
+            Some(signal_request::Message::Subscription(subscription)) => {
+                if subscription.subscribe {
+                    // Forwarded first, then the caps for what it adds.
+                    let caps = self.ladder.on_client_subscribe(&subscription.track_sids);
+                    ClientAction::Forward(Out::settings(self.injected(), caps))
+                } else {
+                    self.ladder.on_client_unsubscribe(&subscription.track_sids);
+                    ClientAction::Forward(Out::default())
+                }
+            }
+            Some(signal_request::Message::Mute(mute))
+                if !mute.muted
+                    && self.fallback.stage() == Stage::CameraPaused
+                    && self.ladder.own_cameras().contains(&mute.sid) =>
+            {
+                // The camera is paused for the network's sake: the client's unmute is refused
+                // and the client told so, keeping its view of the track true.
+                info!(track = %mute.sid, "camera unmute refused during the audio-only fallback");
+                ClientAction::Replace(Out {
+                    upstream: vec![],
+                    browser: vec![SignalResponse {
+                        message: Some(signal_response::Message::Mute(MuteTrackRequest {
+                            sid: mute.sid.clone(),
+                            muted: true,
+                        })),
+                    }],
+                })
+            }
+            _ => ClientAction::Forward(Out::default()),
+        }
+    }
+
+    async fn on_server(&mut self, response: &SignalResponse, room: &dyn RoomApi) -> Out {
+        use signal_response::Message as M;
+        match &response.message {
+            Some(M::Reconnect(_)) => {
+                // A resume: this session's first view of the room comes from LiveKit.
+                match room.participants().await {
+                    Ok(participants) => {
+                        let own = participants
+                            .iter()
+                            .find(|p| p.identity == self.ladder.own_identity());
+                        let stage = own
+                            .and_then(|p| p.attributes.get(fallback::ATTRIBUTE))
+                            .map_or(Stage::Normal, |value| Stage::from_attribute(value));
+                        let mut out = Out::default();
+                        if stage != Stage::Normal {
+                            info!(stage = stage.label(), "resumed in the audio-only fallback");
+                            self.fallback.resume_in(stage, Instant::now());
+                            self.metrics.fallback_resumed();
+                            out = Out::settings("fallback", self.ladder.set_paused(true));
+                        }
+                        out.and(Out::settings(
+                            self.injected(),
+                            self.ladder.on_resume(&participants),
+                        ))
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot list the room after a resume; caps follow the next updates");
+                        Out::settings(self.injected(), self.ladder.on_server(response))
+                    }
+                }
+            }
+            Some(M::ConnectionQuality(update)) => {
+                let own = self.ladder.own_sid();
+                match update
+                    .updates
+                    .iter()
+                    .find(|u| !own.is_empty() && u.participant_sid == own)
+                {
+                    Some(info) => {
+                        debug!(
+                            quality = info.quality,
+                            score = info.score,
+                            "own connection quality"
+                        );
+                        let step = self.fallback.on_quality(info.quality, Instant::now());
+                        self.take(step)
+                    }
+                    None => Out::default(),
+                }
+            }
+            Some(M::StreamStateUpdate(update)) => {
+                let resumed = update
+                    .stream_states
+                    .iter()
+                    .filter(|s| s.state == StreamState::Active as i32)
+                    .filter_map(|s| self.ladder.on_stream_active(&s.track_sid))
+                    .collect::<Vec<_>>();
+                if !resumed.is_empty() {
+                    info!(
+                        count = resumed.len(),
+                        "LiveKit resumed paused video; disabled again"
+                    );
+                }
+                Out::settings("fallback", resumed)
+            }
+            _ => {
+                let settings = self.ladder.on_server(response);
+                if !settings.is_empty() {
+                    info!(
+                        count = settings.len(),
+                        cap = self.ladder.cap(),
+                        call_size = self.ladder.call_size(),
+                        "ladder settings injected"
+                    );
+                }
+                Out::settings(self.injected(), settings)
+            }
+        }
+    }
+
+    fn on_timer(&mut self) -> Out {
+        let step = self.fallback.poll(Instant::now());
+        self.take(step)
+    }
+
+    /// The metrics label of settings the ladder injects now.
+    fn injected(&self) -> &'static str {
+        if self.ladder.paused() {
+            "fallback"
+        } else {
+            "injected"
+        }
+    }
+
+    fn take(&mut self, step: Option<Step>) -> Out {
+        let Some(step) = step else {
+            return Out::default();
+        };
+        let stage = self.fallback.stage();
+        // The attribute first: the page learns why before its video stops.
+        let _ = self.admin.send(AdminRequest::Stage(stage));
+        match step {
+            Step::PauseIncoming => {
+                info!("link stayed bad: incoming video paused (audio-only fallback)");
+                self.metrics.fallback_entered(stage.label());
+                Out::settings("fallback", self.ladder.set_paused(true))
+            }
+            Step::PauseCamera => {
+                let cameras = self.ladder.own_cameras();
+                info!(
+                    cameras = cameras.len(),
+                    "link still bad without incoming video: camera paused"
+                );
+                self.metrics.fallback_entered(stage.label());
+                for sid in cameras {
+                    let _ = self.admin.send(AdminRequest::MuteCamera(sid));
+                }
+                Out::default()
+            }
+            Step::Restore { from, spent } => {
+                info!(
+                    from = from.label(),
+                    spent_secs = spent.as_secs(),
+                    "link stayed good: video restored"
+                );
+                self.metrics.fallback_left(from.label(), spent);
+                let settings = self.ladder.set_paused(false);
+                Out::settings("injected", settings)
+            }
+        }
+    }
+
+    /// The session is over; a fallback in progress ends with it (the attribute stays, for a
+    /// resume to carry on from).
+    fn end(&mut self) {
+        if let Some(spent) = self.fallback.abandon(Instant::now()) {
+            self.metrics.fallback_left("session_end", spent);
+        }
+    }
+}
+
 async fn relay(
     browser: WebSocket,
     upstream: Upstream,
     mut session: Session,
-    mut ladder: Ladder,
-    metrics: &Metrics,
-    room: &dyn RoomLister,
+    mut policy: Policy,
+    room: &dyn RoomApi,
 ) -> End {
     let (mut to_browser, mut from_browser) = browser.split();
     let (mut to_upstream, mut from_upstream) = upstream.split();
+    let metrics = policy.metrics.clone();
 
-    let end = 'relay: loop {
+    /// Sends what the policy asked for; a failure ends the session.
+    macro_rules! send_out {
+        ($out:expr) => {{
+            let out: Out = $out;
+            let mut failed = None;
+            for (source, settings) in out.upstream {
+                metrics.settings_sent(source, settings.height);
+                if let Err(e) = to_upstream.send(settings_frame(settings)).await {
+                    failed = Some(End::UpstreamError(e.to_string()));
+                    break;
+                }
+            }
+            if failed.is_none() {
+                for response in out.browser {
+                    if let Err(e) = to_browser
+                        .send(ws::Message::Binary(response.encode_to_vec().into()))
+                        .await
+                    {
+                        failed = Some(End::BrowserError(e.to_string()));
+                        break;
+                    }
+                }
+            }
+            failed
+        }};
+    }
+
+    let end = loop {
+        let deadline = policy.fallback.deadline();
         tokio::select! {
             _ = &mut session.revoked => {
                 let _ = to_browser.send(removed_frame()).await;
                 break End::Revoked;
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                if let Some(end) = send_out!(policy.on_timer()) {
+                    break end;
+                }
             }
             message = from_browser.next() => {
                 let arrived = Instant::now();
@@ -153,43 +491,19 @@ async fn relay(
                     Some(Err(e)) => break End::BrowserError(e.to_string()),
                     Some(Ok(m)) => m,
                 };
-                let forward = match message {
+                let (forward, then) = match message {
                     ws::Message::Binary(bytes) => match decode_client_frame(&bytes) {
                         Ok((ClientVerdict::Forward(kind), request)) => {
                             debug!(kind, len = bytes.len(), "client frame");
-                            match request.message {
-                                Some(signal_request::Message::TrackSetting(settings)) => {
-                                    if let Some(replacement) = ladder.on_client_settings(&settings) {
-                                        debug!(count = replacement.len(), "client settings clamped");
-                                        for settings in replacement {
-                                            metrics.settings_sent("clamped", settings.height);
-                                            if let Err(e) = to_upstream.send(settings_frame(settings)).await {
-                                                break 'relay End::UpstreamError(e.to_string());
-                                            }
-                                        }
-                                        continue;
+                            match policy.on_client(&request) {
+                                ClientAction::Forward(then) => (tungstenite::Message::Binary(bytes), then),
+                                ClientAction::Replace(instead) => {
+                                    if let Some(end) = send_out!(instead) {
+                                        break end;
                                     }
+                                    continue;
                                 }
-                                Some(signal_request::Message::Subscription(subscription)) => {
-                                    if subscription.subscribe {
-                                        // Forwarded first, then the caps for what it adds.
-                                        let caps = ladder.on_client_subscribe(&subscription.track_sids);
-                                        if let Err(e) = to_upstream.send(tungstenite::Message::Binary(bytes)).await {
-                                            break End::UpstreamError(e.to_string());
-                                        }
-                                        for settings in caps {
-                                            metrics.settings_sent("injected", settings.height);
-                                            if let Err(e) = to_upstream.send(settings_frame(settings)).await {
-                                                break 'relay End::UpstreamError(e.to_string());
-                                            }
-                                        }
-                                        continue;
-                                    }
-                                    ladder.on_client_unsubscribe(&subscription.track_sids);
-                                }
-                                _ => {}
                             }
-                            tungstenite::Message::Binary(bytes)
                         }
                         Ok((ClientVerdict::Drop(kind), _)) => {
                             warn!(kind, "dropped a client request the server must not see");
@@ -197,7 +511,7 @@ async fn relay(
                         }
                         Err(e) => break End::BadFrame(e.to_string()),
                     },
-                    ws::Message::Text(text) => tungstenite::Message::Text(text.as_str().into()),
+                    ws::Message::Text(text) => (tungstenite::Message::Text(text.as_str().into()), Out::default()),
                     ws::Message::Close(_) => break End::BrowserClosed,
                     ws::Message::Ping(_) | ws::Message::Pong(_) => continue,
                 };
@@ -205,6 +519,9 @@ async fn relay(
                     break End::UpstreamError(e.to_string());
                 }
                 metrics.frame_relayed("upstream", arrived.elapsed());
+                if let Some(end) = send_out!(then) {
+                    break end;
+                }
             }
             message = from_upstream.next() => {
                 let arrived = Instant::now();
@@ -231,36 +548,240 @@ async fn relay(
                     break End::BrowserError(e.to_string());
                 }
                 metrics.frame_relayed("downstream", arrived.elapsed());
-                // After the frame that prompted them (never before `join`): the caps.
+                // After the frame that prompted it (never before `join`): what the policy says.
                 if let Some(response) = response {
-                    let injected = if matches!(response.message, Some(signal_response::Message::Reconnect(_))) {
-                        // A resume: this session's first view of the room comes from LiveKit.
-                        match room.participants().await {
-                            Ok(participants) => ladder.on_resume(&participants),
-                            Err(e) => {
-                                warn!(error = %e, "cannot list the room after a resume; caps follow the next updates");
-                                ladder.on_server(&response)
-                            }
-                        }
-                    } else {
-                        ladder.on_server(&response)
-                    };
-                    if !injected.is_empty() {
-                        info!(count = injected.len(), cap = ladder.cap(), call_size = ladder.call_size(), "ladder settings injected");
-                    }
-                    for settings in injected {
-                        metrics.settings_sent("injected", settings.height);
-                        if let Err(e) = to_upstream.send(settings_frame(settings)).await {
-                            break 'relay End::UpstreamError(e.to_string());
-                        }
+                    let out = policy.on_server(&response, room).await;
+                    if let Some(end) = send_out!(out) {
+                        break end;
                     }
                 }
             }
         }
     };
+    policy.end();
     // Couple the legs: whichever side ended, the other is closed now, so that the client's
     // own resume logic starts from a clean pair instead of a half-open session.
     let _ = to_browser.send(ws::Message::Close(None)).await;
     let _ = to_upstream.send(tungstenite::Message::Close(None)).await;
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use livekit_protocol::{
+        ConnectionQuality, ConnectionQualityInfo, ConnectionQualityUpdate, JoinResponse,
+        ParticipantInfo, ReconnectResponse, TrackInfo, TrackSource, TrackType, participant_info,
+    };
+
+    use super::*;
+    use crate::{fallback::FallbackConfig, ladder::LadderConfig};
+
+    /// RoomService as a list of participants, recording what it is asked to do.
+    #[derive(Default)]
+    struct FakeRoom {
+        participants: Vec<ParticipantInfo>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl RoomApi for FakeRoom {
+        async fn participants(&self) -> anyhow::Result<Vec<ParticipantInfo>> {
+            Ok(self.participants.clone())
+        }
+        async fn set_attribute(
+            &self,
+            identity: &str,
+            key: &str,
+            value: &str,
+        ) -> anyhow::Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("set {identity} {key}={value}"));
+            Ok(())
+        }
+        async fn mute_track(&self, identity: &str, sid: &str, muted: bool) -> anyhow::Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("mute {identity} {sid} {muted}"));
+            Ok(())
+        }
+    }
+
+    fn person(identity: &str, sid: &str, camera: &str) -> ParticipantInfo {
+        ParticipantInfo {
+            identity: identity.into(),
+            sid: sid.into(),
+            state: participant_info::State::Active as i32,
+            tracks: vec![TrackInfo {
+                sid: camera.into(),
+                r#type: TrackType::Video as i32,
+                source: TrackSource::Camera as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn policy(config: FallbackConfig) -> (Policy, mpsc::UnboundedReceiver<AdminRequest>) {
+        let (admin, requests) = mpsc::unbounded_channel();
+        let policy = Policy {
+            ladder: Ladder::new(LadderConfig::default(), "me".into()),
+            fallback: Fallback::new(config, Instant::now()),
+            admin,
+            metrics: Arc::new(Metrics::default()),
+        };
+        (policy, requests)
+    }
+
+    fn response(message: signal_response::Message) -> SignalResponse {
+        SignalResponse {
+            message: Some(message),
+        }
+    }
+
+    fn quality(sid: &str, level: ConnectionQuality) -> SignalResponse {
+        response(signal_response::Message::ConnectionQuality(
+            ConnectionQualityUpdate {
+                updates: vec![ConnectionQualityInfo {
+                    participant_sid: sid.into(),
+                    quality: level as i32,
+                    score: 1.0,
+                }],
+            },
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_bad_link_of_this_participant_disables_its_video_and_tells_everyone_why() {
+        let room = FakeRoom::default();
+        // Immediate hysteresis so that the test needs no clock.
+        let (mut policy, mut requests) = policy(FallbackConfig {
+            enter_after_secs: 0,
+            uplink_after_secs: 0,
+            ..Default::default()
+        });
+        let join = response(signal_response::Message::Join(JoinResponse {
+            participant: Some(person("me", "PA_me", "TR_mine")),
+            other_participants: vec![person("a", "PA_a", "TR_a")],
+            ..Default::default()
+        }));
+        assert_eq!(policy.on_server(&join, &room).await.upstream.len(), 1);
+
+        // Someone else's bad link is not ours to act on.
+        let out = policy
+            .on_server(&quality("PA_a", ConnectionQuality::Lost), &room)
+            .await;
+        assert!(out.upstream.is_empty());
+
+        let out = policy
+            .on_server(&quality("PA_me", ConnectionQuality::Poor), &room)
+            .await;
+        let sent: Vec<_> = out
+            .upstream
+            .iter()
+            .map(|(source, s)| (*source, s.disabled))
+            .collect();
+        assert_eq!(sent, [("fallback", true)]);
+        assert!(matches!(
+            requests.try_recv(),
+            Ok(AdminRequest::Stage(Stage::IncomingPaused))
+        ));
+
+        // Still poor: the camera goes too (its own track, learnt from `join`).
+        policy
+            .on_server(&quality("PA_me", ConnectionQuality::Poor), &room)
+            .await;
+        policy.on_timer();
+        assert!(matches!(
+            requests.try_recv(),
+            Ok(AdminRequest::Stage(Stage::CameraPaused))
+        ));
+        assert!(
+            matches!(requests.try_recv(), Ok(AdminRequest::MuteCamera(sid)) if sid == "TR_mine")
+        );
+
+        // The client turning its camera back on is refused and told so.
+        let unmute = SignalRequest {
+            message: Some(signal_request::Message::Mute(MuteTrackRequest {
+                sid: "TR_mine".into(),
+                muted: false,
+            })),
+        };
+        match policy.on_client(&unmute) {
+            ClientAction::Replace(out) => {
+                assert!(out.upstream.is_empty());
+                assert!(matches!(
+                    &out.browser[..],
+                    [SignalResponse { message: Some(signal_response::Message::Mute(m)) }] if m.muted && m.sid == "TR_mine"
+                ));
+            }
+            ClientAction::Forward(_) => {
+                panic!("an unmute during the camera pause must not reach LiveKit")
+            }
+        }
+        // Muting, or another track, passes.
+        let mute = SignalRequest {
+            message: Some(signal_request::Message::Mute(MuteTrackRequest {
+                sid: "TR_mine".into(),
+                muted: true,
+            })),
+        };
+        assert!(matches!(policy.on_client(&mute), ClientAction::Forward(_)));
+    }
+
+    #[tokio::test]
+    async fn a_resumed_session_carries_on_the_fallback_from_the_attribute() {
+        let mut me = person("me", "PA_me", "TR_mine");
+        me.attributes.insert(
+            fallback::ATTRIBUTE.into(),
+            Stage::CameraPaused.attribute().into(),
+        );
+        let room = FakeRoom {
+            participants: vec![me, person("a", "PA_a", "TR_a")],
+            ..Default::default()
+        };
+        let (mut policy, _requests) = policy(FallbackConfig::default());
+        let resumed = response(signal_response::Message::Reconnect(
+            ReconnectResponse::default(),
+        ));
+        let out = policy.on_server(&resumed, &room).await;
+        assert_eq!(policy.fallback.stage(), Stage::CameraPaused);
+        assert!(!out.upstream.is_empty());
+        assert!(
+            out.upstream.iter().all(|(_, s)| s.disabled),
+            "{:?}",
+            out.upstream
+        );
+    }
+
+    #[tokio::test]
+    async fn room_service_requests_are_carried_out_in_order() {
+        let room = Arc::new(FakeRoom::default());
+        let (admin, requests) = mpsc::unbounded_channel();
+        admin
+            .send(AdminRequest::Stage(Stage::IncomingPaused))
+            .unwrap();
+        admin
+            .send(AdminRequest::Stage(Stage::CameraPaused))
+            .unwrap();
+        admin
+            .send(AdminRequest::MuteCamera("TR_mine".into()))
+            .unwrap();
+        admin.send(AdminRequest::Stage(Stage::Normal)).unwrap();
+        drop(admin);
+        room_admin(room.clone(), "me".into(), requests).await;
+        assert_eq!(
+            *room.calls.lock().unwrap(),
+            [
+                "set me org.koinos.rtc.fallback=incoming_video",
+                "set me org.koinos.rtc.fallback=camera",
+                "mute me TR_mine true",
+                "set me org.koinos.rtc.fallback=",
+            ]
+        );
+    }
 }

@@ -1,20 +1,39 @@
-import { test as base, expect, type BrowserContext, type Page } from "@playwright/test";
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { test as base, expect, type Browser, type BrowserContext, type Page } from "@playwright/test";
 
 export const DEMO_PASSWORD = process.env.KOINOS_DEMO_PASSWORD ?? "koinos-dev";
 export const DEMO_CASE = process.env.KOINOS_DEMO_CASE ?? "Demo case";
 /** Connecting to LiveKit on a loaded 2-core box can take a while. */
 export const CONNECT_TIMEOUT = 60_000;
 
+interface UserPageOptions {
+  /**
+   * Open it in a separate Chromium whose UDP traffic `setNetworkLoss` degrades (dev/netloss:
+   * needs root). Its media flows suffer; signalling (TCP) does not.
+   */
+  lossy?: boolean;
+}
+
 interface Fixtures {
   /** A page in a fresh, independent browser context (own storage, own fake devices). */
-  openUserPage: (label: string) => Promise<Page>;
+  openUserPage: (label: string, options?: UserPageOptions) => Promise<Page>;
+}
+
+const DEV_DIR = fileURLToPath(new URL("../../dev/", import.meta.url));
+
+/** Drops `percent` % of the lossy browser's UDP packets in each direction (0 stops it). */
+export function setNetworkLoss(percent: number): void {
+  const args = percent > 0 ? ["set", String(percent)] : ["clear"];
+  execFileSync(`${DEV_DIR}netloss`, args, { stdio: "inherit" });
 }
 
 const MAX_LOG_LINES = 3000;
 
 export const test = base.extend<Fixtures>({
-  openUserPage: async ({ browser, baseURL }, use, testInfo) => {
+  openUserPage: async ({ browser, playwright, launchOptions, baseURL }, use, testInfo) => {
     const contexts: BrowserContext[] = [];
+    let lossyBrowser: Browser | undefined;
     const logs = new Map<string, string[]>();
     const push = (label: string, line: string): void => {
       const list = logs.get(label) ?? [];
@@ -23,8 +42,13 @@ export const test = base.extend<Fixtures>({
       logs.set(label, list);
     };
 
-    await use(async (label: string) => {
-      const context = await browser.newContext({
+    await use(async (label: string, options?: UserPageOptions) => {
+      let owner: Browser = browser;
+      if (options?.lossy) {
+        lossyBrowser ??= await playwright.chromium.launch({ ...launchOptions, executablePath: `${DEV_DIR}lossy-chromium` });
+        owner = lossyBrowser;
+      }
+      const context = await owner.newContext({
         ...(baseURL ? { baseURL } : {}),
         permissions: ["camera", "microphone"],
         viewport: { width: 1280, height: 800 },
@@ -52,6 +76,10 @@ export const test = base.extend<Fixtures>({
     }
     await new Promise((r) => setTimeout(r, 500));
     for (const context of contexts) await context.close().catch(() => undefined);
+    if (lossyBrowser) {
+      await lossyBrowser.close().catch(() => undefined);
+      setNetworkLoss(0);
+    }
 
     if (testInfo.status !== testInfo.expectedStatus) {
       for (const [label, lines] of logs) {

@@ -3,6 +3,7 @@ import type { Room as MatrixRoom } from "matrix-js-sdk";
 import type { Participant } from "livekit-client";
 import { ErrorMessage } from "../errors/ErrorMessage";
 import type { CallController } from "./callController";
+import { fallbackNotice, fallbackStageOf } from "./networkFallback";
 import { ParticipantTile } from "./ParticipantTile";
 import { displayNameOf } from "./useRtcSession";
 
@@ -48,6 +49,8 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
   const count = Math.max(1, Math.min(participants.length, 6));
   const myUserId = controller.client.getUserId();
   const host = myUserId !== null && isHost(room, myUserId);
+  const fallbackText = fallbackNotice(snap.fallback, snap.fallbackRecovered);
+  const cameraPaused = snap.fallback === "camera";
 
   return (
     <section className="call-view" aria-label="Call" data-testid="call_view" data-phase={snap.phase}>
@@ -55,6 +58,11 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
         {snap.statusText}
       </p>
       <ErrorMessage error={snap.notice} testId="call_notice" />
+      {fallbackText && (
+        <p className={`fallback-notice${snap.fallback === "none" ? " recovered" : ""}`} role="status" data-testid="fallback_notice" data-stage={snap.fallback}>
+          {fallbackText}
+        </p>
+      )}
       {snap.audioBlocked && (
         <button type="button" onClick={() => void controller.startAudio()}>
           Enable audio
@@ -62,7 +70,13 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
       )}
       <div className="tile-grid" data-count={count} data-testid="tiles">
         {participants.map((p) => (
-          <ParticipantTile key={p.identity} participant={p} displayName={nameFor(room, p)} isLocal={p === lk?.localParticipant} />
+          <ParticipantTile
+            key={p.identity}
+            participant={p}
+            displayName={nameFor(room, p)}
+            isLocal={p === lk?.localParticipant}
+            audioOnly={fallbackStageOf(p) !== "none"}
+          />
         ))}
       </div>
       <div className="call-controls" role="toolbar" aria-label="Call controls">
@@ -79,9 +93,9 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
         <button
           type="button"
           data-testid="toggle_camera"
-          aria-label={camOn ? "Stop camera" : "Start camera"}
+          aria-label={cameraPaused ? "Camera paused while your connection is weak" : camOn ? "Stop camera" : "Start camera"}
           aria-pressed={!camOn}
-          disabled={!connected}
+          disabled={!connected || cameraPaused}
           onClick={() => void controller.toggleCamera()}
         >
           {camOn ? "Stop camera" : "Start camera"}

@@ -5,6 +5,8 @@ interface Props {
   participant: Participant;
   displayName: string;
   isLocal: boolean;
+  /** The gateway switched this participant to audio only because of its network. */
+  audioOnly: boolean;
 }
 
 function usableTrack(pub: TrackPublication | undefined): Track | undefined {
@@ -12,7 +14,7 @@ function usableTrack(pub: TrackPublication | undefined): Track | undefined {
   return pub.track ?? undefined;
 }
 
-export function ParticipantTile({ participant, displayName, isLocal }: Props) {
+export function ParticipantTile({ participant, displayName, isLocal, audioOnly }: Props) {
   const videoRef = useRef<HTMLVideoElement>(null);
   const audioRef = useRef<HTMLAudioElement>(null);
 
@@ -49,6 +51,7 @@ export function ParticipantTile({ participant, displayName, isLocal }: Props) {
       data-testid="tile"
       data-identity={participant.identity}
       data-local={isLocal ? "true" : "false"}
+      data-audio-only={audioOnly ? "true" : "false"}
     >
       <video
         ref={videoRef}
@@ -67,7 +70,12 @@ export function ParticipantTile({ participant, displayName, isLocal }: Props) {
       <figcaption>
         <span className="tile-name">{isLocal ? `${displayName} (you)` : displayName}</span>
         {micMuted && <span className="badge" title="Microphone off">mic off</span>}
-        {videoPaused && (
+        {audioOnly && (
+          <span className="badge warn" data-testid="tile_audio_only" title="Switched to audio only because of a weak connection">
+            audio only
+          </span>
+        )}
+        {videoPaused && !audioOnly && (
           <span className="badge warn" title="Video paused because of a poor connection">
             video paused
           </span>

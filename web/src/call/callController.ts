@@ -15,6 +15,7 @@ import {
 } from "livekit-client";
 import type { AppConfig } from "../config/config";
 import { AppErrorException, MESSAGES, appError, toAppError, type AppError } from "../errors/errors";
+import { fallbackStageOf, type FallbackStage } from "./networkFallback";
 import { requestEndCall, requestRtcToken } from "./rtcToken";
 
 declare global {
@@ -42,6 +43,10 @@ export interface CallSnapshot {
   error?: AppError;
   /** Whether the browser blocked audio playback (needs a click to start). */
   audioBlocked: boolean;
+  /** How far the gateway has switched this participant to audio only because of its network. */
+  fallback: FallbackStage;
+  /** Video came back after a fallback (shown briefly). */
+  fallbackRecovered: boolean;
   /** Bumped whenever anything about the LiveKit room changed (participants, tracks, mutes). */
   revision: number;
 }
@@ -127,8 +132,13 @@ export class CallController {
     connection: "connecting",
     statusText: "Joining the call…",
     audioBlocked: false,
+    fallback: "none",
+    fallbackRecovered: false,
     revision: 0,
   };
+  /** The gateway paused our camera (fallback stage "camera") while it was on: turn it back on after. */
+  private cameraPausedByNetwork = false;
+  private recoveredTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly listeners = new Set<() => void>();
   private leaving = false;
   private rtcJoined = false;
@@ -276,6 +286,10 @@ export class CallController {
       .on(RoomEvent.LocalTrackUnpublished, this.bump)
       .on(RoomEvent.TrackStreamStateChanged, this.bump)
       .on(RoomEvent.ParticipantNameChanged, this.bump)
+      .on(RoomEvent.ParticipantAttributesChanged, (_changed, participant) => {
+        if (participant === room.localParticipant) this.onOwnFallback(fallbackStageOf(participant));
+        this.bump();
+      })
       .on(RoomEvent.ActiveSpeakersChanged, this.bump)
       .on(RoomEvent.AudioPlaybackStatusChanged, () => {
         this.update({ audioBlocked: !room.canPlaybackAudio });
@@ -304,6 +318,28 @@ export class CallController {
       });
   }
 
+  /** The gateway changed our fallback stage. */
+  private onOwnFallback(stage: FallbackStage): void {
+    const before = this.snapshot.fallback;
+    if (stage === before) return;
+    const room = this.lkRoom;
+    if (stage === "camera" && room?.localParticipant.isCameraEnabled) this.cameraPausedByNetwork = true;
+    const recovered = stage === "none" && before !== "none";
+    if (recovered && this.cameraPausedByNetwork) {
+      // The gateway paused the camera but does not unmute anyone remotely: we turn it back on.
+      this.cameraPausedByNetwork = false;
+      void room?.localParticipant.setCameraEnabled(true).catch((err: unknown) => {
+        console.warn("Could not restart the camera after the fallback", err);
+        this.update({ notice: appError("media", "Could not turn your camera back on.") });
+      });
+    }
+    clearTimeout(this.recoveredTimer);
+    if (recovered) {
+      this.recoveredTimer = setTimeout(() => this.update({ fallbackRecovered: false }), 10_000);
+    }
+    this.update({ fallback: stage, fallbackRecovered: recovered });
+  }
+
   async toggleMicrophone(): Promise<void> {
     const room = this.lkRoom;
     if (!room || room.state !== ConnectionState.Connected) return;
@@ -320,6 +356,8 @@ export class CallController {
   async toggleCamera(): Promise<void> {
     const room = this.lkRoom;
     if (!room || room.state !== ConnectionState.Connected) return;
+    // Paused for the network's sake: the gateway would refuse the unmute.
+    if (this.snapshot.fallback === "camera") return;
     const lp = room.localParticipant;
     try {
       await lp.setCameraEnabled(!lp.isCameraEnabled);
@@ -348,6 +386,7 @@ export class CallController {
 
   private async teardown(timeoutMs: number): Promise<void> {
     activeCalls.delete(this);
+    clearTimeout(this.recoveredTimer);
     const room = this.lkRoom;
     this.lkRoom = undefined;
     if (window.__koinosRoom === room) window.__koinosRoom = undefined;

@@ -1,0 +1,95 @@
+import type { Page } from "@playwright/test";
+import { DEMO_CASE, expect, inboundCounters, joinCall, openCase, setNetworkLoss, signIn, test } from "./fixtures";
+
+/**
+ * The gateway's audio-only fallback on a real degraded link: bob's browser runs in
+ * dev/netloss's lossy cgroup, whose UDP packets (his media, both ways) are dropped at random.
+ * LiveKit rates his connection from what it sees, the gateway follows that rating, and the page
+ * shows what the gateway decided. Default thresholds (gateway.toml has no [fallback] section).
+ */
+
+const GATEWAY_METRICS = `${process.env.KOINOS_GATEWAY_URL ?? "http://127.0.0.1:7880"}/metrics`;
+
+/** Video frames this page decoded over a 3 s window. */
+async function framesOver3s(page: Page): Promise<number> {
+  const before = (await inboundCounters(page)).framesDecoded;
+  await page.waitForTimeout(3000);
+  return (await inboundCounters(page)).framesDecoded - before;
+}
+
+/** Whether `viewer` sees `identity`'s camera publication muted. */
+async function cameraMutedFor(viewer: Page, identity: string): Promise<boolean | null> {
+  return viewer.evaluate((id) => {
+    const p = window.__koinosRoom?.remoteParticipants.get(id);
+    const camera = p ? [...p.trackPublications.values()].find((pub) => (pub.source as string) === "camera") : undefined;
+    return camera ? camera.isMuted : null;
+  }, identity);
+}
+
+async function fallbacksEntered(stage: string): Promise<number> {
+  const text = await (await fetch(GATEWAY_METRICS)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`koinos_gateway_fallbacks_entered_total{stage="${stage}"}`));
+  return line ? Number(line.split(" ").pop()) : 0;
+}
+
+test("a participant whose link stays bad goes audio-only, is told why, and gets video back once it recovers", async ({ openUserPage }) => {
+  test.setTimeout(480_000);
+  const enteredBefore = await fallbacksEntered("incoming_video");
+
+  const alice = await openUserPage("alice");
+  await signIn(alice, "alice");
+  await openCase(alice, DEMO_CASE);
+  await joinCall(alice);
+  const bob = await openUserPage("bob", { lossy: true });
+  await signIn(bob, "bob");
+  await openCase(bob, DEMO_CASE);
+  await joinCall(bob);
+  const bobIdentity = await bob.evaluate(() => window.__koinosRoom?.localParticipant.identity ?? "");
+
+  // A healthy call first: video flows both ways and nobody is in a fallback.
+  await expect.poll(() => framesOver3s(bob), { timeout: 60_000 }).toBeGreaterThan(0);
+  await expect.poll(() => framesOver3s(alice), { timeout: 60_000 }).toBeGreaterThan(0);
+  await expect(bob.getByTestId("fallback_notice")).toHaveCount(0);
+
+  setNetworkLoss(25);
+  const lossStarted = Date.now();
+
+  // Stage 1: the video bob receives stops, and he is told why (not an error, a status).
+  const notice = bob.getByTestId("fallback_notice");
+  await expect(notice).toHaveAttribute("data-stage", /^(incoming_video|camera)$/, { timeout: 150_000 });
+  console.log(`audio-only ${((Date.now() - lossStarted) / 1000).toFixed(1)} s after the loss began`);
+  await expect(notice).toHaveRole("status");
+  await expect(notice).toContainText("audio only");
+  await expect.poll(() => framesOver3s(bob), { timeout: 30_000 }).toBe(0);
+  // Everyone else sees why bob's video may stop.
+  await expect(alice.getByTestId("tile").and(alice.locator(`[data-identity="${bobIdentity}"]`))).toHaveAttribute(
+    "data-audio-only",
+    "true",
+  );
+
+  // Stage 2: still bad with no incoming video, so his uplink is the problem: camera paused.
+  await expect(notice).toHaveAttribute("data-stage", "camera", { timeout: 90_000 });
+  await expect(notice).toContainText("camera is paused");
+  await expect.poll(() => cameraMutedFor(alice, bobIdentity), { timeout: 30_000 }).toBe(true);
+  const cameraButton = bob.getByTestId("toggle_camera");
+  await expect(cameraButton).toBeDisabled();
+  await expect(cameraButton).toHaveAccessibleName("Camera paused while your connection is weak");
+  // Audio keeps flowing to bob throughout.
+  const audioBefore = (await inboundCounters(bob)).audioBytesReceived;
+  await expect.poll(async () => (await inboundCounters(bob)).audioBytesReceived, { timeout: 15_000 }).toBeGreaterThan(audioBefore);
+
+  setNetworkLoss(0);
+  const lossEnded = Date.now();
+
+  // Recovery only after the link stayed good: video back both ways, camera on again.
+  await expect(notice).toHaveAttribute("data-stage", "none", { timeout: 180_000 });
+  console.log(`video back ${((Date.now() - lossEnded) / 1000).toFixed(1)} s after the loss ended`);
+  await expect(notice).toContainText("Video is back");
+  await expect.poll(() => framesOver3s(bob), { timeout: 30_000 }).toBeGreaterThan(0);
+  await expect.poll(() => cameraMutedFor(alice, bobIdentity), { timeout: 30_000 }).toBe(false);
+  await expect.poll(() => framesOver3s(alice), { timeout: 60_000 }).toBeGreaterThan(0);
+  await expect(bob.getByTestId("toggle_camera")).toBeEnabled();
+  await expect(alice.locator(`[data-testid="tile"][data-identity="${bobIdentity}"]`)).toHaveAttribute("data-audio-only", "false");
+
+  expect(await fallbacksEntered("incoming_video")).toBeGreaterThan(enteredBefore);
+});
