@@ -96,7 +96,7 @@ impl Default for Metrics {
             "Verified LiveKit webhook deliveries by event",
             webhooks.clone(),
         );
-        Self {
+        let metrics = Self {
             registry,
             requests,
             latency,
@@ -105,7 +105,25 @@ impl Default for Metrics {
             participants,
             ghosts_cleared,
             webhooks,
+        };
+        // Series exist from the start (at 0), so that rates and alerts work before the first
+        // event rather than seeing an absent series.
+        for operation in ["token", "turn", "end_call", "sfu_get", "get_token"] {
+            let _ = metrics.requests.get_or_create(&RequestLabels {
+                operation,
+                outcome: "issued",
+            });
         }
+        for event in [
+            "participant_left",
+            "participant_connection_aborted",
+            "room_finished",
+        ] {
+            let _ = metrics.webhooks.get_or_create(&WebhookLabels {
+                event: event.to_owned(),
+            });
+        }
+        metrics
     }
 }
 
@@ -204,5 +222,18 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_dashboard_graphs_only_metrics_control_exports() {
+        use koinos_proto::prometheus_text::{GRAFANA_DASHBOARD, families, referenced};
+        let metrics = Metrics::default();
+        metrics.observe("livekit", Duration::from_millis(3));
+        metrics.ghost_cleared();
+        let exported = families(&metrics.render(Some(Duration::ZERO), Some(&[2])));
+        let graphed = referenced(GRAFANA_DASHBOARD, "koinos_control_");
+        assert!(graphed.len() >= 6, "{graphed:?}");
+        let missing: Vec<_> = graphed.difference(&exported).collect();
+        assert!(missing.is_empty(), "graphed but not exported: {missing:?}");
     }
 }

@@ -1466,6 +1466,46 @@ async fn a_removed_member_cannot_come_back_with_the_token_they_still_hold() {
     );
 }
 
+/// Every query of the Grafana dashboard kept with the deployment files is valid PromQL: they are
+/// handed to `promtool check rules` as recording rules (its parser is Prometheus's own).
+#[test]
+fn the_grafana_dashboard_queries_are_valid_promql() {
+    let dashboard: Value =
+        serde_json::from_str(koinos_proto::prometheus_text::GRAFANA_DASHBOARD).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+        .map(|target| target["expr"].as_str().unwrap().replace("$job", ".*"))
+        .collect();
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        // A JSON string is a valid YAML double-quoted scalar.
+        rules.push_str(&format!(
+            "      - record: koinos:dashboard_{i}\n        expr: {}\n",
+            Value::String(expr.clone())
+        ));
+    }
+    let file =
+        std::env::temp_dir().join(format!("koinos-dashboard-{}.rules.yml", std::process::id()));
+    std::fs::write(&file, rules).unwrap();
+    let output = std::process::Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&file)
+        .output()
+        .expect("promtool (Debian's prometheus package) runs");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        output.status.success(),
+        "promtool check rules failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// `promtool check metrics` (Debian's prometheus package) accepts the exposition.
 fn promtool_check(text: &str) {
     use std::io::Write as _;

@@ -135,6 +135,17 @@ impl Default for Metrics {
             "Sessions in the audio-only fallback now",
             in_fallback.clone(),
         );
+        // Series exist from the start (at 0), so that rates and alerts work before the first
+        // event rather than seeing an absent series.
+        for stage in ["incoming_video", "camera"] {
+            let _ = fallbacks_entered.get_or_create(&StageLabel { stage });
+        }
+        for from in ["incoming_video", "camera", "session_end"] {
+            let _ = fallbacks_left.get_or_create(&FromLabel { from });
+        }
+        for outcome in ["closed", "revoked"] {
+            let _ = session_outcomes.get_or_create(&Outcome { outcome });
+        }
         Self {
             registry,
             fallbacks_entered,
@@ -237,5 +248,22 @@ mod tests {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn the_dashboard_graphs_only_metrics_the_gateway_exports() {
+        use koinos_proto::prometheus_text::{GRAFANA_DASHBOARD, families, referenced};
+        let metrics = Metrics::default();
+        // Every family with a sample, so that each is declared.
+        metrics.settings_sent("injected", 540);
+        metrics.frame_relayed("upstream", Duration::from_micros(40));
+        metrics.upstream_error();
+        metrics.revocation();
+        metrics.fallback_left("camera", Duration::from_secs(1));
+        let exported = families(&metrics.render(0, 0));
+        let graphed = referenced(GRAFANA_DASHBOARD, "koinos_gateway_");
+        assert!(graphed.len() >= 8, "{graphed:?}");
+        let missing: Vec<_> = graphed.difference(&exported).collect();
+        assert!(missing.is_empty(), "graphed but not exported: {missing:?}");
     }
 }
