@@ -314,69 +314,56 @@ mod tests {
         steps
     }
 
+    /// [`run`] on a fresh machine with the default configuration.
+    fn steps_of(reports: &[(u64, i32)], until: u64) -> Vec<(u64, Step)> {
+        let t0 = Instant::now();
+        run(
+            &mut Fallback::new(FallbackConfig::default(), t0),
+            t0,
+            reports,
+            until,
+        )
+    }
+
+    fn restore(from: Stage, spent: u64) -> Step {
+        Step::Restore {
+            from,
+            spent: s(spent),
+        }
+    }
+
     #[test]
     fn a_bad_link_loses_incoming_video_then_its_camera_and_gets_both_back_after_staying_good() {
-        let t0 = Instant::now();
-        let mut fallback = Fallback::new(FallbackConfig::default(), t0);
-        let steps = run(
-            &mut fallback,
-            t0,
-            &[(0, GOOD), (5, POOR), (40, EXCELLENT)],
-            80,
-        );
+        let steps = steps_of(&[(0, GOOD), (5, POOR), (40, EXCELLENT)], 80);
         assert_eq!(
             steps,
             [
                 (15, Step::PauseIncoming),
                 (25, Step::PauseCamera),
-                (
-                    60,
-                    Step::Restore {
-                        from: Stage::CameraPaused,
-                        spent: s(45)
-                    }
-                ),
+                (60, restore(Stage::CameraPaused, 45)),
             ]
         );
-        assert_eq!(fallback.stage(), Stage::Normal);
     }
 
     #[test]
     fn a_link_that_recovers_once_incoming_video_is_off_keeps_its_camera() {
-        let t0 = Instant::now();
-        let mut fallback = Fallback::new(FallbackConfig::default(), t0);
-        let steps = run(&mut fallback, t0, &[(0, LOST), (12, GOOD)], 40);
+        let steps = steps_of(&[(0, LOST), (12, GOOD)], 40);
         assert_eq!(
             steps,
             [
                 (10, Step::PauseIncoming),
-                (
-                    32,
-                    Step::Restore {
-                        from: Stage::IncomingPaused,
-                        spent: s(22)
-                    }
-                ),
+                (32, restore(Stage::IncomingPaused, 22))
             ]
         );
     }
 
     #[test]
     fn short_dips_and_short_recoveries_change_nothing() {
-        let t0 = Instant::now();
-        let mut fallback = Fallback::new(FallbackConfig::default(), t0);
         // Bad for 9 s, good, bad for 9 s: never 10 s in a row.
-        let steps = run(
-            &mut fallback,
-            t0,
-            &[(0, POOR), (9, GOOD), (12, POOR), (21, GOOD)],
-            60,
-        );
+        let steps = steps_of(&[(0, POOR), (9, GOOD), (12, POOR), (21, GOOD)], 60);
         assert!(steps.is_empty(), "{steps:?}");
-
-        let mut fallback = Fallback::new(FallbackConfig::default(), t0);
         // In fallback, good for 19 s then bad again: video stays off (and the camera goes).
-        let steps = run(&mut fallback, t0, &[(0, POOR), (11, GOOD), (30, POOR)], 45);
+        let steps = steps_of(&[(0, POOR), (11, GOOD), (30, POOR)], 45);
         assert_eq!(steps, [(10, Step::PauseIncoming), (40, Step::PauseCamera)]);
     }
 
@@ -385,32 +372,15 @@ mod tests {
         let t0 = Instant::now();
         let mut fallback = Fallback::new(FallbackConfig::default(), t0);
         // Bad 0–12, good until 50, bad 50–62 (within 2 min of the restore at 32), good after.
-        let steps = run(
-            &mut fallback,
-            t0,
-            &[(0, POOR), (12, GOOD), (50, POOR), (62, GOOD)],
-            120,
-        );
+        let reports = [(0, POOR), (12, GOOD), (50, POOR), (62, GOOD)];
         assert_eq!(
-            steps,
+            run(&mut fallback, t0, &reports, 120),
             [
                 (10, Step::PauseIncoming),
-                (
-                    32,
-                    Step::Restore {
-                        from: Stage::IncomingPaused,
-                        spent: s(22)
-                    }
-                ),
+                (32, restore(Stage::IncomingPaused, 22)),
                 (60, Step::PauseIncoming),
                 // 40 s of good link needed this time, not 20.
-                (
-                    102,
-                    Step::Restore {
-                        from: Stage::IncomingPaused,
-                        spent: s(42)
-                    }
-                ),
+                (102, restore(Stage::IncomingPaused, 42)),
             ]
         );
         assert_eq!(fallback.restore_after(), s(40));
