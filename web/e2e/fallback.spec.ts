@@ -26,6 +26,21 @@ async function cameraMutedFor(viewer: Page, identity: string): Promise<boolean |
   }, identity);
 }
 
+/** Inbound packets this page has lost so far, over every remote track. */
+async function packetsLost(page: Page): Promise<number> {
+  return page.evaluate(async () => {
+    let lost = 0;
+    for (const p of window.__koinosRoom?.remoteParticipants.values() ?? []) {
+      for (const pub of p.trackPublications.values()) {
+        (await pub.track?.getRTCStatsReport())?.forEach((stat: { type?: string; packetsLost?: number }) => {
+          if (stat.type === "inbound-rtp") lost += stat.packetsLost ?? 0;
+        });
+      }
+    }
+    return lost;
+  });
+}
+
 async function fallbacksEntered(stage: string): Promise<number> {
   const text = await (await fetch(GATEWAY_METRICS)).text();
   const line = text.split("\n").find((l) => l.startsWith(`koinos_gateway_fallbacks_entered_total{stage="${stage}"}`));
@@ -51,8 +66,11 @@ test("a participant whose link stays bad goes audio-only, is told why, and gets 
   await expect.poll(() => framesOver3s(alice), { timeout: 60_000 }).toBeGreaterThan(0);
   await expect(bob.getByTestId("fallback_notice")).toHaveCount(0);
 
+  const lostBefore = await packetsLost(bob);
   setNetworkLoss(25);
   const lossStarted = Date.now();
+  // The induced loss is real (whatever address family the ICE pair uses).
+  await expect.poll(() => packetsLost(bob), { timeout: 20_000 }).toBeGreaterThan(lostBefore + 20);
 
   // Stage 1: the video bob receives stops, and he is told why (not an error, a status).
   const notice = bob.getByTestId("fallback_notice");
