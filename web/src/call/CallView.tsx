@@ -1,10 +1,10 @@
 import { useSyncExternalStore } from "react";
 import type { Room as MatrixRoom } from "matrix-js-sdk";
-import type { Participant } from "livekit-client";
+import { Track, type Participant } from "livekit-client";
 import { ErrorMessage } from "../errors/ErrorMessage";
 import type { CallController } from "./callController";
 import { fallbackNotice, fallbackStageOf } from "./networkFallback";
-import { ParticipantTile } from "./ParticipantTile";
+import { ParticipantTile, ScreenShareTile } from "./ParticipantTile";
 import { displayNameOf } from "./useRtcSession";
 
 /** LiveKit identity `<user_id>:<device_id>` → Matrix user id (device ids contain no ':'). */
@@ -46,7 +46,13 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
   const connected = snap.phase === "connected" && lk !== undefined;
   const micOn = lk?.localParticipant.isMicrophoneEnabled ?? false;
   const camOn = lk?.localParticipant.isCameraEnabled ?? false;
-  const count = Math.max(1, Math.min(participants.length, 6));
+  const sharing = participants.filter((p) => {
+    const pub = p.getTrackPublication(Track.Source.ScreenShare);
+    return pub !== undefined && !pub.isMuted && pub.track !== undefined;
+  });
+  const count = Math.max(1, Math.min(participants.length + sharing.length, 6));
+  const screenOn = lk?.localParticipant.isScreenShareEnabled ?? false;
+  const canShareScreen = typeof navigator.mediaDevices?.getDisplayMedia === "function";
   const myUserId = controller.client.getUserId();
   const host = myUserId !== null && isHost(room, myUserId);
   const fallbackText = fallbackNotice(snap.fallback, snap.fallbackRecovered);
@@ -69,6 +75,9 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
         </button>
       )}
       <div className="tile-grid" data-count={count} data-testid="tiles">
+        {sharing.map((p) => (
+          <ScreenShareTile key={`screen-${p.identity}`} participant={p} displayName={nameFor(room, p)} isLocal={p === lk?.localParticipant} />
+        ))}
         {participants.map((p) => (
           <ParticipantTile
             key={p.identity}
@@ -99,6 +108,16 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
           onClick={() => void controller.toggleCamera()}
         >
           {camOn ? "Stop camera" : "Start camera"}
+        </button>
+        <button
+          type="button"
+          data-testid="toggle_screen_share"
+          aria-label={canShareScreen ? (screenOn ? "Stop sharing your screen" : "Share your screen") : "This browser cannot share its screen"}
+          aria-pressed={screenOn}
+          disabled={!connected || !canShareScreen}
+          onClick={() => void controller.toggleScreenShare()}
+        >
+          {screenOn ? "Stop sharing" : "Share screen"}
         </button>
         <button type="button" className="danger" data-testid="leave_call" aria-label="Leave call" onClick={onLeave} disabled={snap.phase === "leaving"}>
           Leave call

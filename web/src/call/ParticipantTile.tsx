@@ -84,3 +84,35 @@ export function ParticipantTile({ participant, displayName, isLocal, audioOnly }
     </figure>
   );
 }
+
+interface ScreenProps {
+  participant: Participant;
+  displayName: string;
+  isLocal: boolean;
+}
+
+/** A participant's screen share: its own tile, never cropped, ahead of the camera tiles. */
+export function ScreenShareTile({ participant, displayName, isLocal }: ScreenProps) {
+  const videoRef = useRef<HTMLVideoElement>(null);
+  const track = usableTrack(participant.getTrackPublication(Track.Source.ScreenShare));
+
+  useEffect(() => {
+    const el = videoRef.current;
+    if (!el || !track) return;
+    track.attach(el);
+    return () => {
+      track.detach(el);
+    };
+  }, [track]);
+
+  if (!track) return null;
+  const label = isLocal ? "Your screen" : `${displayName}'s screen`;
+  return (
+    <figure className="tile screen" data-testid="screen_tile" data-identity={participant.identity} data-local={isLocal ? "true" : "false"}>
+      <video ref={videoRef} autoPlay playsInline muted aria-label={label} />
+      <figcaption>
+        <span className="tile-name">{label}</span>
+      </figcaption>
+    </figure>
+  );
+}

@@ -368,6 +368,22 @@ export class CallController {
     this.bump();
   }
 
+  async toggleScreenShare(): Promise<void> {
+    const room = this.lkRoom;
+    if (!room || room.state !== ConnectionState.Connected) return;
+    const lp = room.localParticipant;
+    try {
+      await lp.setScreenShareEnabled(!lp.isScreenShareEnabled, { audio: false });
+    } catch (err) {
+      // Cancelling the browser's picker is a choice, not a failure.
+      if (!(err instanceof DOMException && err.name === "NotAllowedError")) {
+        console.warn("Screen share toggle failed", err);
+        this.update({ notice: appError("media", "Could not share your screen.") });
+      }
+    }
+    this.bump();
+  }
+
   async startAudio(): Promise<void> {
     await this.lkRoom?.startAudio();
     this.update({ audioBlocked: !(this.lkRoom?.canPlaybackAudio ?? true) });
