@@ -1,4 +1,4 @@
-import { useEffect, useRef } from "react";
+import { useEffect, useRef, type RefObject } from "react";
 import { Track, type Participant, type RemoteTrackPublication, type TrackPublication } from "livekit-client";
 
 interface Props {
@@ -14,6 +14,18 @@ function usableTrack(pub: TrackPublication | undefined): Track | undefined {
   return pub.track ?? undefined;
 }
 
+/** Plays `track` in the element behind `ref` for as long as both exist. */
+function useAttachedTrack(ref: RefObject<HTMLMediaElement | null>, track: Track | undefined): void {
+  useEffect(() => {
+    const el = ref.current;
+    if (!el || !track) return;
+    track.attach(el);
+    return () => {
+      track.detach(el);
+    };
+  }, [ref, track]);
+}
+
 export function ParticipantTile({ participant, displayName, isLocal, audioOnly }: Props) {
   const videoRef = useRef<HTMLVideoElement>(null);
   const audioRef = useRef<HTMLAudioElement>(null);
@@ -27,23 +39,8 @@ export function ParticipantTile({ participant, displayName, isLocal, audioOnly }
   const videoPaused =
     !isLocal && cameraPub !== undefined && (cameraPub as RemoteTrackPublication).track?.streamState === Track.StreamState.Paused;
 
-  useEffect(() => {
-    const el = videoRef.current;
-    if (!el || !videoTrack) return;
-    videoTrack.attach(el);
-    return () => {
-      videoTrack.detach(el);
-    };
-  }, [videoTrack]);
-
-  useEffect(() => {
-    const el = audioRef.current;
-    if (!el || !audioTrack) return;
-    audioTrack.attach(el);
-    return () => {
-      audioTrack.detach(el);
-    };
-  }, [audioTrack]);
+  useAttachedTrack(videoRef, videoTrack);
+  useAttachedTrack(audioRef, audioTrack);
 
   return (
     <figure
@@ -96,14 +93,7 @@ export function ScreenShareTile({ participant, displayName, isLocal }: ScreenPro
   const videoRef = useRef<HTMLVideoElement>(null);
   const track = usableTrack(participant.getTrackPublication(Track.Source.ScreenShare));
 
-  useEffect(() => {
-    const el = videoRef.current;
-    if (!el || !track) return;
-    track.attach(el);
-    return () => {
-      track.detach(el);
-    };
-  }, [track]);
+  useAttachedTrack(videoRef, track);
 
   if (!track) return null;
   const label = isLocal ? "Your screen" : `${displayName}'s screen`;
