@@ -126,6 +126,10 @@ impl Ladder {
         &self.own_sid
     }
 
+    pub fn is_own_camera(&self, sid: &str) -> bool {
+        self.own_cameras.contains(sid)
+    }
+
     /// This participant's own camera tracks, as LiveKit last described them.
     pub fn own_cameras(&self) -> Vec<String> {
         let mut sids: Vec<String> = self.own_cameras.iter().cloned().collect();

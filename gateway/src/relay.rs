@@ -274,7 +274,7 @@ impl Policy {
             Some(signal_request::Message::Mute(mute))
                 if !mute.muted
                     && self.fallback.stage() == Stage::CameraPaused
-                    && self.ladder.own_cameras().contains(&mute.sid) =>
+                    && self.ladder.is_own_camera(&mute.sid) =>
             {
                 // The camera is paused for the network's sake: the client's unmute is refused
                 // and the client told so, keeping its view of the track true.
