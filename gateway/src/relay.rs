@@ -250,7 +250,7 @@ impl Policy {
             Some(signal_request::Message::TrackSetting(settings)) => {
                 match self.ladder.on_client_settings(settings) {
                     Some(replacement) => {
-                        debug!(count = replacement.len(), "client settings clamped");
+                        debug!(?settings, ?replacement, "client settings clamped");
                         let source = if self.ladder.paused() {
                             "fallback"
                         } else {
@@ -783,5 +783,275 @@ mod tests {
                 "set me org.koinos.rtc.fallback=",
             ]
         );
+    }
+
+    /// Fuzzing the frame path the relay runs: frames from either side, well-formed LiveKit
+    /// messages over a small vocabulary of identities and tracks (so that they interact) or
+    /// those with bytes flipped, cut short or replaced by garbage, are decoded and fed to the
+    /// session's policy exactly as `relay` does, with fallback timers firing in between. Nothing
+    /// may panic; what does not decode is an error (which ends that session only); only
+    /// `simulate` is dropped; and what the policy writes is well-formed. (That the settings
+    /// keep to the cap is the ladder's own property test.)
+    mod frame_fuzz {
+        use livekit_protocol::{
+            ParticipantUpdate, SimulateScenario, StreamStateInfo, StreamStateUpdate,
+            TrackPublishedResponse, UpdateSubscription, UpdateTrackSettings, VideoLayer,
+            simulate_scenario,
+        };
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const IDENTITIES: [&str; 4] = ["me", "a", "b", "c"];
+
+        fn sid() -> impl Strategy<Value = String> {
+            (0u8..4).prop_map(|n| format!("TR_{n}"))
+        }
+
+        fn track() -> impl Strategy<Value = TrackInfo> {
+            (
+                sid(),
+                prop::bool::weighted(0.8),
+                prop::bool::weighted(0.8),
+                prop::collection::vec(
+                    prop_oneof![Just(180u32), Just(360), Just(540), Just(720), any::<u32>()],
+                    0..4,
+                ),
+            )
+                .prop_map(|(sid, video, camera, heights)| {
+                    #[allow(deprecated)]
+                    TrackInfo {
+                        sid,
+                        r#type: if video {
+                            TrackType::Video
+                        } else {
+                            TrackType::Audio
+                        } as i32,
+                        source: if camera {
+                            TrackSource::Camera
+                        } else {
+                            TrackSource::ScreenShare
+                        } as i32,
+                        layers: heights
+                            .into_iter()
+                            .enumerate()
+                            .map(|(q, height)| VideoLayer {
+                                quality: q as i32,
+                                width: height.saturating_mul(16) / 9,
+                                height,
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    }
+                })
+        }
+
+        fn participant() -> impl Strategy<Value = ParticipantInfo> {
+            (
+                prop::sample::select(&IDENTITIES[..]),
+                0i32..5,
+                prop::collection::vec(track(), 0..3),
+            )
+                .prop_map(|(identity, state, tracks)| ParticipantInfo {
+                    identity: identity.into(),
+                    sid: format!("PA_{identity}"),
+                    state,
+                    tracks,
+                    ..Default::default()
+                })
+        }
+
+        fn server_message() -> impl Strategy<Value = signal_response::Message> {
+            use signal_response::Message as M;
+            prop_oneof![
+                (participant(), prop::collection::vec(participant(), 0..6)).prop_map(
+                    |(participant, others)| M::Join(JoinResponse {
+                        participant: Some(participant),
+                        other_participants: others,
+                        ..Default::default()
+                    })
+                ),
+                prop::collection::vec(participant(), 0..6)
+                    .prop_map(|participants| M::Update(ParticipantUpdate { participants })),
+                Just(M::Reconnect(ReconnectResponse::default())),
+                (
+                    prop::sample::select(&IDENTITIES[..]),
+                    prop_oneof![4 => 0i32..4, 1 => any::<i32>()],
+                    any::<f32>()
+                )
+                    .prop_map(|(who, quality, score)| M::ConnectionQuality(
+                        ConnectionQualityUpdate {
+                            updates: vec![ConnectionQualityInfo {
+                                participant_sid: format!("PA_{who}"),
+                                quality,
+                                score,
+                            }],
+                        }
+                    )),
+                (sid(), prop_oneof![4 => 0i32..2, 1 => any::<i32>()]).prop_map(
+                    |(track_sid, state)| M::StreamStateUpdate(StreamStateUpdate {
+                        stream_states: vec![StreamStateInfo {
+                            track_sid,
+                            state,
+                            ..Default::default()
+                        }],
+                    })
+                ),
+                track().prop_map(|track| M::TrackPublished(TrackPublishedResponse {
+                    track: Some(track),
+                    ..Default::default()
+                })),
+            ]
+        }
+
+        fn client_message() -> impl Strategy<Value = signal_request::Message> {
+            use signal_request::Message as M;
+            prop_oneof![
+                (
+                    prop::collection::vec(sid(), 0..4),
+                    any::<bool>(),
+                    any::<i32>(),
+                    any::<u32>(),
+                    prop_oneof![Just(180u32), Just(1080), any::<u32>()],
+                    any::<u32>(),
+                )
+                    .prop_map(
+                        |(track_sids, disabled, quality, width, height, fps)| {
+                            M::TrackSetting(UpdateTrackSettings {
+                                track_sids,
+                                disabled,
+                                quality,
+                                width,
+                                height,
+                                fps,
+                                priority: 0,
+                            })
+                        }
+                    ),
+                (prop::collection::vec(sid(), 0..4), any::<bool>()).prop_map(
+                    |(track_sids, subscribe)| M::Subscription(UpdateSubscription {
+                        track_sids,
+                        subscribe,
+                        ..Default::default()
+                    })
+                ),
+                (sid(), any::<bool>())
+                    .prop_map(|(sid, muted)| M::Mute(MuteTrackRequest { sid, muted })),
+                Just(M::Simulate(SimulateScenario {
+                    scenario: Some(simulate_scenario::Scenario::SubscriberBandwidth(1)),
+                })),
+            ]
+        }
+
+        /// A frame's bytes: as encoded, or damaged.
+        fn damaged(bytes: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+            let len = bytes.len();
+            prop_oneof![
+                6 => Just(bytes.clone()),
+                1 => (any::<prop::sample::Index>(), any::<u8>()).prop_map({
+                    let bytes = bytes.clone();
+                    move |(at, value)| {
+                        let mut bytes = bytes.clone();
+                        if !bytes.is_empty() {
+                            let at = at.index(bytes.len());
+                            bytes[at] ^= value;
+                        }
+                        bytes
+                    }
+                }),
+                1 => (0..=len).prop_map(move |cut| bytes[..cut].to_vec()),
+                1 => prop::collection::vec(any::<u8>(), 0..512),
+            ]
+        }
+
+        #[derive(Debug, Clone)]
+        enum Event {
+            FromServer(Vec<u8>),
+            FromClient(Vec<u8>),
+            Timer,
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            prop_oneof![
+                5 => server_message()
+                    .prop_map(|m| response(m).encode_to_vec())
+                    .prop_flat_map(damaged)
+                    .prop_map(Event::FromServer),
+                4 => client_message()
+                    .prop_map(|m| SignalRequest { message: Some(m) }.encode_to_vec())
+                    .prop_flat_map(damaged)
+                    .prop_map(Event::FromClient),
+                1 => Just(Event::Timer),
+            ]
+        }
+
+        /// What the policy sends is what LiveKit and the browser will decode: every settings
+        /// frame the relay would write decodes as a settings request for at least one track,
+        /// and every frame for the browser decodes as a server frame.
+        fn assert_well_formed(out: &Out) {
+            for (_, settings) in &out.upstream {
+                assert!(!settings.track_sids.is_empty(), "{settings:?}");
+                let tungstenite::Message::Binary(frame) = settings_frame(settings.clone()) else {
+                    unreachable!("settings are binary frames")
+                };
+                let (verdict, _) = decode_client_frame(&frame).expect("our own settings decode");
+                assert_eq!(verdict, ClientVerdict::Forward("track_setting"));
+            }
+            for response in &out.browser {
+                decode_server_frame(&response.encode_to_vec()).expect("our own responses decode");
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: std::env::var("KOINOS_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2048),
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn the_frame_path_never_panics_and_writes_only_well_formed_frames(
+                events in prop::collection::vec(event(), 1..60),
+            ) {
+                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                runtime.block_on(async {
+                    let room = FakeRoom {
+                        participants: vec![person("me", "PA_me", "TR_0"), person("a", "PA_a", "TR_1")],
+                        ..Default::default()
+                    };
+                    let (mut policy, _requests) = policy(FallbackConfig {
+                        enter_after_secs: 0,
+                        uplink_after_secs: 0,
+                        restore_after_secs: 0,
+                        ..Default::default()
+                    });
+                    for event in events {
+                        match event {
+                            Event::FromServer(bytes) => {
+                                if let Ok((_, response)) = decode_server_frame(&bytes) {
+                                    let out = policy.on_server(&response, &room).await;
+                                    assert_well_formed(&out);
+                                }
+                            }
+                            Event::FromClient(bytes) => match decode_client_frame(&bytes) {
+                                Ok((ClientVerdict::Forward(_), request)) => {
+                                    let out = match policy.on_client(&request) {
+                                        ClientAction::Forward(out) | ClientAction::Replace(out) => out,
+                                    };
+                                    assert_well_formed(&out);
+                                }
+                                Ok((ClientVerdict::Drop(kind), _)) => assert_eq!(kind, "simulate"),
+                                Err(_) => {}
+                            },
+                            Event::Timer => {
+                                let out = policy.on_timer();
+                                assert_well_formed(&out);
+                            }
+                        }
+                    }
+                    policy.end();
+                });
+            }
+        }
     }
 }
