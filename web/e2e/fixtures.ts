@@ -257,3 +257,35 @@ export async function inboundVideoHeights(page: Page): Promise<number[]> {
     return heights;
   });
 }
+
+/**
+ * Frame height of the camera video this page receives from `user` (the part of the Matrix id
+ * before the colon), or 0 while none is decoded.
+ */
+export async function inboundVideoHeightFrom(page: Page, user: string): Promise<number> {
+  return page.evaluate(async (prefix) => {
+    const room = window.__koinosRoom;
+    if (!room) return 0;
+    for (const p of room.remoteParticipants.values()) {
+      if (!p.identity.startsWith(prefix)) continue;
+      const camera = [...p.trackPublications.values()].find((pub) => {
+        const source: string = pub.source;
+        return source === "camera" && pub.isSubscribed;
+      });
+      const report = await camera?.track?.getRTCStatsReport();
+      let height = 0;
+      report?.forEach((stat: { type?: string; kind?: string; frameHeight?: number }) => {
+        if (stat.type === "inbound-rtp" && stat.kind === "video" && stat.frameHeight) height = stat.frameHeight;
+      });
+      return height;
+    }
+    return 0;
+  }, `@${user}:`);
+}
+
+/** The value of a gateway metric without labels (0 when absent), from the instance on `port`. */
+export async function gatewayMetric(name: string, port = Number(process.env.KOINOS_GATEWAY_PORT ?? 7880)): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(" ").pop()) : 0;
+}

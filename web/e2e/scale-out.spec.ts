@@ -1,0 +1,116 @@
+import net from "node:net";
+import type { Page } from "@playwright/test";
+import { DEMO_CASE, expect, gatewayMetric, inboundVideoHeights, joinCall, openCase, signIn, test } from "./fixtures";
+
+/**
+ * Two gateway instances in front of one LiveKit (dev/stack runs the second on :7884), sharing
+ * nothing. A session's state lives in its own connection and is rebuilt from LiveKit when the
+ * session resumes, so a resume that lands on the other instance keeps the cap.
+ */
+const GATEWAY_A = Number(process.env.KOINOS_GATEWAY_PORT ?? 7880);
+const GATEWAY_B = Number(process.env.KOINOS_GATEWAY_B_PORT ?? 7884);
+
+/** A TCP load balancer for the test: new connections go to the instance chosen now. */
+class Balancer {
+  private readonly server: net.Server;
+  private readonly live = new Set<net.Socket>();
+  constructor(public target: number) {
+    this.server = net.createServer((client) => {
+      const upstream = net.connect(this.target, "127.0.0.1");
+      for (const socket of [client, upstream]) {
+        this.live.add(socket);
+        socket.on("close", () => this.live.delete(socket));
+        socket.on("error", () => undefined);
+      }
+      client.pipe(upstream).pipe(client);
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+    });
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  /** The instance behind it goes away for its connections (as when a pod is drained). */
+  cut(): void {
+    for (const socket of this.live) socket.destroy();
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+async function settlesAt(page: Page, remotes: number, lines: number): Promise<void> {
+  await expect
+    .poll(() => inboundVideoHeights(page), { timeout: 90_000, intervals: [1000] })
+    .toEqual(Array<number>(remotes).fill(lines));
+}
+
+test("a session resumed on another gateway instance keeps the cap, and it follows the call size there: the instances share no state", async ({ openUserPage }) => {
+  test.setTimeout(300_000);
+  const balancer = new Balancer(GATEWAY_B);
+  const balancerPort = await balancer.listen();
+  try {
+    const sessionsBefore = {
+      a: await gatewayMetric("koinos_gateway_sessions", GATEWAY_A),
+      b: await gatewayMetric("koinos_gateway_sessions", GATEWAY_B),
+    };
+    const pages: Page[] = [];
+    for (const user of ["alice", "bob", "carol"]) {
+      const page = await openUserPage(user);
+      if (user === "carol") {
+        // carol's page is handed the balancer's address as the LiveKit URL.
+        await page.route("**/api/rtc/token", async (route) => {
+          const response = await route.fetch();
+          const body = (await response.json()) as { url: string };
+          await route.fulfill({ response, json: { ...body, url: `ws://localhost:${balancerPort}` } });
+        });
+      }
+      await signIn(page, user);
+      await openCase(page, DEMO_CASE);
+      await joinCall(page);
+      pages.push(page);
+    }
+    const [alice, bob, carol] = pages as [Page, Page, Page];
+    expect(await gatewayMetric("koinos_gateway_sessions", GATEWAY_B)).toBe(sessionsBefore.b + 1);
+    expect(await gatewayMetric("koinos_gateway_sessions", GATEWAY_A)).toBe(sessionsBefore.a + 2);
+    for (const page of pages) await settlesAt(page, 2, 540);
+
+    // Instance B goes away for carol; her client resumes through the balancer, now on A.
+    balancer.target = GATEWAY_A;
+    const reconnected = carol.evaluate(
+      () =>
+        new Promise<void>((resolve) => {
+          window.__koinosRoom?.once("reconnected", () => resolve());
+        }),
+    );
+    balancer.cut();
+    await reconnected;
+    await expect.poll(() => gatewayMetric("koinos_gateway_sessions", GATEWAY_A)).toBe(sessionsBefore.a + 3);
+    expect(await gatewayMetric("koinos_gateway_sessions", GATEWAY_B)).toBe(sessionsBefore.b);
+
+    // A had never seen carol's session: what it knows of her call it learnt from LiveKit on
+    // the resume. The cap holds (540 for three, never more)...
+    for (let i = 0; i < 5; i++) {
+      for (const height of await inboundVideoHeights(carol)) expect(height).toBeLessThanOrEqual(540);
+      await carol.waitForTimeout(1000);
+    }
+    await settlesAt(carol, 2, 540);
+    // ...and when the call grows to five, A lowers it on the subscriptions B had set up (alice's
+    // and bob's cameras), which it can only do if the resume told it about them.
+    for (const user of ["dave", "erin"]) {
+      const page = await openUserPage(user);
+      await signIn(page, user);
+      await openCase(page, DEMO_CASE);
+      await joinCall(page);
+    }
+    await settlesAt(carol, 4, 360);
+    for (const page of [alice, bob]) await settlesAt(page, 4, 360);
+  } finally {
+    await balancer.close();
+  }
+});
