@@ -43,6 +43,13 @@ pub enum ApiError {
     Unavailable,
     #[error("Internal server error.")]
     Internal,
+    /// No such endpoint. A 404 (not the web page's 405) tells Element Call that an optional
+    /// lk-jwt-service endpoint such as `delegate_delayed_leave` is not offered.
+    #[error("Unrecognized request.")]
+    Unrecognized,
+    /// A known endpoint called with the wrong method.
+    #[error("Method not allowed on this endpoint.")]
+    MethodNotAllowed,
 }
 
 #[derive(Serialize)]
@@ -65,6 +72,7 @@ impl ApiError {
             ApiError::CallFull { .. } | ApiError::RateLimited { .. } => "M_LIMIT_EXCEEDED",
             ApiError::Unavailable => "M_UNAVAILABLE",
             ApiError::Internal => "M_UNKNOWN",
+            ApiError::Unrecognized | ApiError::MethodNotAllowed => "M_UNRECOGNIZED",
         }
     }
 
@@ -79,6 +87,7 @@ impl ApiError {
             ApiError::CallFull { .. } => "call_full",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
+            ApiError::Unrecognized | ApiError::MethodNotAllowed => "unrecognized",
         }
     }
 
@@ -92,6 +101,8 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unrecognized => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -107,6 +118,7 @@ impl ApiError {
             }
             ApiError::Unavailable => tonic::Code::Unavailable,
             ApiError::Internal => tonic::Code::Internal,
+            ApiError::Unrecognized | ApiError::MethodNotAllowed => tonic::Code::Unimplemented,
         }
     }
 }

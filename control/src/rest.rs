@@ -63,6 +63,8 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         // lk-jwt-service's endpoints, so Element Call / Element X can use control directly.
         .route("/sfu/get", post(sfu_get))
         .route("/get_token", post(get_token))
+        .fallback(|| async { ApiError::Unrecognized })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(cors)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
 
@@ -362,6 +364,36 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["username"], "4600:@alice:localhost");
         assert!(json["password"].as_str().unwrap().ends_with('='));
+    }
+
+    #[tokio::test]
+    async fn unknown_endpoints_are_404_and_wrong_methods_405_both_m_unrecognized() {
+        // Element Call probes `delegate_delayed_leave` and treats anything but 404 as "offered".
+        for (request, status) in [
+            (
+                Request::post("/api/rtc/delegate_delayed_leave"),
+                StatusCode::NOT_FOUND,
+            ),
+            (Request::get("/api/rtc/nothing/here"), StatusCode::NOT_FOUND),
+            (
+                Request::get("/api/rtc/token"),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+        ] {
+            let response = app()
+                .oneshot(
+                    request
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Body::from("{}"))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status);
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(json["errcode"], "M_UNRECOGNIZED");
+        }
     }
 
     #[tokio::test]
