@@ -283,9 +283,14 @@ export async function inboundVideoHeightFrom(page: Page, user: string): Promise<
   }, `@${user}:`);
 }
 
-/** The value of a gateway metric without labels (0 when absent), from the instance on `port`. */
+/** A gateway metric summed over all its label sets (0 when absent), from the instance on `port`. */
 export async function gatewayMetric(name: string, port = Number(process.env.KOINOS_GATEWAY_PORT ?? 7880)): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.split(" ").pop()) : 0;
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("#")) continue;
+    const [key, value] = line.split(" ");
+    if (key === name || key?.startsWith(`${name}{`)) sum += Number(value ?? 0);
+  }
+  return sum;
 }
