@@ -150,6 +150,16 @@ impl Ladder {
         self.paused
     }
 
+    /// The layer each camera subscription of this session is held at now, by what was last
+    /// sent for it: its height, or 0 while disabled. Screen shares are left out (not capped).
+    pub fn enforced_layers(&self) -> HashMap<String, u32> {
+        self.sent
+            .iter()
+            .filter(|(sid, _)| self.videos.get(*sid).is_some_and(|v| !v.screen))
+            .map(|(sid, s)| (sid.clone(), if s.disabled { 0 } else { s.height }))
+            .collect()
+    }
+
     /// LiveKit says a track's stream is flowing (`StreamStateUpdate` ACTIVE). While paused that
     /// is a bandwidth resume undoing the disable: send a fresh, different "disabled" for it.
     pub fn on_stream_active(&mut self, sid: &str) -> Option<UpdateTrackSettings> {

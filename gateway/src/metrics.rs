@@ -36,6 +36,12 @@ struct SettingsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HeightLabel {
+    /// The layer height a subscription is held at; 0 while disabled (audio-only fallback).
+    height: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabel {
     stage: &'static str,
 }
@@ -52,6 +58,7 @@ pub struct Metrics {
     rooms: Gauge,
     session_outcomes: Family<Outcome, Counter>,
     settings: Family<SettingsLabels, Counter>,
+    subscriptions: Family<HeightLabel, Gauge>,
     frames: Family<Direction, Counter>,
     relay_latency: Family<Direction, Histogram>,
     upstream_errors: Counter,
@@ -84,6 +91,12 @@ impl Default for Metrics {
             "track_settings",
             "Subscription settings sent to LiveKit by the ladder, by source and layer height",
             settings.clone(),
+        );
+        let subscriptions = Family::<HeightLabel, Gauge>::default();
+        registry.register(
+            "subscriptions",
+            "Camera subscriptions the ladder holds now, by enforced layer height (0: disabled)",
+            subscriptions.clone(),
         );
         let frames = Family::<Direction, Counter>::default();
         registry.register(
@@ -156,6 +169,7 @@ impl Default for Metrics {
             rooms,
             session_outcomes,
             settings,
+            subscriptions,
             frames,
             relay_latency,
             upstream_errors,
@@ -175,6 +189,20 @@ impl Metrics {
         self.settings
             .get_or_create(&SettingsLabels { source, height })
             .inc();
+    }
+
+    /// A camera subscription moved between layers (`None`: it appeared or went away).
+    pub fn subscription_moved(&self, from: Option<u32>, to: Option<u32>) {
+        if let Some(height) = from {
+            self.subscriptions
+                .get_or_create(&HeightLabel { height })
+                .dec();
+        }
+        if let Some(height) = to {
+            self.subscriptions
+                .get_or_create(&HeightLabel { height })
+                .inc();
+        }
     }
 
     pub fn frame_relayed(&self, direction: &'static str, elapsed: Duration) {
@@ -227,6 +255,8 @@ mod tests {
     fn renders_in_prometheus_text_format() {
         let metrics = Metrics::default();
         metrics.settings_sent("injected", 540);
+        metrics.subscription_moved(None, Some(720));
+        metrics.subscription_moved(Some(720), Some(540));
         metrics.frame_relayed("upstream", Duration::from_micros(40));
         metrics.session_ended("revoked");
         metrics.fallback_entered("incoming_video");
@@ -236,6 +266,8 @@ mod tests {
         for expected in [
             r#"koinos_gateway_track_settings_total{source="injected",height="540"} 1"#,
             r#"koinos_gateway_frames_total{direction="upstream"} 1"#,
+            r#"koinos_gateway_subscriptions{height="540"} 1"#,
+            r#"koinos_gateway_subscriptions{height="720"} 0"#,
             r#"koinos_gateway_sessions_ended_total{outcome="revoked"} 1"#,
             "koinos_gateway_sessions 3",
             "koinos_gateway_rooms 1",
@@ -256,6 +288,7 @@ mod tests {
         let metrics = Metrics::default();
         // Every family with a sample, so that each is declared.
         metrics.settings_sent("injected", 540);
+        metrics.subscription_moved(None, Some(540));
         metrics.frame_relayed("upstream", Duration::from_micros(40));
         metrics.upstream_error();
         metrics.revocation();

@@ -157,6 +157,7 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
         let (admin, requests) = mpsc::unbounded_channel();
         tokio::spawn(room_admin(room.clone(), identity.clone(), requests).in_current_span());
         let policy = Policy {
+            counted: HashMap::new(),
             ladder,
             fallback,
             admin,
@@ -240,6 +241,8 @@ enum ClientAction {
 struct Policy {
     ladder: Ladder,
     fallback: Fallback,
+    /// The layer of each camera subscription as last counted in the metrics.
+    counted: HashMap<String, u32>,
     admin: mpsc::UnboundedSender<AdminRequest>,
     metrics: Arc<Metrics>,
 }
@@ -425,9 +428,29 @@ impl Policy {
         }
     }
 
+    /// Brings the subscriptions-by-layer gauge up to date with what the ladder holds now.
+    fn count_subscriptions(&mut self) {
+        let now = self.ladder.enforced_layers();
+        for (sid, height) in &now {
+            let before = self.counted.get(sid).copied();
+            if before != Some(*height) {
+                self.metrics.subscription_moved(before, Some(*height));
+            }
+        }
+        for (sid, height) in &self.counted {
+            if !now.contains_key(sid) {
+                self.metrics.subscription_moved(Some(*height), None);
+            }
+        }
+        self.counted = now;
+    }
+
     /// The session is over; a fallback in progress ends with it (the attribute stays, for a
     /// resume to carry on from).
     fn end(&mut self) {
+        for height in std::mem::take(&mut self.counted).into_values() {
+            self.metrics.subscription_moved(Some(height), None);
+        }
         if let Some(spent) = self.fallback.abandon(Instant::now()) {
             self.metrics.fallback_left("session_end", spent);
         }
@@ -480,7 +503,9 @@ async fn relay(
                 break End::Revoked;
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
-                if let Some(end) = send_out!(policy.on_timer()) {
+                let out = policy.on_timer();
+                policy.count_subscriptions();
+                if let Some(end) = send_out!(out) {
                     break end;
                 }
             }
@@ -495,7 +520,9 @@ async fn relay(
                     ws::Message::Binary(bytes) => match decode_client_frame(&bytes) {
                         Ok((ClientVerdict::Forward(kind), request)) => {
                             debug!(kind, len = bytes.len(), "client frame");
-                            match policy.on_client(&request) {
+                            let action = policy.on_client(&request);
+                            policy.count_subscriptions();
+                            match action {
                                 ClientAction::Forward(then) => (tungstenite::Message::Binary(bytes), then),
                                 ClientAction::Replace(instead) => {
                                     if let Some(end) = send_out!(instead) {
@@ -551,6 +578,7 @@ async fn relay(
                 // After the frame that prompted it (never before `join`): what the policy says.
                 if let Some(response) = response {
                     let out = policy.on_server(&response, room).await;
+                    policy.count_subscriptions();
                     if let Some(end) = send_out!(out) {
                         break end;
                     }
@@ -629,6 +657,7 @@ mod tests {
     fn policy(config: FallbackConfig) -> (Policy, mpsc::UnboundedReceiver<AdminRequest>) {
         let (admin, requests) = mpsc::unbounded_channel();
         let policy = Policy {
+            counted: HashMap::new(),
             ladder: Ladder::new(LadderConfig::default(), "me".into()),
             fallback: Fallback::new(config, Instant::now()),
             admin,
@@ -731,6 +760,40 @@ mod tests {
             })),
         };
         assert!(matches!(policy.on_client(&mute), ClientAction::Forward(_)));
+    }
+
+    #[tokio::test]
+    async fn the_subscriptions_gauge_follows_the_layer_each_camera_is_held_at() {
+        let room = FakeRoom::default();
+        let (mut policy, _requests) = policy(FallbackConfig {
+            enter_after_secs: 0,
+            ..Default::default()
+        });
+        let gauge = |policy: &Policy, height: u32| -> String {
+            let text = policy.metrics.render(0, 0);
+            let prefix = format!("koinos_gateway_subscriptions{{height=\"{height}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+                .unwrap_or_else(|| "absent".into())
+        };
+        let join = response(signal_response::Message::Join(JoinResponse {
+            participant: Some(person("me", "PA_me", "TR_mine")),
+            other_participants: vec![person("a", "PA_a", "TR_a"), person("b", "PA_b", "TR_b")],
+            ..Default::default()
+        }));
+        policy.on_server(&join, &room).await;
+        policy.count_subscriptions();
+        assert_eq!(gauge(&policy, 540), "2");
+
+        policy
+            .on_server(&quality("PA_me", ConnectionQuality::Poor), &room)
+            .await;
+        policy.count_subscriptions();
+        assert_eq!(gauge(&policy, 540), "0");
+        assert_eq!(gauge(&policy, 0), "2");
+
+        policy.end();
+        assert_eq!(gauge(&policy, 0), "0");
     }
 
     #[tokio::test]
