@@ -149,3 +149,126 @@ async fn passes_livekits_refusal_through_before_upgrading() {
         "LiveKit's refusal, got {status}"
     );
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A session through the gateway, past LiveKit's `join`.
+async fn joined(room: &str, identity: &str) -> Ws {
+    let mut request = format!(
+        "{GATEWAY}/rtc?access_token={}&protocol=16&sdk=rust",
+        token(&secret(), room, identity)
+    )
+    .into_client_request()
+    .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "http://localhost:8080".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("join within 15 s")
+            .expect("open")
+            .expect("frame");
+        if let Message::Binary(bytes) = frame {
+            let response = SignalResponse::decode(bytes).unwrap();
+            if matches!(response.message, Some(signal_response::Message::Join(_))) {
+                return ws;
+            }
+        }
+    }
+}
+
+/// Waits for the gateway to end this session: a close frame or the connection dropping.
+async fn ended(ws: &mut Ws) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return false,
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// A LiveKit ping answered through the gateway: the session is alive.
+async fn answers_ping(ws: &mut Ws) -> bool {
+    use futures_util::SinkExt;
+    use livekit_protocol::{Ping, SignalRequest, signal_request};
+    let ping = SignalRequest {
+        message: Some(signal_request::Message::PingReq(Ping {
+            timestamp: 4242,
+            rtt: 0,
+        })),
+    };
+    ws.send(Message::Binary(ping.encode_to_vec().into()))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Binary(bytes) = frame
+            && let Ok(SignalResponse {
+                message: Some(signal_response::Message::PongResp(pong)),
+            }) = SignalResponse::decode(bytes)
+            && pong.last_ping_timestamp == 4242
+        {
+            return true;
+        }
+    }
+    false
+}
+
+async fn sessions_ended(outcome: &str) -> u64 {
+    let text = reqwest::get("http://127.0.0.1:7880/metrics")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("koinos_gateway_sessions_ended_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_malformed_or_oversized_frame_ends_only_its_own_session() {
+    use futures_util::SinkExt;
+    let _logs = LogsOnFailure;
+    let room = existing_room("gateway-test-bad-frames").await;
+    let mut bystander = joined(&room, "bad-frame-bystander").await;
+    let bad_before = sessions_ended("bad_frame").await;
+    let errors_before = sessions_ended("browser_error").await;
+
+    // Not a LiveKit request at all (an invalid protobuf field tag).
+    let mut garbage = joined(&room, "bad-frame-garbage").await;
+    garbage
+        .send(Message::Binary(vec![0xff; 16].into()))
+        .await
+        .unwrap();
+    assert!(
+        ended(&mut garbage).await,
+        "a garbage frame ends its session"
+    );
+    assert_eq!(sessions_ended("bad_frame").await, bad_before + 1);
+
+    // Over the gateway's 1 MiB frame limit (`max_frame_bytes`).
+    let mut oversized = joined(&room, "bad-frame-oversized").await;
+    let _ = oversized
+        .send(Message::Binary(vec![0u8; 2 * 1024 * 1024].into()))
+        .await;
+    assert!(
+        ended(&mut oversized).await,
+        "an oversized frame ends its session"
+    );
+    assert_eq!(sessions_ended("browser_error").await, errors_before + 1);
+
+    // The process and the other session in the same room are unaffected.
+    assert!(
+        answers_ping(&mut bystander).await,
+        "the bystander's session lives on"
+    );
+    let mut newcomer = joined(&room, "bad-frame-newcomer").await;
+    assert!(answers_ping(&mut newcomer).await);
+}
