@@ -411,8 +411,8 @@ fn requested_height(wanted: &UpdateTrackSettings, layers: &[VideoLayer]) -> u32 
         return wanted.height;
     }
     if wanted.width > 0 {
-        // Width only: assume 16:9.
-        return wanted.width * 9 / 16;
+        // Width only: assume 16:9. In u64: any u32 a client sends must not overflow.
+        return u32::try_from(u64::from(wanted.width) * 9 / 16).unwrap_or(u32::MAX);
     }
     if wanted.quality == VideoQuality::High as i32 {
         return u32::MAX;
@@ -442,7 +442,11 @@ pub fn capped(
     {
         Some(layer) => (layer.width, layer.height, layer.quality),
         // No layer information: ask for the cap in 16:9 and let the SFU pick at or above it.
-        None => (target * 16 / 9, target, VideoQuality::Low as i32),
+        None => (
+            u32::try_from(u64::from(target) * 16 / 9).unwrap_or(u32::MAX),
+            target,
+            VideoQuality::Low as i32,
+        ),
     };
     UpdateTrackSettings {
         track_sids: vec![sid.to_owned()],
@@ -460,6 +464,20 @@ mod tests {
     use livekit_protocol::{JoinResponse, ParticipantUpdate, ReconnectResponse};
 
     use super::*;
+
+    #[test]
+    fn extreme_dimensions_from_a_client_are_capped_not_overflowed() {
+        // Found by the relay's frame fuzz target: a width-only request near u32::MAX.
+        for (width, height) in [(u32::MAX, 0), (u32::MAX, u32::MAX), (0, u32::MAX)] {
+            let wanted = UpdateTrackSettings {
+                width,
+                height,
+                ..Default::default()
+            };
+            assert_eq!(capped("TR_a", &wanted, &layers(), 540).height, 540);
+            assert_eq!(capped("TR_a", &wanted, &[], 360).height, 360);
+        }
+    }
 
     fn layers() -> Vec<VideoLayer> {
         [
