@@ -201,8 +201,8 @@ export interface StateEvent {
   content: Record<string, unknown>;
 }
 
-/** The room's current state, read straight from the homeserver with a fresh login as `user`. */
-export async function roomState(roomId: string, user = "alice"): Promise<StateEvent[]> {
+/** A fresh access token for `user` (device E2ECHECK), for reading and writing as them. */
+export async function accessTokenOf(user: string): Promise<string> {
   const login = await fetch(`${HOMESERVER_URL}/_matrix/client/v3/login`, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
@@ -214,6 +214,12 @@ export async function roomState(roomId: string, user = "alice"): Promise<StateEv
     }),
   });
   const { access_token: token } = (await login.json()) as { access_token: string };
+  return token;
+}
+
+/** The room's current state, read straight from the homeserver with a fresh login as `user`. */
+export async function roomState(roomId: string, user = "alice"): Promise<StateEvent[]> {
+  const token = await accessTokenOf(user);
   const response = await fetch(`${HOMESERVER_URL}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state`, {
     headers: { Authorization: `Bearer ${token}` },
   });

@@ -1,10 +1,12 @@
-import { useSyncExternalStore } from "react";
+import { useState, useSyncExternalStore } from "react";
 import type { Room as MatrixRoom } from "matrix-js-sdk";
 import { Track, type Participant } from "livekit-client";
 import { ErrorMessage } from "../errors/ErrorMessage";
+import { appError, toAppError, type AppError } from "../errors/errors";
 import type { CallController } from "./callController";
 import { fallbackNotice, fallbackStageOf } from "./networkFallback";
 import { ParticipantTile, ScreenShareTile } from "./ParticipantTile";
+import { maySetRecordingFlag, setRecordingFlag, useRecordingFlag } from "./recording";
 import { displayNameOf } from "./useRtcSession";
 
 /** LiveKit identity `<user_id>:<device_id>` → Matrix user id (device ids contain no ':'). */
@@ -57,13 +59,38 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
   const host = myUserId !== null && isHost(room, myUserId);
   const fallbackText = fallbackNotice(snap.fallback, snap.fallbackRecovered);
   const cameraPaused = snap.fallback === "camera";
+  const recordingFlag = useRecordingFlag(room);
+  // LiveKit's own recording (egress) counts too; it is read on every render (`revision`).
+  const recording = recordingFlag || (lk?.isRecording ?? false);
+  const mayFlagRecording = host && myUserId !== null && maySetRecordingFlag(room, myUserId);
+  const [recordingBusy, setRecordingBusy] = useState(false);
+  const [recordingError, setRecordingError] = useState<AppError | undefined>();
+  const toggleRecordingFlag = (): void => {
+    setRecordingBusy(true);
+    setRecordingError(undefined);
+    setRecordingFlag(controller.client, room.roomId, !recordingFlag)
+      .catch((err: unknown) => {
+        console.warn("Could not change the recording flag", err);
+        const cause = toAppError(err);
+        setRecordingError(
+          cause.category === "network" ? cause : appError(cause.category, "Could not change the recording flag. Please try again."),
+        );
+      })
+      .finally(() => setRecordingBusy(false));
+  };
 
   return (
     <section className="call-view" aria-label="Call" data-testid="call_view" data-phase={snap.phase}>
       <p className={`call-status status-${snap.connection}`} role="status" data-testid="call_status" data-connection={snap.connection}>
         {snap.statusText}
       </p>
+      {recording && (
+        <p className="recording-badge" role="status" data-testid="recording_badge" aria-label="This call is being recorded">
+          <span aria-hidden="true">●</span> Recording
+        </p>
+      )}
       <ErrorMessage error={snap.notice} testId="call_notice" />
+      <ErrorMessage error={recordingError} testId="recording_error" />
       {fallbackText && (
         <p className={`fallback-notice${snap.fallback === "none" ? " recovered" : ""}`} role="status" data-testid="fallback_notice" data-stage={snap.fallback}>
           {fallbackText}
@@ -122,6 +149,18 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
         <button type="button" className="danger" data-testid="leave_call" aria-label="Leave call" onClick={onLeave} disabled={snap.phase === "leaving"}>
           Leave call
         </button>
+        {mayFlagRecording && (
+          <button
+            type="button"
+            data-testid="toggle_recording_flag"
+            aria-label={recordingFlag ? "Clear the recording flag" : "Flag the call as recorded"}
+            aria-pressed={recordingFlag}
+            disabled={recordingBusy}
+            onClick={toggleRecordingFlag}
+          >
+            {recordingFlag ? "Clear recording flag" : "Flag as recorded"}
+          </button>
+        )}
         {host && (
           <button
             type="button"

@@ -291,6 +291,7 @@ export class CallController {
         this.bump();
       })
       .on(RoomEvent.ActiveSpeakersChanged, this.bump)
+      .on(RoomEvent.RecordingStatusChanged, this.bump)
       .on(RoomEvent.AudioPlaybackStatusChanged, () => {
         this.update({ audioBlocked: !room.canPlaybackAudio });
       })
