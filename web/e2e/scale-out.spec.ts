@@ -110,6 +110,12 @@ test("a session resumed on another gateway instance keeps the cap, and it follow
     }
     await settlesAt(carol, 4, 360);
     for (const page of [alice, bob]) await settlesAt(page, 4, 360);
+
+    // carol leaves while the balancer still carries her session, so that LiveKit does not keep
+    // her as a silent participant into the next test.
+    await carol.getByRole("button", { name: "Leave call" }).click();
+    await expect(carol.getByTestId("call_view")).toHaveCount(0, { timeout: 30_000 });
+    await expect.poll(() => gatewayMetric("koinos_gateway_sessions", GATEWAY_A)).toBe(sessionsBefore.a + 4);
   } finally {
     await balancer.close();
   }
