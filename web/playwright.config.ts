@@ -25,7 +25,8 @@ export default defineConfig({
       executablePath: process.env.KOINOS_CHROMIUM ?? "/usr/bin/chromium",
       args: [
         "--no-sandbox",
-        "--use-fake-device-for-media-stream",
+        // Two fake cameras (the default is one) so that the camera picker has a choice.
+        "--use-fake-device-for-media-stream=device-count=2",
         "--use-fake-ui-for-media-stream",
         "--disable-background-networking",
         "--disable-component-update",

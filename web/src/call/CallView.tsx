@@ -6,6 +6,7 @@ import { appError, toAppError, type AppError } from "../errors/errors";
 import type { CallController } from "./callController";
 import { fallbackNotice, fallbackStageOf } from "./networkFallback";
 import { ParticipantTile, ScreenShareTile } from "./ParticipantTile";
+import { DevicePickers } from "./DevicePickers";
 import { maySetRecordingFlag, setRecordingFlag, useRecordingFlag } from "./recording";
 import { displayNameOf } from "./useRtcSession";
 
@@ -64,15 +65,15 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
   const recording = recordingFlag || (lk?.isRecording ?? false);
   const mayFlagRecording = host && myUserId !== null && maySetRecordingFlag(room, myUserId);
   const [recordingBusy, setRecordingBusy] = useState(false);
-  const [recordingError, setRecordingError] = useState<AppError | undefined>();
+  const [controlError, setControlError] = useState<AppError | undefined>();
   const toggleRecordingFlag = (): void => {
     setRecordingBusy(true);
-    setRecordingError(undefined);
+    setControlError(undefined);
     setRecordingFlag(controller.client, room.roomId, !recordingFlag)
       .catch((err: unknown) => {
         console.warn("Could not change the recording flag", err);
         const cause = toAppError(err);
-        setRecordingError(
+        setControlError(
           cause.category === "network" ? cause : appError(cause.category, "Could not change the recording flag. Please try again."),
         );
       })
@@ -90,7 +91,7 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
         </p>
       )}
       <ErrorMessage error={snap.notice} testId="call_notice" />
-      <ErrorMessage error={recordingError} testId="recording_error" />
+      <ErrorMessage error={controlError} testId="control_error" />
       {fallbackText && (
         <p className={`fallback-notice${snap.fallback === "none" ? " recovered" : ""}`} role="status" data-testid="fallback_notice" data-stage={snap.fallback}>
           {fallbackText}
@@ -115,6 +116,7 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
           />
         ))}
       </div>
+      {lk && <DevicePickers room={lk} disabled={!connected} onError={setControlError} />}
       <div className="call-controls" role="toolbar" aria-label="Call controls">
         <button
           type="button"

@@ -1,0 +1,86 @@
+import type { Page } from "@playwright/test";
+import { DEMO_CASE, expect, inboundCounters, joinCall, openCase, signIn, test } from "./fixtures";
+
+/** The device id behind this page's published microphone or camera track. */
+async function publishedDevice(page: Page, source: "microphone" | "camera"): Promise<{ deviceId: string; trackId: string }> {
+  return page.evaluate((source) => {
+    for (const pub of window.__koinosRoom?.localParticipant.trackPublications.values() ?? []) {
+      const s: string = pub.source;
+      const track = pub.track?.mediaStreamTrack;
+      if (s === source && track) return { deviceId: track.getSettings().deviceId ?? "", trackId: track.id };
+    }
+    return { deviceId: "", trackId: "" };
+  }, source);
+}
+
+/** The output device of every remote audio element on the page. */
+async function audioSinks(page: Page): Promise<string[]> {
+  return page.evaluate(() =>
+    [...document.querySelectorAll<HTMLAudioElement>('[data-testid="tile"] audio')].filter((a) => a.srcObject).map((a) => a.sinkId),
+  );
+}
+
+/** Options of a picker as [value, label]. */
+async function options(page: Page, testId: string): Promise<[string, string][]> {
+  return page.getByTestId(testId).locator("option").evaluateAll((els) => els.map((o) => [(o as HTMLOptionElement).value, o.textContent ?? ""] as [string, string]));
+}
+
+async function growing(read: () => Promise<number>): Promise<void> {
+  const before = await read();
+  await expect.poll(read, { timeout: 30_000 }).toBeGreaterThan(before);
+}
+
+test("device pickers list the fake devices; switching microphone and camera republishes from the new device, and the speaker choice reaches every remote audio element", async ({ openUserPage }) => {
+  const alice = await openUserPage("alice");
+  await signIn(alice, "alice");
+  await openCase(alice, DEMO_CASE);
+  await joinCall(alice);
+  const bob = await openUserPage("bob");
+  await signIn(bob, "bob");
+  await openCase(bob, DEMO_CASE);
+  await joinCall(bob);
+
+  // Chromium's fake devices: three microphones, two cameras (device-count=2), three outputs.
+  const mics = await options(alice, "select_microphone");
+  const cameras = await options(alice, "select_camera");
+  const speakers = await options(bob, "select_speaker");
+  expect(mics.map(([, label]) => label)).toEqual(["Fake Default Audio Input", "Fake Audio Input 1", "Fake Audio Input 2"]);
+  expect(cameras.map(([, label]) => label)).toEqual(["fake_device_0", "fake_device_1"]);
+  expect(speakers.map(([, label]) => label)).toEqual(["Fake Default Audio Output", "Fake Audio Output 1", "Fake Audio Output 2"]);
+
+  // Microphone: the published track now comes from the chosen input, and bob still hears alice.
+  const micBefore = await publishedDevice(alice, "microphone");
+  const [micId] = mics.find(([id]) => id !== micBefore.deviceId && id !== "default") ?? [];
+  expect(micId).toBeDefined();
+  await alice.getByRole("combobox", { name: "Microphone" }).selectOption(micId as string);
+  await expect.poll(async () => (await publishedDevice(alice, "microphone")).deviceId).toBe(micId);
+  await expect(alice.getByRole("combobox", { name: "Microphone" })).toHaveValue(micId as string);
+  await growing(async () => (await inboundCounters(bob)).audioBytesReceived);
+
+  // Camera: the published track is replaced by one from the chosen camera, and switching back
+  // brings alice's video to bob again. (Chromium's second fake camera never feeds a video
+  // encoder — plain RTCPeerConnection.replaceTrack to it stalls as well — so frames are checked
+  // after switching back to the first.)
+  const camBefore = await publishedDevice(alice, "camera");
+  const [otherCam] = cameras.find(([id]) => id !== camBefore.deviceId) ?? [];
+  const camera = alice.getByRole("combobox", { name: "Camera" });
+  await camera.selectOption(otherCam as string);
+  await expect.poll(async () => (await publishedDevice(alice, "camera")).deviceId).toBe(otherCam);
+  expect((await publishedDevice(alice, "camera")).trackId).not.toBe(camBefore.trackId);
+  await expect(camera).toHaveValue(otherCam as string);
+  await camera.selectOption(camBefore.deviceId);
+  await expect.poll(async () => (await publishedDevice(alice, "camera")).deviceId).toBe(camBefore.deviceId);
+  await growing(async () => (await inboundCounters(bob)).framesDecoded);
+
+  // Speaker: bob's choice is the sink of every remote audio element, including later arrivals.
+  const [speakerId] = speakers.find(([, label]) => label === "Fake Audio Output 1") ?? [];
+  await bob.getByRole("combobox", { name: "Speaker" }).selectOption(speakerId as string);
+  await expect.poll(() => audioSinks(bob)).toEqual([speakerId]);
+  const carol = await openUserPage("carol");
+  await signIn(carol, "carol");
+  await openCase(carol, DEMO_CASE);
+  await joinCall(carol);
+  await expect.poll(() => audioSinks(bob), { timeout: 30_000 }).toEqual([speakerId, speakerId]);
+  await expect(bob.getByTestId("control_error")).toHaveCount(0);
+  await expect(alice.getByTestId("control_error")).toHaveCount(0);
+});
