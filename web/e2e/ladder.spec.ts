@@ -144,7 +144,7 @@ async function stopAsking(page: Page): Promise<void> {
   await page.evaluate(() => window.clearInterval(window.__koinosAsking));
 }
 
-test("6, 5, 4 and 2 people: at most 360 lines, then 540, then 720; a client asking for 1080 still gets 360 and one asking for 180 gets 180", async ({ openUserPage }) => {
+test("6, 5, 4 and 2 people: at most 360 lines, then 540, then 720; a 7th is told the call is full; a client asking for 1080 still gets 360 and one asking for 180 gets 180", async ({ openUserPage }) => {
   test.setTimeout(600_000);
   const users = ["alice", "bob", "carol", "dave", "erin", "frank"] as const;
   const pages = new Map<string, Page>();
@@ -165,6 +165,17 @@ test("6, 5, 4 and 2 people: at most 360 lines, then 540, then 720; a client aski
     }
     await page("alice").waitForTimeout(1000);
   }
+
+  // A seventh participant (the demo has six practitioners, so alice on a second device) is told
+  // the call is full, by control's real refusal, and is not counted in the call.
+  const seventh = await openUserPage("alice-second-device");
+  await signIn(seventh, "alice");
+  await openCase(seventh, DEMO_CASE);
+  await seventh.getByRole("button", { name: "Join call" }).click();
+  await expect(seventh.getByTestId("call_error")).toHaveText("This call is full (6 participants).", { timeout: 60_000 });
+  expect(await seventh.evaluate(() => window.__koinosRoom === undefined)).toBe(true);
+  await expect(seventh.getByRole("button", { name: "Join call" })).toBeVisible();
+  for (const p of pages.values()) expect(await inboundVideoHeights(p)).toHaveLength(5);
 
   // Five, with erin publishing livekit-client's default layers (180/360/720). alice keeps asking
   // for her at 1080p and gets the 360 layer (LiveKit alone would send 720: no layer reaches 1080,

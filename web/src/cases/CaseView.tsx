@@ -42,6 +42,21 @@ function useRoomName(room: Room): string {
   return name;
 }
 
+/** Why this user is not (or no longer) in the case, in words; undefined if it is unknown. */
+function whyNotMember(client: MatrixClient, roomId: string): string | undefined {
+  const room = client.getRoom(roomId);
+  const userId = client.getUserId();
+  if (!room || !userId) return undefined;
+  const event = room.currentState.getStateEvents("m.room.member", userId);
+  const membership = room.getMyMembership();
+  const by = event?.getSender();
+  const byName = by && by !== userId ? (room.getMember(by)?.name ?? by) : undefined;
+  if (membership === "ban") return `You were banned from this case${byName ? ` by ${byName}` : ""}, so you are no longer in its call.`;
+  if (membership === "leave" && byName) return `You were removed from this case by ${byName}, so you are no longer in its call.`;
+  if (membership === "leave") return "You left this case.";
+  return undefined;
+}
+
 export function CaseView({ roomId }: { roomId: string }) {
   const { client } = useSession();
   const room = useJoinedCase(client, roomId);
@@ -49,7 +64,7 @@ export function CaseView({ roomId }: { roomId: string }) {
     return (
       <main className="case-view">
         <p role="alert" data-testid="case_missing">
-          This case does not exist or you are not a member of it.
+          {whyNotMember(client, roomId) ?? "This case does not exist or you are not a member of it."}
         </p>
         <a href="#/">Back to cases</a>
       </main>

@@ -1,0 +1,37 @@
+import { accessTokenOf, DEMO_CASE, expect, HOMESERVER_URL, joinCall, openCase, remoteMedia, roomIdOf, signIn, test } from "./fixtures";
+
+async function asUser(token: string, path: string, body: unknown): Promise<void> {
+  const response = await fetch(`${HOMESERVER_URL}/_matrix/client/v3${path}`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status} ${await response.text()}`);
+}
+
+test("a member removed from the case room while in the call is dropped from the call and told", async ({ openUserPage }) => {
+  const alice = await openUserPage("alice");
+  await signIn(alice, "alice");
+  await openCase(alice, DEMO_CASE);
+  await joinCall(alice);
+  const bob = await openUserPage("bob");
+  const bobId = await signIn(bob, "bob");
+  await openCase(bob, DEMO_CASE);
+  await joinCall(bob);
+  await expect.poll(async () => (await remoteMedia(alice))?.remotes).toBe(1);
+
+  const roomId = roomIdOf(alice);
+  const aliceToken = await accessTokenOf("alice");
+  const room = encodeURIComponent(roomId);
+  try {
+    // The host removes bob from the case (as a clinic would when he leaves the team).
+    await asUser(aliceToken, `/rooms/${room}/kick`, { user_id: bobId, reason: "e2e: removed from the case" });
+    await expect.poll(() => bob.evaluate(() => window.__koinosRoom?.state ?? "gone"), { timeout: 10_000, intervals: [200] }).toBe("gone");
+    await expect.poll(async () => (await remoteMedia(alice))?.remotes, { timeout: 10_000 }).toBe(0);
+    await expect(bob.getByRole("alert")).toHaveText("You were removed from this case by alice, so you are no longer in its call.");
+  } finally {
+    // Put "Demo case" back as it was for the other tests.
+    await asUser(aliceToken, `/rooms/${room}/invite`, { user_id: bobId }).catch(() => undefined);
+    await asUser(await accessTokenOf("bob"), `/join/${room}`, {});
+  }
+});
