@@ -68,7 +68,10 @@ async fn existing_room(name: &str) -> String {
     name.to_owned()
 }
 
-async fn connect(jwt: &str, origin: Option<&str>) -> Result<SignalResponse, tungstenite::Error> {
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(jwt: &str, origin: Option<&str>) -> Result<Ws, tungstenite::Error> {
     let mut request = format!("{GATEWAY}/rtc?access_token={jwt}&protocol=16&sdk=rust")
         .into_client_request()
         .unwrap();
@@ -77,17 +80,25 @@ async fn connect(jwt: &str, origin: Option<&str>) -> Result<SignalResponse, tung
             .headers_mut()
             .insert("origin", origin.parse().unwrap());
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    Ok(tokio_tungstenite::connect_async(request).await?.0)
+}
+
+/// The next signalling message on the session.
+async fn next_response(ws: &mut Ws) -> SignalResponse {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
             .await
-            .expect("first frame within 15 s")
+            .expect("a frame within 15 s")
             .expect("open")
             .expect("frame");
         if let Message::Binary(bytes) = frame {
-            return Ok(SignalResponse::decode(bytes).unwrap());
+            return SignalResponse::decode(bytes).unwrap();
         }
     }
+}
+
+async fn connect(jwt: &str, origin: Option<&str>) -> Result<SignalResponse, tungstenite::Error> {
+    Ok(next_response(&mut open(jwt, origin).await?).await)
 }
 
 fn http_status(result: Result<SignalResponse, tungstenite::Error>) -> u16 {
@@ -150,34 +161,15 @@ async fn passes_livekits_refusal_through_before_upgrading() {
     );
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// A session through the gateway, past LiveKit's `join`.
 async fn joined(room: &str, identity: &str) -> Ws {
-    let mut request = format!(
-        "{GATEWAY}/rtc?access_token={}&protocol=16&sdk=rust",
-        token(&secret(), room, identity)
-    )
-    .into_client_request()
-    .unwrap();
-    request
-        .headers_mut()
-        .insert("origin", "http://localhost:8080".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
-            .await
-            .expect("join within 15 s")
-            .expect("open")
-            .expect("frame");
-        if let Message::Binary(bytes) = frame {
-            let response = SignalResponse::decode(bytes).unwrap();
-            if matches!(response.message, Some(signal_response::Message::Join(_))) {
-                return ws;
-            }
-        }
-    }
+    let jwt = token(&secret(), room, identity);
+    let mut ws = open(&jwt, Some("http://localhost:8080")).await.unwrap();
+    while !matches!(
+        next_response(&mut ws).await.message,
+        Some(signal_response::Message::Join(_))
+    ) {}
+    ws
 }
 
 /// Waits for the gateway to end this session: a close frame or the connection dropping.

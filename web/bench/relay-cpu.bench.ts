@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import type { Page } from "@playwright/test";
-import { DEMO_CASE, inboundCounters, joinCall, openCase, signIn, test } from "../e2e/fixtures";
+import { inboundCounters, joinDemoCall, pointLiveKitUrlAt, test } from "../e2e/fixtures";
 
 /**
  * CPU the gateway spends per call participant, next to what LiveKit spends on the same
@@ -72,14 +72,8 @@ test("gateway and LiveKit CPU per participant", async ({ openUserPage }) => {
       const user = USERS[pages.length] as string;
       const page = await openUserPage(user);
       // The LiveKit URL control hands out is the dev stack's gateway; this one is measured.
-      await page.route("**/api/rtc/token", async (route) => {
-        const response = await route.fetch();
-        const body = (await response.json()) as { url: string };
-        await route.fulfill({ response, json: { ...body, url: `ws://localhost:${GATEWAY_PORT}` } });
-      });
-      await signIn(page, user);
-      await openCase(page, DEMO_CASE);
-      await joinCall(page);
+      await pointLiveKitUrlAt(page, GATEWAY_PORT);
+      await joinDemoCall(page, user);
       pages.push(page);
     }
     await new Promise((r) => setTimeout(r, SETTLE_S * 1000));

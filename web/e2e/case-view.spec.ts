@@ -1,5 +1,5 @@
 import type { Page } from "@playwright/test";
-import { DEMO_CASE, expect, joinCall, openCase, signIn, test } from "./fixtures";
+import { DEMO_CASE, expect, joinCall, joinDemoCall, openCase, signIn, test } from "./fixtures";
 
 /** Display names the case view lists as in the call (this page is not in it). */
 function listedNames(page: Page): Promise<string[]> {
@@ -31,9 +31,7 @@ test("a third member's case view lists the live call by name as people join and 
   await expect(carol.getByRole("button", { name: "Start call" })).toBeVisible();
 
   const alice = await openUserPage("alice");
-  await signIn(alice, "alice");
-  await openCase(alice, DEMO_CASE);
-  await joinCall(alice);
+  await joinDemoCall(alice, "alice");
   await expect.poll(() => listedNames(carol)).toEqual(["alice"]);
   await expect(carol.getByRole("button", { name: "Join call" })).toBeVisible();
 
@@ -54,13 +52,9 @@ test("a third member's case view lists the live call by name as people join and 
 
 test("microphone and camera toggles are seen by the other side", async ({ openUserPage }) => {
   const alice = await openUserPage("alice");
-  await signIn(alice, "alice");
-  await openCase(alice, DEMO_CASE);
-  await joinCall(alice);
+  await joinDemoCall(alice, "alice");
   const bob = await openUserPage("bob");
-  await signIn(bob, "bob");
-  await openCase(bob, DEMO_CASE);
-  await joinCall(bob);
+  await joinDemoCall(bob, "bob");
   await expect.poll(() => mutedFor(bob, "alice", "microphone")).toBe(false);
   await expect.poll(() => mutedFor(bob, "alice", "camera")).toBe(false);
   const aliceTile = bob.locator('[data-testid="tile"][data-local="false"]');

@@ -1,5 +1,5 @@
 import type { Page } from "@playwright/test";
-import { DEMO_CASE, expect, inboundCounters, joinCall, openCase, signIn, test } from "./fixtures";
+import { expect, inboundCounters, joinDemoCall, test } from "./fixtures";
 
 /** The device id behind this page's published microphone or camera track. */
 async function publishedDevice(page: Page, source: "microphone" | "camera"): Promise<{ deviceId: string; trackId: string }> {
@@ -32,13 +32,9 @@ async function growing(read: () => Promise<number>): Promise<void> {
 
 test("device pickers list the fake devices; switching microphone and camera republishes from the new device, and the speaker choice reaches every remote audio element", async ({ openUserPage }) => {
   const alice = await openUserPage("alice");
-  await signIn(alice, "alice");
-  await openCase(alice, DEMO_CASE);
-  await joinCall(alice);
+  await joinDemoCall(alice, "alice");
   const bob = await openUserPage("bob");
-  await signIn(bob, "bob");
-  await openCase(bob, DEMO_CASE);
-  await joinCall(bob);
+  await joinDemoCall(bob, "bob");
 
   // Chromium's fake devices: three microphones, two cameras (device-count=2), three outputs.
   const mics = await options(alice, "select_microphone");
@@ -77,9 +73,7 @@ test("device pickers list the fake devices; switching microphone and camera repu
   await bob.getByRole("combobox", { name: "Speaker" }).selectOption(speakerId as string);
   await expect.poll(() => audioSinks(bob)).toEqual([speakerId]);
   const carol = await openUserPage("carol");
-  await signIn(carol, "carol");
-  await openCase(carol, DEMO_CASE);
-  await joinCall(carol);
+  await joinDemoCall(carol, "carol");
   await expect.poll(() => audioSinks(bob), { timeout: 30_000 }).toEqual([speakerId, speakerId]);
   await expect(bob.getByTestId("control_error")).toHaveCount(0);
   await expect(alice.getByTestId("control_error")).toHaveCount(0);

@@ -1,5 +1,5 @@
 import type { Page } from "@playwright/test";
-import { DEMO_CASE, expect, inboundCounters, joinCall, openCase, setNetworkLoss, signIn, test } from "./fixtures";
+import { DEMO_CASE, expect, inboundCounters, joinCall, joinDemoCall, openCase, setNetworkLoss, signIn, test } from "./fixtures";
 
 /**
  * The gateway's audio-only fallback on a real degraded link: bob's browser runs in
@@ -52,9 +52,7 @@ test("a participant whose link stays bad goes audio-only, is told why, and gets 
   const enteredBefore = await fallbacksEntered("incoming_video");
 
   const alice = await openUserPage("alice");
-  await signIn(alice, "alice");
-  await openCase(alice, DEMO_CASE);
-  await joinCall(alice);
+  await joinDemoCall(alice, "alice");
   const bob = await openUserPage("bob", { lossy: true });
   await signIn(bob, "bob");
   await openCase(bob, DEMO_CASE);

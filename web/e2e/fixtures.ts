@@ -114,6 +114,33 @@ export async function joinCall(page: Page): Promise<void> {
     .toBe("connected");
 }
 
+/** Signs `user` in on `page`, opens the demo case and joins its call. Returns the Matrix user id. */
+export async function joinDemoCall(page: Page, user: string): Promise<string> {
+  const userId = await signIn(page, user);
+  await openCase(page, DEMO_CASE);
+  await joinCall(page);
+  return userId;
+}
+
+/**
+ * Hands this page `ws://localhost:<port>` as its LiveKit URL instead of the one control answers
+ * (the dev stack's gateway): another gateway instance, a balancer in front of one.
+ */
+export async function pointLiveKitUrlAt(page: Page, port: number): Promise<void> {
+  await page.route("**/api/rtc/token", async (route) => {
+    const response = await route.fetch();
+    const body = (await response.json()) as { url: string };
+    await route.fulfill({ response, json: { ...body, url: `ws://localhost:${port}` } });
+  });
+}
+
+/** Waits until every remote camera this page receives is exactly `lines` high (after bandwidth ramp-up). */
+export async function videoSettlesAt(page: Page, remotes: number, lines: number): Promise<void> {
+  await expect
+    .poll(() => inboundVideoHeights(page), { timeout: 90_000, intervals: [1000] })
+    .toEqual(Array<number>(remotes).fill(lines));
+}
+
 export async function openCase(page: Page, name = DEMO_CASE): Promise<void> {
   const entry = page.getByTestId("case_entry").filter({ hasText: new RegExp(`^${escapeRegExp(name)}$`) }).first();
   await expect(entry).toBeVisible({ timeout: 30_000 });

@@ -1,6 +1,6 @@
 import type { Page } from "@playwright/test";
 import type { RemoteTrackPublication } from "livekit-client";
-import { DEMO_CASE, expect, inboundVideoHeightFrom, inboundVideoHeights, joinCall, openCase, signIn, test } from "./fixtures";
+import { DEMO_CASE, expect, inboundVideoHeightFrom, inboundVideoHeights, joinDemoCall, openCase, signIn, test, videoSettlesAt } from "./fixtures";
 
 /**
  * The quality ladder is enforced by the gateway, per subscriber, with no help from the page
@@ -15,26 +15,17 @@ declare global {
   }
 }
 
-/** Waits until every remote camera this page receives is exactly `lines` high. */
-async function settlesAt(page: Page, remotes: number, lines: number): Promise<void> {
-  await expect
-    .poll(() => inboundVideoHeights(page), { timeout: 90_000, intervals: [1000] })
-    .toEqual(Array<number>(remotes).fill(lines));
-}
-
 test("each subscriber gets 540 lines in a 3-person call, also after a resume, and 720 again when it shrinks to 2", async ({ openUserPage }) => {
   test.setTimeout(300_000);
   const pages: Page[] = [];
   for (const user of ["erin", "frank", "carol"]) {
     const page = await openUserPage(user);
-    await signIn(page, user);
-    await openCase(page, DEMO_CASE);
-    await joinCall(page);
+    await joinDemoCall(page, user);
     pages.push(page);
   }
   const [erin, frank, carol] = pages as [Page, Page, Page];
 
-  for (const page of pages) await settlesAt(page, 2, 540);
+  for (const page of pages) await videoSettlesAt(page, 2, 540);
   // And it stays there: never above the cap while the call has three people.
   for (let i = 0; i < 5; i++) {
     for (const page of pages) {
@@ -58,12 +49,12 @@ test("each subscriber gets 540 lines in a 3-person call, also after a resume, an
     for (const height of await inboundVideoHeights(erin)) expect(height).toBeLessThanOrEqual(540);
     await erin.waitForTimeout(1000);
   }
-  await settlesAt(erin, 2, 540);
+  await videoSettlesAt(erin, 2, 540);
 
   await carol.getByRole("button", { name: "Leave call" }).click();
   await expect(carol.getByTestId("call_view")).toHaveCount(0, { timeout: 30_000 });
-  await settlesAt(erin, 1, 720);
-  await settlesAt(frank, 1, 720);
+  await videoSettlesAt(erin, 1, 720);
+  await videoSettlesAt(frank, 1, 720);
 });
 
 /** Leaves the call from the page's own button and waits until the call view is gone. */
@@ -150,15 +141,13 @@ test("6, 5, 4 and 2 people: at most 360 lines, then 540, then 720; a 7th is told
   const pages = new Map<string, Page>();
   for (const user of users) {
     const page = await openUserPage(user);
-    await signIn(page, user);
-    await openCase(page, DEMO_CASE);
-    await joinCall(page);
+    await joinDemoCall(page, user);
     pages.set(user, page);
   }
   const page = (user: (typeof users)[number]): Page => pages.get(user) as Page;
 
   // Six: everybody receives the five other cameras at 360, and never more.
-  for (const p of pages.values()) await settlesAt(p, 5, 360);
+  for (const p of pages.values()) await videoSettlesAt(p, 5, 360);
   for (let i = 0; i < 5; i++) {
     for (const p of pages.values()) {
       for (const height of await inboundVideoHeights(p)) expect(height).toBeLessThanOrEqual(360);
@@ -199,16 +188,16 @@ test("6, 5, 4 and 2 people: at most 360 lines, then 540, then 720; a 7th is told
     await page("alice").waitForTimeout(1000);
   }
   await stopAsking(page("alice"));
-  for (const user of ["carol", "dave"] as const) await settlesAt(page(user), 4, 360);
+  for (const user of ["carol", "dave"] as const) await videoSettlesAt(page(user), 4, 360);
 
   // Four: the cap rises to 540 for everyone still there.
   await leave(page("erin"));
   pages.delete("erin");
-  for (const p of pages.values()) await settlesAt(p, 3, 540);
+  for (const p of pages.values()) await videoSettlesAt(p, 3, 540);
 
   // Two: 720.
   await leave(page("carol"));
   await leave(page("dave"));
-  await settlesAt(page("alice"), 1, 720);
-  await settlesAt(page("bob"), 1, 720);
+  await videoSettlesAt(page("alice"), 1, 720);
+  await videoSettlesAt(page("bob"), 1, 720);
 });

@@ -1,4 +1,4 @@
-import { accessTokenOf, DEMO_CASE, expect, HOMESERVER_URL, joinCall, openCase, roomIdOf, roomState, signIn, test } from "./fixtures";
+import { accessTokenOf, expect, HOMESERVER_URL, joinDemoCall, roomIdOf, roomState, test } from "./fixtures";
 
 const RECORDING_EVENT = "org.koinos.call.recording";
 
@@ -8,15 +8,11 @@ async function recordingFlag(roomId: string): Promise<unknown> {
 
 test("the host flags the call as recorded: everyone sees the badge until the host clears it; others cannot set it", async ({ openUserPage }) => {
   const alice = await openUserPage("alice");
-  await signIn(alice, "alice");
-  await openCase(alice, DEMO_CASE);
-  await joinCall(alice);
+  await joinDemoCall(alice, "alice");
   const roomId = roomIdOf(alice);
 
   const bob = await openUserPage("bob");
-  await signIn(bob, "bob");
-  await openCase(bob, DEMO_CASE);
-  await joinCall(bob);
+  await joinDemoCall(bob, "bob");
 
   for (const page of [alice, bob]) await expect(page.getByTestId("recording_badge")).toHaveCount(0);
   // Only hosts get the control; the homeserver refuses anyone else (power levels).
@@ -38,9 +34,7 @@ test("the host flags the call as recorded: everyone sees the badge until the hos
 
   // Someone joining later sees it too.
   const carol = await openUserPage("carol");
-  await signIn(carol, "carol");
-  await openCase(carol, DEMO_CASE);
-  await joinCall(carol);
+  await joinDemoCall(carol, "carol");
   await expect(carol.getByTestId("recording_badge")).toBeVisible();
 
   await alice.getByRole("button", { name: "Clear the recording flag" }).click();

@@ -1,4 +1,4 @@
-import { accessTokenOf, DEMO_CASE, expect, HOMESERVER_URL, joinCall, openCase, remoteMedia, roomIdOf, signIn, test } from "./fixtures";
+import { accessTokenOf, expect, HOMESERVER_URL, joinDemoCall, remoteMedia, roomIdOf, test } from "./fixtures";
 
 async function asUser(token: string, path: string, body: unknown): Promise<void> {
   const response = await fetch(`${HOMESERVER_URL}/_matrix/client/v3${path}`, {
@@ -11,13 +11,9 @@ async function asUser(token: string, path: string, body: unknown): Promise<void>
 
 test("a member removed from the case room while in the call is dropped from the call and told", async ({ openUserPage }) => {
   const alice = await openUserPage("alice");
-  await signIn(alice, "alice");
-  await openCase(alice, DEMO_CASE);
-  await joinCall(alice);
+  await joinDemoCall(alice, "alice");
   const bob = await openUserPage("bob");
-  const bobId = await signIn(bob, "bob");
-  await openCase(bob, DEMO_CASE);
-  await joinCall(bob);
+  const bobId = await joinDemoCall(bob, "bob");
   await expect.poll(async () => (await remoteMedia(alice))?.remotes).toBe(1);
 
   const roomId = roomIdOf(alice);

@@ -1,6 +1,6 @@
 import net from "node:net";
 import type { Page } from "@playwright/test";
-import { DEMO_CASE, expect, gatewayMetric, inboundVideoHeights, joinCall, openCase, signIn, test } from "./fixtures";
+import { expect, gatewayMetric, inboundVideoHeights, joinDemoCall, pointLiveKitUrlAt, test, videoSettlesAt } from "./fixtures";
 
 /**
  * Two gateway instances in front of one LiveKit (dev/stack runs the second on :7884), sharing
@@ -44,12 +44,6 @@ class Balancer {
   }
 }
 
-async function settlesAt(page: Page, remotes: number, lines: number): Promise<void> {
-  await expect
-    .poll(() => inboundVideoHeights(page), { timeout: 90_000, intervals: [1000] })
-    .toEqual(Array<number>(remotes).fill(lines));
-}
-
 test("a session resumed on another gateway instance keeps the cap, and it follows the call size there: the instances share no state", async ({ openUserPage }) => {
   test.setTimeout(300_000);
   const balancer = new Balancer(GATEWAY_B);
@@ -62,23 +56,15 @@ test("a session resumed on another gateway instance keeps the cap, and it follow
     const pages: Page[] = [];
     for (const user of ["alice", "bob", "carol"]) {
       const page = await openUserPage(user);
-      if (user === "carol") {
-        // carol's page is handed the balancer's address as the LiveKit URL.
-        await page.route("**/api/rtc/token", async (route) => {
-          const response = await route.fetch();
-          const body = (await response.json()) as { url: string };
-          await route.fulfill({ response, json: { ...body, url: `ws://localhost:${balancerPort}` } });
-        });
-      }
-      await signIn(page, user);
-      await openCase(page, DEMO_CASE);
-      await joinCall(page);
+      // carol's page is handed the balancer's address as the LiveKit URL.
+      if (user === "carol") await pointLiveKitUrlAt(page, balancerPort);
+      await joinDemoCall(page, user);
       pages.push(page);
     }
     const [alice, bob, carol] = pages as [Page, Page, Page];
     expect(await gatewayMetric("koinos_gateway_sessions", GATEWAY_B)).toBe(sessionsBefore.b + 1);
     expect(await gatewayMetric("koinos_gateway_sessions", GATEWAY_A)).toBe(sessionsBefore.a + 2);
-    for (const page of pages) await settlesAt(page, 2, 540);
+    for (const page of pages) await videoSettlesAt(page, 2, 540);
 
     // Instance B goes away for carol; her client resumes through the balancer, now on A.
     balancer.target = GATEWAY_A;
@@ -99,17 +85,15 @@ test("a session resumed on another gateway instance keeps the cap, and it follow
       for (const height of await inboundVideoHeights(carol)) expect(height).toBeLessThanOrEqual(540);
       await carol.waitForTimeout(1000);
     }
-    await settlesAt(carol, 2, 540);
+    await videoSettlesAt(carol, 2, 540);
     // ...and when the call grows to five, A lowers it on the subscriptions B had set up (alice's
     // and bob's cameras), which it can only do if the resume told it about them.
     for (const user of ["dave", "erin"]) {
       const page = await openUserPage(user);
-      await signIn(page, user);
-      await openCase(page, DEMO_CASE);
-      await joinCall(page);
+      await joinDemoCall(page, user);
     }
-    await settlesAt(carol, 4, 360);
-    for (const page of [alice, bob]) await settlesAt(page, 4, 360);
+    await videoSettlesAt(carol, 4, 360);
+    for (const page of [alice, bob]) await videoSettlesAt(page, 4, 360);
 
     // carol leaves while the balancer still carries her session, so that LiveKit does not keep
     // her as a silent participant into the next test.

@@ -1,5 +1,5 @@
 import type { Page } from "@playwright/test";
-import { DEMO_CASE, expect, joinCall, openCase, signIn, test } from "./fixtures";
+import { expect, joinDemoCall, test } from "./fixtures";
 
 /** Frames decoded of the screen share `viewer` receives from `identity` (null: none subscribed). */
 async function screenFramesFrom(viewer: Page, identity: string): Promise<number | null> {
@@ -17,13 +17,9 @@ async function screenFramesFrom(viewer: Page, identity: string): Promise<number 
 
 test("a screen share reaches the others as its own tile and goes away when stopped", async ({ openUserPage }) => {
   const alice = await openUserPage("alice");
-  await signIn(alice, "alice");
-  await openCase(alice, DEMO_CASE);
-  await joinCall(alice);
+  await joinDemoCall(alice, "alice");
   const bob = await openUserPage("bob");
-  await signIn(bob, "bob");
-  await openCase(bob, DEMO_CASE);
-  await joinCall(bob);
+  await joinDemoCall(bob, "bob");
   const aliceIdentity = await alice.evaluate(() => window.__koinosRoom?.localParticipant.identity ?? "");
 
   const share = alice.getByRole("button", { name: "Share your screen" });
