@@ -16,7 +16,7 @@ import {
 import type { AppConfig } from "../config/config";
 import { AppErrorException, MESSAGES, appError, toAppError, type AppError } from "../errors/errors";
 import { fallbackStageOf, type FallbackStage } from "./networkFallback";
-import { requestEndCall, requestRtcToken } from "./rtcToken";
+import { requestEndCall, requestRtcToken, requestTurnServer } from "./rtcToken";
 
 declare global {
   interface Window {
@@ -216,6 +216,8 @@ export class CallController {
       this.lkRoom = room;
       window.__koinosRoom = room;
       this.attachRoomListeners(room);
+      const rtcConfig = await this.iceConfiguration();
+      this.throwIfLeaving();
       for (let attempt = 1; ; attempt++) {
         const openId = await this.client.getOpenIdToken();
         this.throwIfLeaving();
@@ -223,7 +225,7 @@ export class CallController {
         this.throwIfLeaving();
         this.update({ statusText: "Connecting to the media server…" });
         try {
-          await room.connect(token.url, token.jwt);
+          await room.connect(token.url, token.jwt, { rtcConfig });
           break;
         } catch (err) {
           // LiveKit closes an empty call's room after its departure timeout; a token issued in
@@ -246,6 +248,23 @@ export class CallController {
       await this.teardown(3000);
       this.update({ phase: "failed", connection: "disconnected", statusText: appErr.message, error: appErr });
       throw new AppErrorException(appErr);
+    }
+  }
+
+  /**
+   * ICE servers for the media: our coturn, with credentials control issues to case members
+   * only, for networks where the media server cannot be reached directly. Without them (control
+   * or coturn unavailable) LiveKit's own ICE servers are used: a call on a good network must not
+   * fail for want of a relay.
+   */
+  private async iceConfiguration(): Promise<RTCConfiguration> {
+    try {
+      const openId = await this.client.getOpenIdToken();
+      const turn = await requestTurnServer(this.config.rtcServiceUrl, this.matrixRoom.roomId, openId);
+      return { iceServers: [turn] };
+    } catch (err) {
+      console.warn("No TURN credentials; using LiveKit's ICE servers", err);
+      return {};
     }
   }
 

@@ -96,3 +96,33 @@ export async function requestRtcToken(
 export async function requestEndCall(rtcServiceUrl: string, roomId: string, openId: IOpenIDToken): Promise<void> {
   await postControl(rtcServiceUrl, "end", { room_id: roomId, openid_token: openIdBody(openId) });
 }
+
+/** 200 answer of `POST {rtc_service_url}/turn`: coturn REST-API credentials. */
+interface TurnResponse {
+  username: string;
+  password: string;
+  ttl: number;
+  uris: string[];
+}
+
+function isTurnResponse(value: unknown): value is TurnResponse {
+  if (typeof value !== "object" || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return (
+    typeof v.username === "string" &&
+    typeof v.password === "string" &&
+    Array.isArray(v.uris) &&
+    v.uris.length > 0 &&
+    v.uris.every((u) => typeof u === "string")
+  );
+}
+
+/** TURN credentials for this case's call, from control (members only), as an ICE server. */
+export async function requestTurnServer(rtcServiceUrl: string, roomId: string, openId: IOpenIDToken): Promise<RTCIceServer> {
+  const payload = await postControl(rtcServiceUrl, "turn", { room_id: roomId, openid_token: openIdBody(openId) });
+  if (!isTurnResponse(payload)) {
+    console.warn("Unexpected TURN response", payload);
+    throw new AppErrorException(appError("unknown", "The call service sent an unexpected answer."));
+  }
+  return { urls: payload.uris, username: payload.username, credential: payload.password };
+}
