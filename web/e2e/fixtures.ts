@@ -134,11 +134,22 @@ export async function pointLiveKitUrlAt(page: Page, port: number): Promise<void>
   });
 }
 
-/** Waits until every remote camera this page receives is exactly `lines` high (after bandwidth ramp-up). */
-export async function videoSettlesAt(page: Page, remotes: number, lines: number): Promise<void> {
+/**
+ * Waits until this page receives `remotes` cameras, settled at `lines` (after bandwidth ramp-up):
+ * every one exactly that high, or with `highest`, none higher and the highest exactly that. The
+ * latter is for calls of five or six browsers on two cores, where Chromium's encoder may scale a
+ * starved publisher's layer down (e.g. 360 → 270) for everyone: below the cap, not a cap at work.
+ */
+export async function videoSettlesAt(page: Page, remotes: number, lines: number, mode: "every" | "highest" = "every"): Promise<void> {
+  const settled = (heights: number[]): boolean =>
+    heights.length === remotes &&
+    (mode === "every" ? heights.every((h) => h === lines) : heights.every((h) => h <= lines) && Math.max(...heights) === lines);
   await expect
-    .poll(() => inboundVideoHeights(page), { timeout: 90_000, intervals: [1000] })
-    .toEqual(Array<number>(remotes).fill(lines));
+    .poll(async () => {
+      const heights = await inboundVideoHeights(page);
+      return settled(heights) ? "settled" : heights;
+    }, { timeout: 90_000, intervals: [1000] })
+    .toBe("settled");
 }
 
 export async function openCase(page: Page, name = DEMO_CASE): Promise<void> {

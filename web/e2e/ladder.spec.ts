@@ -147,7 +147,7 @@ test("6, 5, 4 and 2 people: at most 360 lines, then 540, then 720; a 7th is told
   const page = (user: (typeof users)[number]): Page => pages.get(user) as Page;
 
   // Six: everybody receives the five other cameras at 360, and never more.
-  for (const p of pages.values()) await videoSettlesAt(p, 5, 360);
+  for (const p of pages.values()) await videoSettlesAt(p, 5, 360, "highest");
   for (let i = 0; i < 5; i++) {
     for (const p of pages.values()) {
       for (const height of await inboundVideoHeights(p)) expect(height).toBeLessThanOrEqual(360);
@@ -188,7 +188,7 @@ test("6, 5, 4 and 2 people: at most 360 lines, then 540, then 720; a 7th is told
     await page("alice").waitForTimeout(1000);
   }
   await stopAsking(page("alice"));
-  for (const user of ["carol", "dave"] as const) await videoSettlesAt(page(user), 4, 360);
+  for (const user of ["carol", "dave"] as const) await videoSettlesAt(page(user), 4, 360, "highest");
 
   // Four: the cap rises to 540 for everyone still there.
   await leave(page("erin"));

@@ -92,8 +92,8 @@ test("a session resumed on another gateway instance keeps the cap, and it follow
       const page = await openUserPage(user);
       await joinDemoCall(page, user);
     }
-    await videoSettlesAt(carol, 4, 360);
-    for (const page of [alice, bob]) await videoSettlesAt(page, 4, 360);
+    await videoSettlesAt(carol, 4, 360, "highest");
+    for (const page of [alice, bob]) await videoSettlesAt(page, 4, 360, "highest");
 
     // carol leaves while the balancer still carries her session, so that LiveKit does not keep
     // her as a silent participant into the next test.
