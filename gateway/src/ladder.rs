@@ -86,6 +86,9 @@ pub struct Ladder {
     wanted: HashMap<String, UpdateTrackSettings>,
     /// What was last sent upstream per track, to send only changes.
     sent: HashMap<String, UpdateTrackSettings>,
+    /// Bumped whenever `sent` (or what a track is) may have changed, so that the metrics recount
+    /// enforced layers only then, not on every frame.
+    revision: u64,
     joined: bool,
 }
 
@@ -103,6 +106,7 @@ impl Ladder {
             nudge: false,
             wanted: HashMap::new(),
             sent: HashMap::new(),
+            revision: 0,
             joined: false,
         }
     }
@@ -152,6 +156,17 @@ impl Ladder {
 
     /// The layer each camera subscription of this session is held at now, by what was last
     /// sent for it: its height, or 0 while disabled. Screen shares are left out (not capped).
+    /// Changes whenever `enforced_layers` may have.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// What was last sent, for changing it (and marking the change).
+    fn sent_mut(&mut self) -> &mut HashMap<String, UpdateTrackSettings> {
+        self.revision += 1;
+        &mut self.sent
+    }
+
     pub fn enforced_layers(&self) -> HashMap<String, u32> {
         self.sent
             .iter()
@@ -167,7 +182,7 @@ impl Ladder {
             return None;
         }
         self.nudge = !self.nudge;
-        self.sent.remove(sid);
+        self.sent_mut().remove(sid);
         self.settings_for([sid.to_owned()]).pop()
     }
 
@@ -205,7 +220,7 @@ impl Ladder {
             }
             Some(M::Reconnect(_)) => {
                 // A resumed session starts from LiveKit's defaults again: re-send everything.
-                self.sent.clear();
+                self.sent_mut().clear();
                 return self.settings_for(self.subscribed.clone());
             }
             _ => return vec![],
@@ -228,7 +243,7 @@ impl Ladder {
         self.joined = true;
         self.others.clear();
         self.videos.clear();
-        self.sent.clear();
+        self.sent_mut().clear();
         let mut cameras = Vec::new();
         for p in participants {
             cameras.extend(self.update_participant(p));
@@ -290,12 +305,13 @@ impl Ladder {
     pub fn on_client_unsubscribe(&mut self, track_sids: &[String]) {
         for sid in track_sids {
             self.subscribed.remove(sid);
-            self.sent.remove(sid);
+            self.sent_mut().remove(sid);
         }
     }
 
     /// Records one participant's state; returns its camera tracks that are new.
     fn update_participant(&mut self, p: &ParticipantInfo) -> Vec<String> {
+        self.revision += 1;
         if p.identity == self.own_identity {
             self.own_sid = p.sid.clone();
             self.own_cameras = p
@@ -341,7 +357,7 @@ impl Ladder {
     fn forget(&mut self, sid: &str) {
         self.subscribed.remove(sid);
         self.wanted.remove(sid);
-        self.sent.remove(sid);
+        self.sent_mut().remove(sid);
     }
 
     /// The capped settings for these tracks, leaving out what was already sent.
@@ -383,7 +399,7 @@ impl Ladder {
                 capped(&sid, &wanted, &track.layers, cap)
             };
             if self.sent.get(&sid) != Some(&settings) {
-                self.sent.insert(sid.clone(), settings.clone());
+                self.sent_mut().insert(sid.clone(), settings.clone());
                 out.push(settings);
             }
         }

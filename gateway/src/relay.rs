@@ -158,6 +158,7 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
         tokio::spawn(room_admin(room.clone(), identity.clone(), requests).in_current_span());
         let policy = Policy {
             counted: HashMap::new(),
+            counted_at: None,
             ladder,
             fallback,
             admin,
@@ -241,8 +242,10 @@ enum ClientAction {
 struct Policy {
     ladder: Ladder,
     fallback: Fallback,
-    /// The layer of each camera subscription as last counted in the metrics.
+    /// The layer of each camera subscription as last counted in the metrics, and the ladder's
+    /// revision it was counted at.
     counted: HashMap<String, u32>,
+    counted_at: Option<u64>,
     admin: mpsc::UnboundedSender<AdminRequest>,
     metrics: Arc<Metrics>,
 }
@@ -430,6 +433,12 @@ impl Policy {
 
     /// Brings the subscriptions-by-layer gauge up to date with what the ladder holds now.
     fn count_subscriptions(&mut self) {
+        // Most frames (pings, offers, quality updates) change nothing here.
+        let revision = self.ladder.revision();
+        if self.counted_at == Some(revision) {
+            return;
+        }
+        self.counted_at = Some(revision);
         let now = self.ladder.enforced_layers();
         for (sid, height) in &now {
             let before = self.counted.get(sid).copied();
@@ -658,6 +667,7 @@ mod tests {
         let (admin, requests) = mpsc::unbounded_channel();
         let policy = Policy {
             counted: HashMap::new(),
+            counted_at: None,
             ladder: Ladder::new(LadderConfig::default(), "me".into()),
             fallback: Fallback::new(config, Instant::now()),
             admin,
