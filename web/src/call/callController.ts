@@ -216,8 +216,8 @@ export class CallController {
       this.lkRoom = room;
       window.__koinosRoom = room;
       this.attachRoomListeners(room);
-      const rtcConfig = await this.iceConfiguration();
-      this.throwIfLeaving();
+      // Fetched alongside the token (it never rejects: without it LiveKit's ICE servers serve).
+      const iceConfig = this.iceConfiguration();
       for (let attempt = 1; ; attempt++) {
         const openId = await this.client.getOpenIdToken();
         this.throwIfLeaving();
@@ -225,7 +225,7 @@ export class CallController {
         this.throwIfLeaving();
         this.update({ statusText: "Connecting to the media server…" });
         try {
-          await room.connect(token.url, token.jwt, { rtcConfig });
+          await room.connect(token.url, token.jwt, { rtcConfig: await iceConfig });
           break;
         } catch (err) {
           // LiveKit closes an empty call's room after its departure timeout; a token issued in
