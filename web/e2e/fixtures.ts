@@ -221,6 +221,19 @@ export async function inboundCounters(page: Page): Promise<InboundCounters> {
   });
 }
 
+/** Remote video frames and audio bytes this page receives keep growing. */
+export async function expectMediaFlowing(page: Page, who: string): Promise<void> {
+  await expect(async () => {
+    const before = await inboundCounters(page);
+    await page.waitForTimeout(2_000);
+    const after = await inboundCounters(page);
+    expect(after.framesDecoded, `${who}: remote video framesDecoded should increase`).toBeGreaterThan(before.framesDecoded);
+    expect(after.audioBytesReceived, `${who}: remote audio bytesReceived should increase`).toBeGreaterThan(
+      before.audioBytesReceived,
+    );
+  }).toPass({ timeout: 30_000, intervals: [500] });
+}
+
 export const HOMESERVER_URL = process.env.KOINOS_HS_URL ?? "http://localhost:8008";
 const CALL_MEMBER = "org.matrix.msc3401.call.member";
 

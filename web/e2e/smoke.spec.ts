@@ -3,7 +3,7 @@ import {
   CONNECT_TIMEOUT,
   DEMO_CASE,
   expect,
-  inboundCounters,
+  expectMediaFlowing,
   liveCallMemberships,
   openCase,
   remoteMedia,
@@ -36,18 +36,6 @@ async function expectOneRemoteWithMedia(page: Page): Promise<string> {
     .toMatchObject({ remotes: 1, subscribedAudio: 1, subscribedVideo: 1 });
   const summary = await remoteMedia(page);
   return summary?.identities[0] ?? "";
-}
-
-async function expectMediaFlowing(page: Page, who: string): Promise<void> {
-  await expect(async () => {
-    const before = await inboundCounters(page);
-    await page.waitForTimeout(2_000);
-    const after = await inboundCounters(page);
-    expect(after.framesDecoded, `${who}: remote video framesDecoded should increase`).toBeGreaterThan(before.framesDecoded);
-    expect(after.audioBytesReceived, `${who}: remote audio bytesReceived should increase`).toBeGreaterThan(
-      before.audioBytesReceived,
-    );
-  }).toPass({ timeout: 30_000, intervals: [500] });
 }
 
 test("two practitioners start and join a call in a case and exchange media", async ({ openUserPage }) => {
