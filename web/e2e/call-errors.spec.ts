@@ -1,4 +1,4 @@
-import { DEMO_CASE, expect, openCase, signIn, test } from "./fixtures";
+import { DEMO_CASE, enterCall, expect, openCase, signIn, test } from "./fixtures";
 
 /**
  * The control plane's token refusals reach the user as clear sentences, and a refused join
@@ -23,7 +23,7 @@ for (const c of cases) {
       }
     });
     await openCase(page, DEMO_CASE);
-    await page.getByRole("button", { name: /^(Start call|Join call)$/ }).click();
+    await enterCall(page);
 
     const error = page.getByTestId("call_error");
     await expect(error).toHaveText(c.message);

@@ -1,26 +1,9 @@
 import type { Page } from "@playwright/test";
-import { DEMO_CASE, expect, joinCall, joinDemoCall, openCase, signIn, test } from "./fixtures";
+import { DEMO_CASE, expect, joinCall, joinDemoCall, mutedFor, openCase, signIn, test } from "./fixtures";
 
 /** Display names the case view lists as in the call (this page is not in it). */
 function listedNames(page: Page): Promise<string[]> {
   return page.getByRole("list", { name: "In the call" }).getByRole("listitem").allTextContents();
-}
-
-/** Whether `viewer` sees `user`'s track of this source muted (null: no such publication). */
-async function mutedFor(viewer: Page, user: string, source: "microphone" | "camera"): Promise<boolean | null> {
-  return viewer.evaluate(
-    ({ prefix, source }) => {
-      for (const p of window.__koinosRoom?.remoteParticipants.values() ?? []) {
-        if (!p.identity.startsWith(prefix)) continue;
-        for (const pub of p.trackPublications.values()) {
-          const s: string = pub.source;
-          if (s === source) return pub.isMuted;
-        }
-      }
-      return null;
-    },
-    { prefix: `@${user}:`, source },
-  );
 }
 
 test("a third member's case view lists the live call by name as people join and leave; joining from one's own case view after it started", async ({ openUserPage }) => {

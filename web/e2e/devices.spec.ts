@@ -1,17 +1,5 @@
 import type { Page } from "@playwright/test";
-import { expect, inboundCounters, joinDemoCall, test } from "./fixtures";
-
-/** The device id behind this page's published microphone or camera track. */
-async function publishedDevice(page: Page, source: "microphone" | "camera"): Promise<{ deviceId: string; trackId: string }> {
-  return page.evaluate((source) => {
-    for (const pub of window.__koinosRoom?.localParticipant.trackPublications.values() ?? []) {
-      const s: string = pub.source;
-      const track = pub.track?.mediaStreamTrack;
-      if (s === source && track) return { deviceId: track.getSettings().deviceId ?? "", trackId: track.id };
-    }
-    return { deviceId: "", trackId: "" };
-  }, source);
-}
+import { expect, inboundCounters, joinDemoCall, publishedDevice, test } from "./fixtures";
 
 /** The output device of every remote audio element on the page. */
 async function audioSinks(page: Page): Promise<string[]> {

@@ -13,6 +13,22 @@ interface UserPageOptions {
    * needs root). Its media flows suffer; signalling (TCP) does not.
    */
   lossy?: boolean;
+  /**
+   * Open it in a separate Chromium whose media capture is refused as if the person had pressed
+   * Block (`denied`), or that has a microphone but no camera at all (`no-camera`).
+   */
+  media?: "denied" | "no-camera";
+}
+
+/** Chromium's own switches for `UserPageOptions.media`, replacing the defaults of the same name. */
+const MEDIA_SWITCHES: Record<NonNullable<UserPageOptions["media"]>, string[]> = {
+  denied: ["--use-fake-ui-for-media-stream=deny"],
+  "no-camera": ["--use-fake-device-for-media-stream=device-count=0"],
+};
+
+function withSwitches(args: readonly string[] | undefined, overrides: string[]): string[] {
+  const names = new Set(overrides.map((a) => a.split("=")[0]));
+  return [...(args ?? []).filter((a) => !names.has(a.split("=")[0])), ...overrides];
 }
 
 interface Fixtures {
@@ -34,6 +50,7 @@ export const test = base.extend<Fixtures>({
   openUserPage: async ({ browser, playwright, launchOptions, baseURL }, use, testInfo) => {
     const contexts: BrowserContext[] = [];
     let lossyBrowser: Browser | undefined;
+    const ownBrowsers = new Map<string, Browser>();
     const logs = new Map<string, string[]>();
     const push = (label: string, line: string): void => {
       const list = logs.get(label) ?? [];
@@ -47,10 +64,19 @@ export const test = base.extend<Fixtures>({
       if (options?.lossy) {
         lossyBrowser ??= await playwright.chromium.launch({ ...launchOptions, executablePath: `${DEV_DIR}lossy-chromium` });
         owner = lossyBrowser;
+      } else if (options?.media) {
+        const media = options.media;
+        let own = ownBrowsers.get(media);
+        if (!own) {
+          own = await playwright.chromium.launch({ ...launchOptions, args: withSwitches(launchOptions.args, MEDIA_SWITCHES[media]) });
+          ownBrowsers.set(media, own);
+        }
+        owner = own;
       }
       const context = await owner.newContext({
         ...(baseURL ? { baseURL } : {}),
-        permissions: ["camera", "microphone"],
+        // A granted permission would skip the (fake) prompt that refuses.
+        permissions: options?.media === "denied" ? [] : ["camera", "microphone"],
         viewport: { width: 1280, height: 800 },
       });
       contexts.push(context);
@@ -76,6 +102,7 @@ export const test = base.extend<Fixtures>({
     }
     await new Promise((r) => setTimeout(r, 500));
     for (const context of contexts) await context.close().catch(() => undefined);
+    for (const own of ownBrowsers.values()) await own.close().catch(() => undefined);
     if (lossyBrowser) {
       await lossyBrowser.close().catch(() => undefined);
       setNetworkLoss(0);
@@ -106,9 +133,18 @@ export async function signIn(page: Page, username: string, password = DEMO_PASSW
   return (await whoami.textContent())?.trim() ?? "";
 }
 
-/** Clicks Start/Join call in the open case and waits until LiveKit is connected. */
+/**
+ * Clicks Start/Join call (`button`, either by default) in the open case and "Join now" in the
+ * lobby, with the lobby's defaults (microphone and camera on). Does not wait for the call.
+ */
+export async function enterCall(page: Page, button: string | RegExp = /^(Start call|Join call)$/): Promise<void> {
+  await page.getByRole("button", { name: button }).click();
+  await page.getByTestId("lobby").getByRole("button", { name: "Join now" }).click();
+}
+
+/** Enters the call in the open case (`enterCall`) and waits until LiveKit is connected. */
 export async function joinCall(page: Page): Promise<void> {
-  await page.getByRole("button", { name: /^(Start call|Join call)$/ }).click();
+  await enterCall(page);
   await expect
     .poll(() => page.evaluate(() => window.__koinosRoom?.state ?? "none"), { timeout: CONNECT_TIMEOUT })
     .toBe("connected");
@@ -350,4 +386,33 @@ export async function gatewayMetric(name: string, port = Number(process.env.KOIN
     if (key === name || key?.startsWith(`${name}{`)) sum += Number(value ?? 0);
   }
   return sum;
+}
+
+/** Whether `viewer` sees `user`'s track of this source muted (null: no such publication). */
+export async function mutedFor(viewer: Page, user: string, source: "microphone" | "camera"): Promise<boolean | null> {
+  return viewer.evaluate(
+    ({ prefix, source }) => {
+      for (const p of window.__koinosRoom?.remoteParticipants.values() ?? []) {
+        if (!p.identity.startsWith(prefix)) continue;
+        for (const pub of p.trackPublications.values()) {
+          const s: string = pub.source;
+          if (s === source) return pub.isMuted;
+        }
+      }
+      return null;
+    },
+    { prefix: `@${user}:`, source },
+  );
+}
+
+/** The device id behind this page's published microphone or camera track. */
+export async function publishedDevice(page: Page, source: "microphone" | "camera"): Promise<{ deviceId: string; trackId: string }> {
+  return page.evaluate((source) => {
+    for (const pub of window.__koinosRoom?.localParticipant.trackPublications.values() ?? []) {
+      const s: string = pub.source;
+      const track = pub.track?.mediaStreamTrack;
+      if (s === source && track) return { deviceId: track.getSettings().deviceId ?? "", trackId: track.id };
+    }
+    return { deviceId: "", trackId: "" };
+  }, source);
 }

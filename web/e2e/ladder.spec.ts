@@ -1,6 +1,6 @@
 import type { Page } from "@playwright/test";
 import type { RemoteTrackPublication } from "livekit-client";
-import { DEMO_CASE, expect, inboundVideoHeightFrom, inboundVideoHeights, joinDemoCall, openCase, signIn, test, videoSettlesAt } from "./fixtures";
+import { DEMO_CASE, enterCall, expect, inboundVideoHeightFrom, inboundVideoHeights, joinDemoCall, openCase, signIn, test, videoSettlesAt } from "./fixtures";
 
 /**
  * The quality ladder is enforced by the gateway, per subscriber, with no help from the page
@@ -160,7 +160,7 @@ test("6, 5, 4 and 2 people: at most 360 lines, then 540, then 720; a 7th is told
   const seventh = await openUserPage("alice-second-device");
   await signIn(seventh, "alice");
   await openCase(seventh, DEMO_CASE);
-  await seventh.getByRole("button", { name: "Join call" }).click();
+  await enterCall(seventh, "Join call");
   await expect(seventh.getByTestId("call_error")).toHaveText("This call is full (6 participants).", { timeout: 60_000 });
   expect(await seventh.evaluate(() => window.__koinosRoom === undefined)).toBe(true);
   await expect(seventh.getByRole("button", { name: "Join call" })).toBeVisible();

@@ -1,4 +1,4 @@
-import { expect, openCase, roomState, roomIdOf, signIn, test, CONNECT_TIMEOUT } from "./fixtures";
+import { enterCall, expect, openCase, roomState, roomIdOf, signIn, test, CONNECT_TIMEOUT } from "./fixtures";
 
 /**
  * A case created from the page follows the same rules as the seeded one (design.md): room type
@@ -35,7 +35,7 @@ test("a new case follows the case-room rules and can hold a call", async ({ open
     .toBe("join");
   await page.goto("/");
   await openCase(page, name);
-  await page.getByRole("button", { name: "Start call" }).click();
+  await enterCall(page, "Start call");
   await expect
     .poll(() => page.evaluate(() => window.__koinosRoom?.state ?? "none"), { timeout: CONNECT_TIMEOUT })
     .toBe("connected");

@@ -1,4 +1,4 @@
-import { CONNECT_TIMEOUT, DEMO_PASSWORD, HOMESERVER_URL, expect, openCase, roomIdOf, signIn, test } from "./fixtures";
+import { CONNECT_TIMEOUT, DEMO_PASSWORD, enterCall, HOMESERVER_URL, expect, openCase, roomIdOf, signIn, test } from "./fixtures";
 
 /** Ends the case's call through control (deletes the LiveKit room), as alice, the host. */
 async function endCallAsHost(roomId: string): Promise<void> {
@@ -45,7 +45,7 @@ test("joining recovers when the call's media room vanished after the token was i
     await route.fulfill({ response });
   });
 
-  await page.getByRole("button", { name: /^(Start call|Join call)$/ }).click();
+  await enterCall(page);
   await expect
     .poll(() => page.evaluate(() => window.__koinosRoom?.state ?? "none"), { timeout: CONNECT_TIMEOUT })
     .toBe("connected");

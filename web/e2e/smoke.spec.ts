@@ -2,6 +2,7 @@ import type { Page } from "@playwright/test";
 import {
   CONNECT_TIMEOUT,
   DEMO_CASE,
+  enterCall,
   expect,
   expectMediaFlowing,
   liveCallMemberships,
@@ -51,7 +52,7 @@ test("two practitioners start and join a call in a case and exchange media", asy
   await expectNotListedInCall(bob, bobId);
 
   // Alice starts the call (or joins a stranger's leftover call, which is not hers).
-  await alice.getByRole("button", { name: /^(Start call|Join call)$/ }).click();
+  await enterCall(alice);
   await expect(alice.getByTestId("call_view")).toBeVisible();
   await waitConnected(alice);
   await expect(alice.locator('[data-testid="tile"][data-local="true"]')).toBeVisible({ timeout: CONNECT_TIMEOUT });
@@ -63,7 +64,7 @@ test("two practitioners start and join a call in a case and exchange media", asy
   // Bob's case view shows the running call with Alice in it.
   await expect(bob.getByTestId("call_panel")).toHaveAttribute("data-running", "true", { timeout: CONNECT_TIMEOUT });
   await expect(bob.locator(`[data-testid="call_participant"][data-user-id="${aliceId}"]`)).toBeVisible();
-  await bob.getByRole("button", { name: "Join call" }).click();
+  await enterCall(bob, "Join call");
   await waitConnected(bob);
 
   // Each side: exactly one remote participant, with one subscribed audio and one video track.

@@ -1,36 +1,34 @@
 import { useCallback, useEffect, useState } from "react";
-import { Room, RoomEvent, supportsAudioOutputSelection } from "livekit-client";
+import { Room, supportsAudioOutputSelection } from "livekit-client";
 import { appError, type AppError } from "../errors/errors";
+import { rememberDevice } from "./mediaChoices";
 
 /**
- * Microphone, camera and speaker pickers for the call in progress. Choices go through LiveKit
- * (`switchActiveDevice`), which restarts the published track on the new input, or sets the
- * output (`setSinkId`) on every remote audio element it plays, now and for later arrivals.
+ * Microphone, camera and speaker pickers: in the lobby before joining, and for the call in
+ * progress. In the call, choices go through LiveKit (`switchActiveDevice`), which restarts the
+ * published track on the new input, or sets the output (`setSinkId`) on every remote audio
+ * element it plays, now and for later arrivals.
  */
 
-type Kind = "audioinput" | "videoinput" | "audiooutput";
+export type DeviceKind = "audioinput" | "videoinput" | "audiooutput";
 
-const PICKERS: { kind: Kind; label: string; testId: string }[] = [
+export const PICKERS: readonly { kind: DeviceKind; label: string; testId: string }[] = [
   { kind: "audioinput", label: "Microphone", testId: "select_microphone" },
   { kind: "videoinput", label: "Camera", testId: "select_camera" },
   { kind: "audiooutput", label: "Speaker", testId: "select_speaker" },
 ];
 
-interface Props {
-  room: Room;
-  disabled: boolean;
-  onError: (error: AppError) => void;
-}
+export type DeviceLists = Record<DeviceKind, MediaDeviceInfo[]>;
 
-function deviceLabel(device: MediaDeviceInfo, index: number, label: string): string {
-  return device.label || `${label} ${index + 1}`;
-}
-
-function useDevices(room: Room): Record<Kind, MediaDeviceInfo[]> {
-  const [devices, setDevices] = useState<Record<Kind, MediaDeviceInfo[]>>({ audioinput: [], videoinput: [], audiooutput: [] });
+/**
+ * The browser's devices, refreshed when they change (a headset plugged in) and whenever
+ * `revision` changes: labels only appear once a capture permission has been granted.
+ */
+export function useMediaDevices(revision: unknown = 0): DeviceLists {
+  const [devices, setDevices] = useState<DeviceLists>({ audioinput: [], videoinput: [], audiooutput: [] });
   const refresh = useCallback(async () => {
-    // Permission was granted when the call started, so labels are known; asking again is not needed.
-    const all = await Room.getLocalDevices(undefined, false);
+    // Never prompts: the lobby's preview (or the call) asks for the permission itself.
+    const all = await Room.getLocalDevices(undefined, false).catch(() => [] as MediaDeviceInfo[]);
     setDevices({
       audioinput: all.filter((d) => d.kind === "audioinput"),
       videoinput: all.filter((d) => d.kind === "videoinput"),
@@ -40,24 +38,78 @@ function useDevices(room: Room): Record<Kind, MediaDeviceInfo[]> {
   useEffect(() => {
     const onChange = (): void => void refresh();
     onChange();
-    room.on(RoomEvent.MediaDevicesChanged, onChange);
+    navigator.mediaDevices?.addEventListener("devicechange", onChange);
     return () => {
-      room.off(RoomEvent.MediaDevicesChanged, onChange);
+      navigator.mediaDevices?.removeEventListener("devicechange", onChange);
     };
-  }, [room, refresh]);
+  }, [refresh, revision]);
   return devices;
 }
 
+function deviceLabel(device: MediaDeviceInfo, index: number, label: string): string {
+  return device.label || `${label} ${index + 1}`;
+}
+
+/** Where the browser cannot choose the output (Safari, older Firefox), say so instead of failing. */
+export function SpeakerUnsupported() {
+  return (
+    <p className="device-note" data-testid="speaker_unsupported">
+      This browser plays the call on the system&apos;s default speaker; change it in your system settings.
+    </p>
+  );
+}
+
+interface SelectProps {
+  label: string;
+  testId: string;
+  devices: MediaDeviceInfo[];
+  /** The device in use; the first one when unknown. */
+  value: string | undefined;
+  disabled: boolean;
+  onChange: (deviceId: string) => void;
+}
+
+export function DeviceSelect({ label, testId, devices, value, disabled, onChange }: SelectProps) {
+  const selected = devices.some((d) => d.deviceId === value) ? value : (devices[0]?.deviceId ?? "");
+  return (
+    <label className="device-picker">
+      <span>{label}</span>
+      <select
+        data-testid={testId}
+        aria-label={label}
+        value={selected}
+        disabled={disabled || devices.length === 0}
+        onChange={(e) => onChange(e.target.value)}
+      >
+        {devices.length === 0 && <option value="">No {label.toLowerCase()} found</option>}
+        {devices.map((d, i) => (
+          <option key={d.deviceId || i} value={d.deviceId}>
+            {deviceLabel(d, i, label)}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
+interface Props {
+  room: Room;
+  disabled: boolean;
+  onError: (error: AppError) => void;
+}
+
+/** The pickers of the call in progress. */
 export function DevicePickers({ room, disabled, onError }: Props) {
-  const devices = useDevices(room);
-  // Re-rendered after a switch so the selects show LiveKit's active device.
-  const [, setSwitched] = useState(0);
+  // Re-read after a switch so the selects show LiveKit's active device.
+  const [switched, setSwitched] = useState(0);
+  const devices = useMediaDevices(switched);
   const outputSelectable = supportsAudioOutputSelection();
 
-  const choose = async (kind: Kind, label: string, deviceId: string): Promise<void> => {
+  const choose = async (kind: DeviceKind, label: string, deviceId: string): Promise<void> => {
     try {
       const ok = await room.switchActiveDevice(kind, deviceId);
       if (!ok) throw new Error(`switchActiveDevice(${kind}) returned false`);
+      rememberDevice(kind, deviceId);
     } catch (err) {
       console.warn(`Could not switch the ${label.toLowerCase()}`, err);
       onError(appError("media", `Could not switch to that ${label.toLowerCase()}.`));
@@ -67,36 +119,21 @@ export function DevicePickers({ room, disabled, onError }: Props) {
 
   return (
     <div className="device-pickers" role="group" aria-label="Devices">
-      {PICKERS.map(({ kind, label, testId }) => {
-        if (kind === "audiooutput" && !outputSelectable) {
-          return (
-            <p key={kind} className="device-note" data-testid="speaker_unsupported">
-              This browser plays the call on the system&apos;s default speaker; change it in your system settings.
-            </p>
-          );
-        }
-        const list = devices[kind];
-        const active = room.getActiveDevice(kind) ?? list[0]?.deviceId ?? "";
-        return (
-          <label key={kind} className="device-picker">
-            <span>{label}</span>
-            <select
-              data-testid={testId}
-              aria-label={label}
-              value={list.some((d) => d.deviceId === active) ? active : (list[0]?.deviceId ?? "")}
-              disabled={disabled || list.length === 0}
-              onChange={(e) => void choose(kind, label, e.target.value)}
-            >
-              {list.length === 0 && <option value="">No {label.toLowerCase()} found</option>}
-              {list.map((d, i) => (
-                <option key={d.deviceId || i} value={d.deviceId}>
-                  {deviceLabel(d, i, label)}
-                </option>
-              ))}
-            </select>
-          </label>
-        );
-      })}
+      {PICKERS.map(({ kind, label, testId }) =>
+        kind === "audiooutput" && !outputSelectable ? (
+          <SpeakerUnsupported key={kind} />
+        ) : (
+          <DeviceSelect
+            key={kind}
+            label={label}
+            testId={testId}
+            devices={devices[kind]}
+            value={room.getActiveDevice(kind)}
+            disabled={disabled}
+            onChange={(id) => void choose(kind, label, id)}
+          />
+        ),
+      )}
     </div>
   );
 }

@@ -1,5 +1,5 @@
 import { useEffect, useRef, type RefObject } from "react";
-import { Track, type Participant, type RemoteTrackPublication, type TrackPublication } from "livekit-client";
+import { ConnectionQuality, Track, type Participant, type RemoteTrackPublication, type TrackPublication } from "livekit-client";
 
 interface Props {
   participant: Participant;
@@ -15,7 +15,7 @@ function usableTrack(pub: TrackPublication | undefined): Track | undefined {
 }
 
 /** Plays `track` in the element behind `ref` for as long as both exist. */
-function useAttachedTrack(ref: RefObject<HTMLMediaElement | null>, track: Track | undefined): void {
+export function useAttachedTrack(ref: RefObject<HTMLMediaElement | null>, track: Track | undefined): void {
   useEffect(() => {
     const el = ref.current;
     if (!el || !track) return;
@@ -24,6 +24,36 @@ function useAttachedTrack(ref: RefObject<HTMLMediaElement | null>, track: Track 
       track.detach(el);
     };
   }, [ref, track]);
+}
+
+const QUALITY: Record<ConnectionQuality, { bars: number; text: string }> = {
+  [ConnectionQuality.Excellent]: { bars: 3, text: "excellent" },
+  [ConnectionQuality.Good]: { bars: 2, text: "good" },
+  [ConnectionQuality.Poor]: { bars: 1, text: "poor" },
+  [ConnectionQuality.Lost]: { bars: 0, text: "lost" },
+  [ConnectionQuality.Unknown]: { bars: 0, text: "not known yet" },
+};
+
+/**
+ * LiveKit's view of this participant's connection (it scores each one from loss, jitter and
+ * layers received), as signal bars. Unknown until the first score arrives, a few seconds in.
+ */
+function QualityIndicator({ quality }: { quality: ConnectionQuality }) {
+  const { bars, text } = QUALITY[quality];
+  return (
+    <span
+      className={`quality quality-${quality}`}
+      data-testid="tile_quality"
+      data-quality={quality}
+      role="img"
+      aria-label={`Connection ${text}`}
+      title={`Connection ${text}`}
+    >
+      {[1, 2, 3].map((n) => (
+        <span key={n} className={n <= bars ? "bar on" : "bar"} />
+      ))}
+    </span>
+  );
 }
 
 export function ParticipantTile({ participant, displayName, isLocal, audioOnly }: Props) {
@@ -49,6 +79,7 @@ export function ParticipantTile({ participant, displayName, isLocal, audioOnly }
       data-identity={participant.identity}
       data-local={isLocal ? "true" : "false"}
       data-audio-only={audioOnly ? "true" : "false"}
+      data-speaking={participant.isSpeaking ? "true" : "false"}
     >
       <video
         ref={videoRef}
@@ -65,7 +96,11 @@ export function ParticipantTile({ participant, displayName, isLocal, audioOnly }
       )}
       {!isLocal && <audio ref={audioRef} autoPlay />}
       <figcaption>
+        <QualityIndicator quality={participant.connectionQuality} />
         <span className="tile-name">{isLocal ? `${displayName} (you)` : displayName}</span>
+        {participant.isSpeaking && (
+          <span className="speaking-indicator" data-testid="tile_speaking" role="img" aria-label="Speaking" title="Speaking" />
+        )}
         {micMuted && <span className="badge" title="Microphone off">mic off</span>}
         {audioOnly && (
           <span className="badge warn" data-testid="tile_audio_only" title="Switched to audio only because of a weak connection">

@@ -15,6 +15,7 @@ import {
 } from "livekit-client";
 import type { AppConfig } from "../config/config";
 import { AppErrorException, MESSAGES, appError, toAppError, type AppError } from "../errors/errors";
+import { DEFAULT_CHOICES, mediaErrorOf, type MediaChoices } from "./mediaChoices";
 import { fallbackStageOf, type FallbackStage } from "./networkFallback";
 import { requestEndCall, requestRtcToken, requestTurnServer } from "./rtcToken";
 
@@ -51,8 +52,11 @@ export interface CallSnapshot {
   revision: number;
 }
 
-/** Creates the LiveKit room with the options the gateway's 720/540/360 ladder relies on. */
-export function createLivekitRoom(): Room {
+/**
+ * Creates the LiveKit room with the options the gateway's 720/540/360 ladder relies on, capturing
+ * from (and playing to) the devices chosen in the lobby.
+ */
+export function createLivekitRoom(choices: MediaChoices = DEFAULT_CHOICES): Room {
   return new Room({
     adaptiveStream: false,
     dynacast: true,
@@ -61,7 +65,12 @@ export function createLivekitRoom(): Room {
     },
     videoCaptureDefaults: {
       resolution: VideoPresets.h720.resolution,
+      deviceId: choices.videoDeviceId,
     },
+    audioCaptureDefaults: {
+      deviceId: choices.audioDeviceId,
+    },
+    ...(choices.audioOutputDeviceId ? { audioOutput: { deviceId: choices.audioOutputDeviceId } } : {}),
   });
 }
 
@@ -144,10 +153,13 @@ export class CallController {
   private rtcJoined = false;
   private started = false;
 
-  constructor(client: MatrixClient, matrixRoom: MatrixRoom, config: AppConfig) {
+  private readonly choices: MediaChoices;
+
+  constructor(client: MatrixClient, matrixRoom: MatrixRoom, config: AppConfig, choices: MediaChoices = DEFAULT_CHOICES) {
     this.client = client;
     this.matrixRoom = matrixRoom;
     this.config = config;
+    this.choices = choices;
     this.session = client.matrixRTC.getRoomSession(matrixRoom);
   }
 
@@ -212,7 +224,7 @@ export class CallController {
       const deviceId = this.client.getDeviceId();
       if (!deviceId) throw new AppErrorException(appError("auth", MESSAGES.authExpired));
       // (c) LiveKit.
-      const room = createLivekitRoom();
+      const room = createLivekitRoom(this.choices);
       this.lkRoom = room;
       window.__koinosRoom = room;
       this.attachRoomListeners(room);
@@ -272,23 +284,29 @@ export class CallController {
     if (this.leaving) throw new Error("left while joining");
   }
 
+  /** Publishes what the lobby asked for; a device that fails is a notice, not a failed call. */
   private async enableDefaultMedia(room: Room): Promise<void> {
-    const problems: string[] = [];
-    try {
-      await room.localParticipant.setMicrophoneEnabled(true);
-    } catch (err) {
-      console.warn("Could not enable the microphone", err);
-      problems.push("microphone");
+    const notices: AppError[] = [];
+    if (this.choices.audioEnabled) {
+      try {
+        await room.localParticipant.setMicrophoneEnabled(true);
+      } catch (err) {
+        console.warn("Could not enable the microphone", err);
+        notices.push(mediaErrorOf(err, "microphone"));
+      }
     }
-    try {
-      await room.localParticipant.setCameraEnabled(true);
-    } catch (err) {
-      console.warn("Could not enable the camera", err);
-      problems.push("camera");
+    if (this.choices.videoEnabled) {
+      try {
+        await room.localParticipant.setCameraEnabled(true);
+      } catch (err) {
+        console.warn("Could not enable the camera", err);
+        notices.push(mediaErrorOf(err, "camera"));
+      }
     }
-    if (problems.length > 0) {
-      this.update({ notice: appError("media", `Could not access your ${problems.join(" or ")}.`) });
+    if (notices.length > 0) {
+      this.update({ notice: appError("media", notices.map((n) => n.message).join(" ")) });
     }
+    this.bump();
   }
 
   private attachRoomListeners(room: Room): void {
@@ -310,6 +328,7 @@ export class CallController {
         this.bump();
       })
       .on(RoomEvent.ActiveSpeakersChanged, this.bump)
+      .on(RoomEvent.ConnectionQualityChanged, this.bump)
       .on(RoomEvent.RecordingStatusChanged, this.bump)
       .on(RoomEvent.AudioPlaybackStatusChanged, () => {
         this.update({ audioBlocked: !room.canPlaybackAudio });
@@ -360,15 +379,21 @@ export class CallController {
     this.update({ fallback: stage, fallbackRecovered: recovered });
   }
 
+  /** A device that works again makes its earlier failure notice stale. */
+  private clearMediaNotice(): void {
+    if (this.snapshot.notice?.category === "media") this.update({ notice: undefined });
+  }
+
   async toggleMicrophone(): Promise<void> {
     const room = this.lkRoom;
     if (!room || room.state !== ConnectionState.Connected) return;
     const lp = room.localParticipant;
     try {
       await lp.setMicrophoneEnabled(!lp.isMicrophoneEnabled);
+      this.clearMediaNotice();
     } catch (err) {
       console.warn("Microphone toggle failed", err);
-      this.update({ notice: appError("media", "Could not access your microphone.") });
+      this.update({ notice: mediaErrorOf(err, "microphone") });
     }
     this.bump();
   }
@@ -381,9 +406,10 @@ export class CallController {
     const lp = room.localParticipant;
     try {
       await lp.setCameraEnabled(!lp.isCameraEnabled);
+      this.clearMediaNotice();
     } catch (err) {
       console.warn("Camera toggle failed", err);
-      this.update({ notice: appError("media", "Could not access your camera.") });
+      this.update({ notice: mediaErrorOf(err, "camera") });
     }
     this.bump();
   }

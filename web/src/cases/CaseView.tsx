@@ -4,6 +4,8 @@ import { useSession } from "../auth/ClientContext";
 import { CallController } from "../call/callController";
 import { CallPanel } from "../call/CallPanel";
 import { CallView } from "../call/CallView";
+import type { MediaChoices } from "../call/mediaChoices";
+import { PreJoin } from "../call/PreJoin";
 import { useRtcSession } from "../call/useRtcSession";
 import { toAppError, type AppError } from "../errors/errors";
 import { isCaseRoom } from "./caseRooms";
@@ -78,14 +80,21 @@ function CaseDetail({ room }: { room: Room }) {
   const name = useRoomName(room);
   const rtc = useRtcSession(client, room, userId, deviceId);
   const [controller, setController] = useState<CallController | null>(null);
+  const [inLobby, setInLobby] = useState(false);
   const [callError, setCallError] = useState<AppError | undefined>(undefined);
   const controllerRef = useRef<CallController | null>(null);
   controllerRef.current = controller;
 
-  const startCall = (): void => {
-    if (controllerRef.current) return;
-    const c = new CallController(client, room, config);
+  const openLobby = (): void => {
     setCallError(undefined);
+    setInLobby(true);
+  };
+
+  const startCall = (choices: MediaChoices): void => {
+    if (controllerRef.current) return;
+    const c = new CallController(client, room, config, choices);
+    setCallError(undefined);
+    setInLobby(false);
     setController(c);
     c.start().catch((err: unknown) => {
       setCallError(toAppError(err));
@@ -130,8 +139,10 @@ function CaseDetail({ room }: { room: Room }) {
       <h1 data-testid="case_name">{name}</h1>
       {controller ? (
         <CallView controller={controller} onLeave={leaveCall} onEndForAll={endCallForAll} />
+      ) : inLobby ? (
+        <PreJoin running={rtc.othersInCall} participants={rtc.participants} onJoin={startCall} onCancel={() => setInLobby(false)} />
       ) : (
-        <CallPanel rtc={rtc} error={callError} onStart={startCall} />
+        <CallPanel rtc={rtc} error={callError} onStart={openLobby} />
       )}
     </main>
   );
