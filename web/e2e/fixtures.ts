@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { test as base, expect, type Browser, type BrowserContext, type Page } from "@playwright/test";
 
@@ -415,4 +416,47 @@ export async function publishedDevice(page: Page, source: "microphone" | "camera
     }
     return { deviceId: "", trackId: "" };
   }, source);
+}
+
+/**
+ * A TCP load balancer for a test, in front of gateway instances: new connections go to the
+ * instance chosen now (`target`); `cut` drops the live ones, and while `refusing` new ones are
+ * accepted and dropped at once, as when the network between browser and server is down.
+ */
+export class Balancer {
+  private readonly server: net.Server;
+  private readonly live = new Set<net.Socket>();
+  refusing = false;
+  constructor(public target: number) {
+    this.server = net.createServer((client) => {
+      if (this.refusing) {
+        client.destroy();
+        return;
+      }
+      const upstream = net.connect(this.target, "127.0.0.1");
+      for (const socket of [client, upstream]) {
+        this.live.add(socket);
+        socket.on("close", () => this.live.delete(socket));
+        socket.on("error", () => undefined);
+      }
+      client.pipe(upstream).pipe(client);
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+    });
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  /** The instance behind it goes away for its connections (as when a pod is drained). */
+  cut(): void {
+    for (const socket of this.live) socket.destroy();
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
 }

@@ -1,6 +1,5 @@
-import net from "node:net";
 import type { Page } from "@playwright/test";
-import { expect, gatewayMetric, inboundVideoHeights, joinDemoCall, pointLiveKitUrlAt, test, videoSettlesAt } from "./fixtures";
+import { Balancer, expect, gatewayMetric, inboundVideoHeights, joinDemoCall, pointLiveKitUrlAt, test, videoSettlesAt } from "./fixtures";
 
 /**
  * Two gateway instances in front of one LiveKit (dev/stack runs the second on :7884), sharing
@@ -9,40 +8,6 @@ import { expect, gatewayMetric, inboundVideoHeights, joinDemoCall, pointLiveKitU
  */
 const GATEWAY_A = Number(process.env.KOINOS_GATEWAY_PORT ?? 7880);
 const GATEWAY_B = Number(process.env.KOINOS_GATEWAY_B_PORT ?? 7884);
-
-/** A TCP load balancer for the test: new connections go to the instance chosen now. */
-class Balancer {
-  private readonly server: net.Server;
-  private readonly live = new Set<net.Socket>();
-  constructor(public target: number) {
-    this.server = net.createServer((client) => {
-      const upstream = net.connect(this.target, "127.0.0.1");
-      for (const socket of [client, upstream]) {
-        this.live.add(socket);
-        socket.on("close", () => this.live.delete(socket));
-        socket.on("error", () => undefined);
-      }
-      client.pipe(upstream).pipe(client);
-      client.on("close", () => upstream.destroy());
-      upstream.on("close", () => client.destroy());
-    });
-  }
-
-  async listen(): Promise<number> {
-    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
-    return (this.server.address() as net.AddressInfo).port;
-  }
-
-  /** The instance behind it goes away for its connections (as when a pod is drained). */
-  cut(): void {
-    for (const socket of this.live) socket.destroy();
-  }
-
-  async close(): Promise<void> {
-    this.cut();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
 
 test("a session resumed on another gateway instance keeps the cap, and it follows the call size there: the instances share no state", async ({ openUserPage }) => {
   test.setTimeout(300_000);

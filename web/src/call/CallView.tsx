@@ -38,9 +38,11 @@ interface Props {
   controller: CallController;
   onLeave: () => void;
   onEndForAll: () => void;
+  /** Join again with the same devices, after the connection was lost for good. */
+  onRejoin: () => void;
 }
 
-export function CallView({ controller, onLeave, onEndForAll }: Props) {
+export function CallView({ controller, onLeave, onEndForAll, onRejoin }: Props) {
   const snap = useSyncExternalStore(controller.subscribe, controller.getSnapshot);
   const lk = controller.livekitRoom;
   const room = controller.matrixRoom;
@@ -79,6 +81,29 @@ export function CallView({ controller, onLeave, onEndForAll }: Props) {
       })
       .finally(() => setRecordingBusy(false));
   };
+
+  if (snap.phase === "disconnected") {
+    // The LiveKit room is gone: no stale tiles or dead controls, only what happened and what next.
+    return (
+      <section className="call-view" aria-label="Call" data-testid="call_view" data-phase={snap.phase}>
+        <div className="call-ended card" role="alert" data-testid="call_ended">
+          <p className="call-status status-disconnected" data-testid="call_status" data-connection={snap.connection}>
+            {snap.statusText}
+          </p>
+          <div className="call-controls">
+            {snap.rejoinable && (
+              <button type="button" className="primary" data-testid="rejoin_call" onClick={onRejoin}>
+                Rejoin
+              </button>
+            )}
+            <button type="button" data-testid="back_to_case" onClick={onLeave}>
+              Back to the case
+            </button>
+          </div>
+        </div>
+      </section>
+    );
+  }
 
   return (
     <section className="call-view" aria-label="Call" data-testid="call_view" data-phase={snap.phase}>

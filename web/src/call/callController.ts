@@ -48,6 +48,8 @@ export interface CallSnapshot {
   fallback: FallbackStage;
   /** Video came back after a fallback (shown briefly). */
   fallbackRecovered: boolean;
+  /** After a disconnect: whether joining again makes sense (the connection was lost, not ended). */
+  rejoinable: boolean;
   /** Bumped whenever anything about the LiveKit room changed (participants, tracks, mutes). */
   revision: number;
 }
@@ -74,23 +76,29 @@ export function createLivekitRoom(choices: MediaChoices = DEFAULT_CHOICES): Room
   });
 }
 
-function disconnectReasonText(reason: DisconnectReason | undefined): string {
+/** What ended the call for this page, in words, and whether joining again makes sense. */
+export function disconnectOutcome(reason: DisconnectReason | undefined): { text: string; rejoinable: boolean } {
   switch (reason) {
     case DisconnectReason.PARTICIPANT_REMOVED:
-      return "You were removed from the call.";
+      return { text: "You were removed from the call.", rejoinable: false };
     // Only control deletes a call's room: a host ended it for everyone.
     case DisconnectReason.ROOM_DELETED:
-      return "The host ended the call.";
+      return { text: "The host ended the call.", rejoinable: false };
     case DisconnectReason.ROOM_CLOSED:
-      return "The call was ended.";
+      return { text: "The call was ended.", rejoinable: false };
     case DisconnectReason.DUPLICATE_IDENTITY:
-      return "You joined this call from another window.";
+      return { text: "You joined this call from another window.", rejoinable: false };
+    // livekit-client gives up reconnecting without a reason (UNKNOWN_REASON).
+    case undefined:
+    case DisconnectReason.UNKNOWN_REASON:
     case DisconnectReason.JOIN_FAILURE:
     case DisconnectReason.SIGNAL_CLOSE:
     case DisconnectReason.STATE_MISMATCH:
-      return "The connection to the call was lost.";
+    case DisconnectReason.CONNECTION_TIMEOUT:
+    case DisconnectReason.MEDIA_FAILURE:
+      return { text: "The connection to the call was lost.", rejoinable: true };
     default:
-      return "Disconnected from the call.";
+      return { text: "Disconnected from the call.", rejoinable: true };
   }
 }
 
@@ -116,6 +124,9 @@ function livekitConnectError(err: unknown): AppError {
   }
   return appError("network", "Cannot reach the media server.");
 }
+
+/** Settles when every MatrixRTC leave this page started has gone out. */
+let pendingRtcLeave: Promise<void> = Promise.resolve();
 
 /** Controllers with a call in progress (at most one in practice), so sign-out can leave first. */
 const activeCalls = new Set<CallController>();
@@ -143,17 +154,20 @@ export class CallController {
     audioBlocked: false,
     fallback: "none",
     fallbackRecovered: false,
+    rejoinable: false,
     revision: 0,
   };
   /** The gateway paused our camera (fallback stage "camera") while it was on: turn it back on after. */
   private cameraPausedByNetwork = false;
   private recoveredTimer: ReturnType<typeof setTimeout> | undefined;
+  private reconnectedTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly listeners = new Set<() => void>();
   private leaving = false;
   private rtcJoined = false;
   private started = false;
 
-  private readonly choices: MediaChoices;
+  /** What this call was joined with (a rejoin reuses it). */
+  readonly choices: MediaChoices;
 
   constructor(client: MatrixClient, matrixRoom: MatrixRoom, config: AppConfig, choices: MediaChoices = DEFAULT_CHOICES) {
     this.client = client;
@@ -210,6 +224,8 @@ export class CallController {
       // (a) MatrixRTC membership. With js-sdk 43 the "multi-SFU focus" argument is the transport we
       // publish to: the membership event gets focus_active {type:"livekit", focus_selection:"multi_sfu"}
       // and foci_preferred [this transport], which is the design's wire contract.
+      await pendingRtcLeave;
+      this.throwIfLeaving();
       this.session.on(MatrixRTCSessionEvent.MembershipManagerError, this.onMembershipManagerError);
       this.session.joinRoomSession([], this.transport(), {
         callIntent: "video",
@@ -337,13 +353,13 @@ export class CallController {
         console.warn("Media device error", error);
         this.update({ notice: appError("media", MESSAGES.media) });
       })
-      .on(RoomEvent.SignalReconnecting, () => {
-        this.update({ connection: "reconnecting", statusText: "Reconnecting…" });
-      })
-      .on(RoomEvent.Reconnecting, () => {
-        this.update({ connection: "reconnecting", statusText: "Reconnecting…" });
-      })
+      .on(RoomEvent.SignalReconnecting, this.onReconnecting)
+      .on(RoomEvent.Reconnecting, this.onReconnecting)
       .on(RoomEvent.Reconnected, () => {
+        clearTimeout(this.reconnectedTimer);
+        this.reconnectedTimer = setTimeout(() => {
+          if (this.snapshot.connection === "reconnected") this.update({ connection: "connected", statusText: "Connected." });
+        }, 10_000);
         this.update({ connection: "reconnected", statusText: "Reconnected." });
       })
       .on(RoomEvent.Disconnected, (reason?: DisconnectReason) => {
@@ -353,9 +369,16 @@ export class CallController {
         // Gone for good (LiveKit already gave up resuming): do not leave a ghost membership behind.
         void this.leaveRtc(5000);
         if (window.__koinosRoom === room) window.__koinosRoom = undefined;
-        this.update({ phase: "disconnected", connection: "disconnected", statusText: disconnectReasonText(reason) });
+        const outcome = disconnectOutcome(reason);
+        this.update({ phase: "disconnected", connection: "disconnected", statusText: outcome.text, rejoinable: outcome.rejoinable });
       });
   }
+
+  /** livekit-client lost the connection and is getting it back (media may keep flowing meanwhile). */
+  private onReconnecting = (): void => {
+    clearTimeout(this.reconnectedTimer);
+    this.update({ connection: "reconnecting", statusText: "Connection lost. Reconnecting…" });
+  };
 
   /** The gateway changed our fallback stage. */
   private onOwnFallback(stage: FallbackStage): void {
@@ -435,20 +458,23 @@ export class CallController {
     this.update({ audioBlocked: !(this.lkRoom?.canPlaybackAudio ?? true) });
   }
 
-  private async leaveRtc(timeoutMs: number): Promise<void> {
+  private leaveRtc(timeoutMs: number): Promise<void> {
     this.session.off(MatrixRTCSessionEvent.MembershipManagerError, this.onMembershipManagerError);
-    if (!this.rtcJoined) return;
+    if (!this.rtcJoined) return Promise.resolve();
     this.rtcJoined = false;
-    try {
-      await this.session.leaveRoomSession(timeoutMs);
-    } catch (err) {
-      console.warn("Leaving the MatrixRTC session failed", err);
-    }
+    const left = this.session.leaveRoomSession(timeoutMs).then(
+      () => undefined,
+      (err: unknown) => console.warn("Leaving the MatrixRTC session failed", err),
+    );
+    // A join right after (Rejoin, or Leave then Join) must not race this leave's membership update.
+    pendingRtcLeave = Promise.all([pendingRtcLeave, left]).then(() => undefined);
+    return left;
   }
 
   private async teardown(timeoutMs: number): Promise<void> {
     activeCalls.delete(this);
     clearTimeout(this.recoveredTimer);
+    clearTimeout(this.reconnectedTimer);
     const room = this.lkRoom;
     this.lkRoom = undefined;
     if (window.__koinosRoom === room) window.__koinosRoom = undefined;

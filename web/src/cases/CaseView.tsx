@@ -110,6 +110,17 @@ function CaseDetail({ room }: { room: Room }) {
     });
   };
 
+  const rejoinCall = (): void => {
+    const c = controllerRef.current;
+    if (!c) return;
+    const choices = c.choices;
+    // The old attempt is already disconnected; its teardown only tidies up.
+    void c.leave();
+    controllerRef.current = null;
+    setController(null);
+    startCall(choices);
+  };
+
   const endCallForAll = (): void => {
     const c = controllerRef.current;
     if (!c) return;
@@ -138,7 +149,7 @@ function CaseDetail({ room }: { room: Room }) {
       </nav>
       <h1 data-testid="case_name">{name}</h1>
       {controller ? (
-        <CallView controller={controller} onLeave={leaveCall} onEndForAll={endCallForAll} />
+        <CallView controller={controller} onLeave={leaveCall} onEndForAll={endCallForAll} onRejoin={rejoinCall} />
       ) : inLobby ? (
         <PreJoin running={rtc.othersInCall} participants={rtc.participants} onJoin={startCall} onCancel={() => setInLobby(false)} />
       ) : (
