@@ -1,5 +1,5 @@
 import type { Page } from "@playwright/test";
-import { expect, inboundCounters, joinDemoCall, publishedDevice, test } from "./fixtures";
+import { DEMO_CASE, expect, expectMediaFlowing, inboundCounters, joinDemoCall, openCase, publishedDevice, signIn, test } from "./fixtures";
 
 /** The output device of every remote audio element on the page. */
 async function audioSinks(page: Page): Promise<string[]> {
@@ -65,4 +65,47 @@ test("device pickers list the fake devices; switching microphone and camera repu
   await expect.poll(() => audioSinks(bob), { timeout: 30_000 }).toEqual([speakerId, speakerId]);
   await expect(bob.getByTestId("control_error")).toHaveCount(0);
   await expect(alice.getByTestId("control_error")).toHaveCount(0);
+});
+
+test("the speaker chosen in the lobby is where the call plays", async ({ openUserPage }) => {
+  const alice = await openUserPage("alice");
+  await joinDemoCall(alice, "alice");
+  const bob = await openUserPage("bob");
+  await signIn(bob, "bob");
+  await openCase(bob, DEMO_CASE);
+  await bob.getByRole("button", { name: "Join call" }).click();
+  await expect(bob.getByTestId("select_speaker").getByRole("option", { name: "Fake Audio Output 2" })).toHaveCount(1);
+  const [speakerId] = (await options(bob, "select_speaker")).find(([, label]) => label === "Fake Audio Output 2") ?? [];
+  expect(speakerId).toBeDefined();
+  await bob.getByRole("combobox", { name: "Speaker" }).selectOption(speakerId as string);
+  await bob.getByRole("button", { name: "Join now" }).click();
+
+  await expect.poll(() => audioSinks(bob), { timeout: 60_000 }).toEqual([speakerId]);
+  await expect(bob.getByRole("combobox", { name: "Speaker" })).toHaveValue(speakerId as string);
+});
+
+test("where the browser cannot choose the speaker, the lobby and the call say so instead of failing, and the call still plays", async ({
+  openUserPage,
+}) => {
+  const alice = await openUserPage("alice");
+  await joinDemoCall(alice, "alice");
+  const carol = await openUserPage("carol");
+  // As in Safari or an older Firefox: media elements without setSinkId.
+  await carol.addInitScript(() => {
+    Reflect.deleteProperty(HTMLMediaElement.prototype, "setSinkId");
+  });
+  await signIn(carol, "carol");
+  await openCase(carol, DEMO_CASE);
+  await carol.getByRole("button", { name: "Join call" }).click();
+  const note = "This browser plays the call on the system's default speaker; change it in your system settings.";
+  await expect(carol.getByTestId("lobby").getByTestId("speaker_unsupported")).toHaveText(note);
+  await expect(carol.getByTestId("select_speaker")).toHaveCount(0);
+  await expect(carol.getByTestId("select_microphone")).toBeVisible();
+
+  await carol.getByRole("button", { name: "Join now" }).click();
+  await expect(carol.getByTestId("call_view").getByTestId("speaker_unsupported")).toHaveText(note, { timeout: 60_000 });
+  await expect(carol.getByTestId("select_speaker")).toHaveCount(0);
+  await expectMediaFlowing(carol, "carol");
+  await expect(carol.getByTestId("control_error")).toHaveCount(0);
+  await expect(carol.getByTestId("call_notice")).toHaveCount(0);
 });

@@ -63,6 +63,8 @@ test("a participant whose link stays bad goes audio-only, is told why, and gets 
   await expect.poll(() => framesOver3s(bob), { timeout: 60_000 }).toBeGreaterThan(0);
   await expect.poll(() => framesOver3s(alice), { timeout: 60_000 }).toBeGreaterThan(0);
   await expect(bob.getByTestId("fallback_notice")).toHaveCount(0);
+  const bobOnAlice = alice.getByTestId("tile").and(alice.locator(`[data-identity="${bobIdentity}"]`));
+  await expect(bobOnAlice.getByTestId("tile_quality")).toHaveAttribute("data-quality", /^(excellent|good)$/);
 
   const lostBefore = await packetsLost(bob);
   setNetworkLoss(25);
@@ -78,9 +80,13 @@ test("a participant whose link stays bad goes audio-only, is told why, and gets 
   await expect(notice).toContainText("audio only");
   await expect.poll(() => framesOver3s(bob), { timeout: 30_000 }).toBe(0);
   // Everyone else sees why bob's video may stop.
-  await expect(alice.getByTestId("tile").and(alice.locator(`[data-identity="${bobIdentity}"]`))).toHaveAttribute(
-    "data-audio-only",
-    "true",
+  await expect(bobOnAlice).toHaveAttribute("data-audio-only", "true");
+  // And LiveKit's score of his connection, on his tile for everyone and for himself.
+  await expect(bobOnAlice.getByTestId("tile_quality")).toHaveAttribute("data-quality", /^(poor|lost)$/);
+  await expect(bobOnAlice.getByTestId("tile_quality")).toHaveAccessibleName(/^Connection (poor|lost)$/);
+  await expect(bob.locator('[data-testid="tile"][data-local="true"] [data-testid="tile_quality"]')).toHaveAttribute(
+    "data-quality",
+    /^(poor|lost)$/,
   );
 
   // Stage 2: still bad with no incoming video, so his uplink is the problem: camera paused.

@@ -1,5 +1,8 @@
 import { execFileSync } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { test as base, expect, type Browser, type BrowserContext, type Page } from "@playwright/test";
 
@@ -16,15 +19,45 @@ interface UserPageOptions {
   lossy?: boolean;
   /**
    * Open it in a separate Chromium whose media capture is refused as if the person had pressed
-   * Block (`denied`), or that has a microphone but no camera at all (`no-camera`).
+   * Block (`denied`), that has a microphone but no camera at all (`no-camera`), or whose
+   * microphone hears a steady tone instead of short beeps (`talking`).
    */
-  media?: "denied" | "no-camera";
+  media?: "denied" | "no-camera" | "talking";
+}
+
+/**
+ * A WAV of a steady tone, written once per run: Chromium's fake microphone only beeps briefly
+ * each second, too little for LiveKit's speaker detection, so a "talking" browser plays this.
+ */
+function toneFile(): string {
+  const path = join(tmpdir(), "koinos-e2e-tone.wav");
+  if (existsSync(path)) return path;
+  const rate = 48_000;
+  const samples = rate * 2;
+  const wav = Buffer.alloc(44 + samples * 2);
+  wav.write("RIFF", 0);
+  wav.writeUInt32LE(36 + samples * 2, 4);
+  wav.write("WAVEfmt ", 8);
+  wav.writeUInt32LE(16, 16);
+  wav.writeUInt16LE(1, 20); // PCM
+  wav.writeUInt16LE(1, 22); // mono
+  wav.writeUInt32LE(rate, 24);
+  wav.writeUInt32LE(rate * 2, 28);
+  wav.writeUInt16LE(2, 32);
+  wav.writeUInt16LE(16, 34);
+  wav.write("data", 36);
+  wav.writeUInt32LE(samples * 2, 40);
+  // 440 Hz at half scale (about -9 dBFS): well above LiveKit's speaking threshold.
+  for (let i = 0; i < samples; i++) wav.writeInt16LE(Math.round(16_000 * Math.sin((2 * Math.PI * 440 * i) / rate)), 44 + i * 2);
+  writeFileSync(path, wav);
+  return path;
 }
 
 /** Chromium's own switches for `UserPageOptions.media`, replacing the defaults of the same name. */
-const MEDIA_SWITCHES: Record<NonNullable<UserPageOptions["media"]>, string[]> = {
-  denied: ["--use-fake-ui-for-media-stream=deny"],
-  "no-camera": ["--use-fake-device-for-media-stream=device-count=0"],
+const MEDIA_SWITCHES: Record<NonNullable<UserPageOptions["media"]>, () => string[]> = {
+  denied: () => ["--use-fake-ui-for-media-stream=deny"],
+  "no-camera": () => ["--use-fake-device-for-media-stream=device-count=0"],
+  talking: () => [`--use-file-for-fake-audio-capture=${toneFile()}`],
 };
 
 function withSwitches(args: readonly string[] | undefined, overrides: string[]): string[] {
@@ -69,7 +102,7 @@ export const test = base.extend<Fixtures>({
         const media = options.media;
         let own = ownBrowsers.get(media);
         if (!own) {
-          own = await playwright.chromium.launch({ ...launchOptions, args: withSwitches(launchOptions.args, MEDIA_SWITCHES[media]) });
+          own = await playwright.chromium.launch({ ...launchOptions, args: withSwitches(launchOptions.args, MEDIA_SWITCHES[media]()) });
           ownBrowsers.set(media, own);
         }
         owner = own;
@@ -459,4 +492,50 @@ export class Balancer {
     this.cut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+export interface TileLayout {
+  /** Camera and screen tiles on the page. */
+  tiles: number;
+  /** Distinct columns and rows the camera tiles sit in. */
+  columns: number;
+  rows: number;
+  /** Problems found: overlapping tiles, tiles or controls outside the window, a sideways scroll. */
+  problems: string[];
+}
+
+/**
+ * How the call view is laid out in this page's window: the grid of tiles, and whether anything
+ * a practitioner needs is out of reach (outside the window's width, overlapping, too small to tap).
+ */
+export async function tileLayout(page: Page): Promise<TileLayout> {
+  return page.evaluate(() => {
+    const problems: string[] = [];
+    const width = window.innerWidth;
+    if (document.documentElement.scrollWidth > width) problems.push(`page scrolls sideways (${document.documentElement.scrollWidth} > ${width})`);
+    const tiles = [...document.querySelectorAll<HTMLElement>('[data-testid="tile"], [data-testid="screen_tile"]')];
+    const boxes = tiles.map((t) => ({ id: `${t.dataset.testid}:${t.dataset.identity}`, r: t.getBoundingClientRect(), el: t }));
+    for (const { id, r, el } of boxes) {
+      if (r.left < 0 || r.right > width + 0.5) problems.push(`${id} outside the window (${r.left}…${r.right})`);
+      if (r.width < 120) problems.push(`${id} is only ${r.width}px wide`);
+      const caption = el.querySelector("figcaption")?.getBoundingClientRect();
+      if (caption && (caption.left < r.left || caption.right > r.right + 0.5)) problems.push(`${id}'s name overflows its tile`);
+    }
+    boxes.forEach((a, i) => {
+      for (const b of boxes.slice(i + 1)) {
+        if (a.r.left < b.r.right - 1 && b.r.left < a.r.right - 1 && a.r.top < b.r.bottom - 1 && b.r.top < a.r.bottom - 1) {
+          problems.push(`${a.id} overlaps ${b.id}`);
+        }
+      }
+    });
+    for (const button of document.querySelectorAll<HTMLElement>('[role="toolbar"] button')) {
+      const r = button.getBoundingClientRect();
+      const name = button.getAttribute("aria-label") ?? button.textContent ?? "";
+      if (r.left < 0 || r.right > width + 0.5) problems.push(`button "${name}" outside the window`);
+      if (r.height < 40) problems.push(`button "${name}" is only ${r.height}px tall`);
+    }
+    const cameras = boxes.filter((b) => b.el.dataset.testid === "tile").map((b) => b.r);
+    const distinct = (values: number[]): number => new Set(values.map((v) => Math.round(v))).size;
+    return { tiles: boxes.length, columns: distinct(cameras.map((r) => r.left)), rows: distinct(cameras.map((r) => r.top)), problems };
+  });
 }

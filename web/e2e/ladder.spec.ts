@@ -1,6 +1,6 @@
 import type { Page } from "@playwright/test";
 import type { RemoteTrackPublication } from "livekit-client";
-import { DEMO_CASE, enterCall, expect, inboundVideoHeightFrom, inboundVideoHeights, joinDemoCall, openCase, signIn, test, videoSettlesAt } from "./fixtures";
+import { DEMO_CASE, enterCall, expect, inboundVideoHeightFrom, inboundVideoHeights, joinDemoCall, openCase, signIn, test, tileLayout, videoSettlesAt } from "./fixtures";
 
 /**
  * The quality ladder is enforced by the gateway, per subscriber, with no help from the page
@@ -154,6 +154,12 @@ test("6, 5, 4 and 2 people: at most 360 lines, then 540, then 720; a 7th is told
     }
     await page("alice").waitForTimeout(1000);
   }
+  // Six tiles fit the window: three by two on the 1280×800 screen, two by three at phone width.
+  await expect.poll(() => tileLayout(page("frank"))).toEqual({ tiles: 6, columns: 3, rows: 2, problems: [] });
+  await expect(page("frank").getByTestId("tiles")).toBeInViewport({ ratio: 1 });
+  await page("frank").setViewportSize({ width: 390, height: 844 });
+  await expect.poll(() => tileLayout(page("frank"))).toEqual({ tiles: 6, columns: 2, rows: 3, problems: [] });
+  await page("frank").setViewportSize({ width: 1280, height: 800 });
 
   // A seventh participant (the demo has six practitioners, so alice on a second device) is told
   // the call is full, by control's real refusal, and is not counted in the call.
