@@ -1,4 +1,4 @@
-import { CONNECT_TIMEOUT, DEMO_CASE, expect, joinCall, liveCallMemberships, openCase, roomIdOf, signIn, test } from "./fixtures";
+import { CONNECT_TIMEOUT, DEMO_CASE, endCallAs, expect, joinCall, liveCallMemberships, openCase, roomIdOf, signIn, test } from "./fixtures";
 
 test("the host ends the call for everyone; others have no End button and are told", async ({ openUserPage }) => {
   // alice created "Demo case" (a host); bob is a member with the default power level.
@@ -14,6 +14,11 @@ test("the host ends the call for everyone; others have no End button and are tol
   await expect(alice.getByRole("button", { name: "End call for all" })).toBeVisible();
   await expect(bob.getByTestId("call_view")).toBeVisible();
   await expect(bob.getByRole("button", { name: "End call for all" })).toHaveCount(0);
+  // Nor may he end it through the API: control refuses, and the call goes on for both.
+  const roomId = roomIdOf(alice);
+  expect(await endCallAs("bob", roomId)).toEqual({ status: 403, errcode: "M_FORBIDDEN" });
+  await alice.waitForTimeout(2_000);
+  for (const p of [alice, bob]) expect(await p.evaluate(() => window.__koinosRoom?.state)).toBe("connected");
 
   alice.once("dialog", (dialog) => void dialog.accept());
   await alice.getByRole("button", { name: "End call for all" }).click();
@@ -24,7 +29,6 @@ test("the host ends the call for everyone; others have no End button and are tol
   await expect(alice.getByTestId("call_view")).toHaveCount(0, { timeout: 30_000 });
 
   // The case room holds no live call membership of either (read from the homeserver).
-  const roomId = roomIdOf(alice);
   await expect
     .poll(async () => (await liveCallMemberships(roomId)).filter((key) => key.includes(aliceId) || key.includes(bobId)), {
       timeout: 30_000,

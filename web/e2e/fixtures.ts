@@ -539,3 +539,26 @@ export async function tileLayout(page: Page): Promise<TileLayout> {
     return { tiles: boxes.length, columns: distinct(cameras.map((r) => r.left)), rows: distinct(cameras.map((r) => r.top)), problems };
   });
 }
+
+/** Asks control to end the case's call (`POST /api/rtc/end`) as `user`, proving who with an OpenID token. */
+export async function endCallAs(user: string, roomId: string): Promise<{ status: number; errcode?: string }> {
+  const token = await accessTokenOf(user);
+  const whoami = (await (await fetch(`${HOMESERVER_URL}/_matrix/client/v3/account/whoami`, { headers: { Authorization: `Bearer ${token}` } })).json()) as {
+    user_id: string;
+  };
+  const openid: unknown = await (
+    await fetch(`${HOMESERVER_URL}/_matrix/client/v3/user/${encodeURIComponent(whoami.user_id)}/openid/request_token`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+      body: "{}",
+    })
+  ).json();
+  const control = process.env.KOINOS_WEB_URL ?? "http://localhost:8080";
+  const response = await fetch(`${control}/api/rtc/end`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ room_id: roomId, openid_token: openid }),
+  });
+  const body = (await response.json().catch(() => ({}))) as { errcode?: string };
+  return { status: response.status, ...(body.errcode ? { errcode: body.errcode } : {}) };
+}

@@ -1,29 +1,4 @@
-import { CONNECT_TIMEOUT, DEMO_PASSWORD, enterCall, HOMESERVER_URL, expect, openCase, roomIdOf, signIn, test } from "./fixtures";
-
-/** Ends the case's call through control (deletes the LiveKit room), as alice, the host. */
-async function endCallAsHost(roomId: string): Promise<void> {
-  const login = (await (
-    await fetch(`${HOMESERVER_URL}/_matrix/client/v3/login`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: "alice" }, password: DEMO_PASSWORD }),
-    })
-  ).json()) as { access_token: string; user_id: string };
-  const openid: unknown = await (
-    await fetch(`${HOMESERVER_URL}/_matrix/client/v3/user/${encodeURIComponent(login.user_id)}/openid/request_token`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Authorization: `Bearer ${login.access_token}` },
-      body: "{}",
-    })
-  ).json();
-  const control = process.env.KOINOS_WEB_URL ?? "http://localhost:8080";
-  const response = await fetch(`${control}/api/rtc/end`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ room_id: roomId, openid_token: openid }),
-  });
-  expect(response.status).toBe(200);
-}
+import { CONNECT_TIMEOUT, endCallAs, enterCall, expect, openCase, roomIdOf, signIn, test } from "./fixtures";
 
 /**
  * LiveKit closes an empty call's room after its departure timeout; a token issued at that
@@ -41,7 +16,7 @@ test("joining recovers when the call's media room vanished after the token was i
     tokenRequests += 1;
     const response = await route.fetch();
     // The first token is real, but its room is deleted before the page can use it.
-    if (tokenRequests === 1) await endCallAsHost(roomId);
+    if (tokenRequests === 1) expect((await endCallAs("alice", roomId)).status).toBe(200);
     await route.fulfill({ response });
   });
 

@@ -2,6 +2,7 @@ import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { HttpApiEvent, type MatrixClient } from "matrix-js-sdk";
 import { LoginView } from "./auth/LoginView";
 import { SessionContext, type SessionContextValue } from "./auth/ClientContext";
+import { SyncStatus } from "./auth/SyncStatus";
 import {
   clearStoredSession,
   createSessionClient,
@@ -153,6 +154,7 @@ export function App() {
         </main>
       ) : (
         <SessionContext.Provider value={sessionValue}>
+          <SyncStatus client={sessionValue.client} />
           <Routed />
         </SessionContext.Provider>
       )}
