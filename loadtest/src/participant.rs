@@ -1,0 +1,734 @@
+//! One simulated participant, as a browser running the web page would be: an OpenID token from
+//! the homeserver, a LiveKit token from control, LiveKit signalling over a WebSocket (through the
+//! gateway, or straight to LiveKit), two peer connections from the `webrtc` crate (LiveKit's
+//! publisher and subscriber), Opus audio and three VP8 simulcast layers published, and everyone
+//! else's tracks subscribed and watched.
+//!
+//! Concurrency: the participant is one task owning the signalling socket's read side and both
+//! peer connections. The peer connections' callbacks only send events into its channel; the
+//! media pumps and the per-track readers are tasks of their own that stop when it does. What was
+//! measured is kept in [`Observations`], shared with the readers behind a mutex.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use livekit_protocol as lk;
+use lk::{signal_request, signal_response};
+use prost::Message as _;
+use rtc::interceptor::Registry;
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{RTCIceCandidateInit, RTCIceServer};
+use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::shared::marshal::{Marshal, MarshalSize};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCPeerConnectionState,
+};
+
+use crate::accounts::{self, Account, Homeserver};
+use crate::media::{AUDIO_FRAME, LAYERS, Media, VIDEO_FPS};
+use crate::vp8;
+
+const OPUS_PT: u8 = 111;
+const VP8_PT: u8 = 96;
+/// The gateway's audio-only fallback stage, a LiveKit participant attribute.
+const FALLBACK_ATTRIBUTE: &str = "org.koinos.rtc.fallback";
+
+/// Where and how one participant connects.
+#[derive(Clone)]
+pub struct Plan {
+    pub http: reqwest::Client,
+    pub homeserver: Arc<Homeserver>,
+    pub rtc_service_url: String,
+    /// Replaces the signalling URL control answers (the gateway) with LiveKit's own.
+    pub direct_url: Option<String>,
+    pub room_id: String,
+    pub account: Account,
+    pub media: Arc<Media>,
+    pub bind_ip: String,
+    /// How long to stay once connected.
+    pub stay: Duration,
+}
+
+/// What one remote track delivered to this participant.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RemoteTrack {
+    /// The publishing participant's identity (`<user_id>:<device_id>`), when known.
+    pub from: String,
+    pub kind: String,
+    /// Milliseconds from this participant's start (its token request) to the first RTP packet.
+    pub first_packet_ms: Option<u64>,
+    /// …and for video, to the first key frame with a size.
+    pub first_frame_ms: Option<u64>,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets missing from the sequence numbers seen (lost on the way, or not sent).
+    pub lost: u64,
+    /// Video: `(ms since start, width, height)` each time the received key frame size changed.
+    pub resolutions: Vec<(u64, u16, u16)>,
+}
+
+/// Everything measured for one participant; serialised into the JSON report.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Observations {
+    pub user_id: String,
+    pub room_id: String,
+    pub identity: String,
+    /// Set when the participant failed; what failed, in words.
+    pub error: Option<String>,
+    /// Start → LiveKit token in hand (OpenID + control).
+    pub token_ms: Option<u64>,
+    /// Start → LiveKit's `join` answer on the signalling socket.
+    pub joined_ms: Option<u64>,
+    /// Start → both peer connections connected.
+    pub media_connected_ms: Option<u64>,
+    /// Remote tracks by LiveKit track sid (or stream id until known).
+    pub remote: HashMap<String, RemoteTrack>,
+    /// `(ms since start, stage)` whenever the gateway's fallback stage for this participant changed.
+    pub fallback_changes: Vec<(u64, String)>,
+    /// LiveKit's connection quality for this participant, last seen.
+    pub last_quality: Option<String>,
+}
+
+enum Event {
+    Candidate {
+        target: lk::SignalTarget,
+        init: RTCIceCandidateInit,
+    },
+    State {
+        target: lk::SignalTarget,
+        state: RTCPeerConnectionState,
+    },
+    Track(Arc<dyn TrackRemote>),
+}
+
+struct Handler {
+    target: lk::SignalTarget,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(
+        &self,
+        event: rtc::peer_connection::event::RTCPeerConnectionIceEvent,
+    ) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.events.send(Event::Candidate {
+                target: self.target,
+                init,
+            });
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.events.send(Event::State {
+            target: self.target,
+            state,
+        });
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.events.send(Event::Track(track));
+    }
+}
+
+fn ms_since(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+/// Runs the participant to its end; what it measured is in `observations` whatever happens.
+pub async fn run(
+    plan: Plan,
+    observations: Arc<Mutex<Observations>>,
+    connected: mpsc::UnboundedSender<()>,
+) -> Result<()> {
+    let started = Instant::now();
+    {
+        let mut o = observations.lock().unwrap();
+        o.user_id = plan.account.user_id.clone();
+        o.room_id = plan.room_id.clone();
+    }
+    let openid = plan.homeserver.openid(&plan.account).await?;
+    let token = accounts::rtc_token(
+        &plan.http,
+        &plan.rtc_service_url,
+        &plan.room_id,
+        &plan.account,
+        openid,
+    )
+    .await?;
+    {
+        let mut o = observations.lock().unwrap();
+        o.token_ms = Some(ms_since(started));
+        o.identity = token.identity.clone();
+    }
+    let base = plan.direct_url.clone().unwrap_or(token.url.clone());
+    let url = format!(
+        "{}/rtc?access_token={}&protocol=16&sdk=rust&version=0.1.0&auto_subscribe=1&adaptive_stream=0",
+        base.trim_end_matches('/'),
+        token.jwt
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("cannot open LiveKit signalling at {base}"))?;
+    let (mut sink, mut stream) = socket.split();
+    let (requests, mut outgoing) = mpsc::unbounded_channel::<signal_request::Message>();
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            let bytes = lk::SignalRequest {
+                message: Some(message),
+            }
+            .encode_to_vec();
+            if sink.send(Message::Binary(bytes.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let join = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .context("no answer to the join within 20 s")?
+            .context("the signalling socket closed before the join")??;
+        if let Message::Binary(bytes) = frame {
+            match lk::SignalResponse::decode(bytes)?.message {
+                Some(signal_response::Message::Join(join)) => break join,
+                Some(signal_response::Message::Leave(leave)) => {
+                    bail!("LiveKit refused the join (reason {})", leave.reason)
+                }
+                _ => continue,
+            }
+        }
+    };
+    observations.lock().unwrap().joined_ms = Some(ms_since(started));
+
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let ice_servers: Vec<RTCIceServer> = join
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect();
+    let publisher = peer_connection(
+        &plan,
+        &ice_servers,
+        lk::SignalTarget::Publisher,
+        events_tx.clone(),
+    )
+    .await?;
+    let subscriber = peer_connection(
+        &plan,
+        &ice_servers,
+        lk::SignalTarget::Subscriber,
+        events_tx.clone(),
+    )
+    .await?;
+
+    // Announce the tracks, then offer them once LiveKit has answered both announcements.
+    let audio_cid = "koinos-loadtest-audio".to_owned();
+    let video_cid = "koinos-loadtest-video".to_owned();
+    let top = LAYERS[LAYERS.len() - 1];
+    requests.send(signal_request::Message::AddTrack(lk::AddTrackRequest {
+        cid: audio_cid.clone(),
+        name: "microphone".into(),
+        r#type: lk::TrackType::Audio as i32,
+        source: lk::TrackSource::Microphone as i32,
+        ..Default::default()
+    }))?;
+    requests.send(signal_request::Message::AddTrack(lk::AddTrackRequest {
+        cid: video_cid.clone(),
+        name: "camera".into(),
+        r#type: lk::TrackType::Video as i32,
+        source: lk::TrackSource::Camera as i32,
+        width: top.width,
+        height: top.height,
+        layers: LAYERS
+            .iter()
+            .zip([
+                lk::VideoQuality::Low,
+                lk::VideoQuality::Medium,
+                lk::VideoQuality::High,
+            ])
+            .map(|(layer, quality)| lk::VideoLayer {
+                quality: quality as i32,
+                width: layer.width,
+                height: layer.height,
+                bitrate: layer.kbps * 1000,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }))?;
+
+    let (audio_track, audio_ssrc) = local_track(&audio_cid, RtpCodecKind::Audio, &[None])?;
+    let video_rids: Vec<Option<&str>> = LAYERS.iter().map(|l| Some(l.rid)).collect();
+    let (video_track, video_ssrcs) = local_track(&video_cid, RtpCodecKind::Video, &video_rids)?;
+    publisher
+        .add_track(Arc::clone(&audio_track) as Arc<dyn TrackLocal>)
+        .await?;
+    publisher
+        .add_track(Arc::clone(&video_track) as Arc<dyn TrackLocal>)
+        .await?;
+
+    let mut published = 0;
+    let mut offered = false;
+    let mut pending: HashMap<i32, Vec<RTCIceCandidateInit>> = HashMap::new();
+    let mut remote_set: HashMap<i32, bool> = HashMap::new();
+    let mut states: HashMap<i32, RTCPeerConnectionState> = HashMap::new();
+    let mut pumps: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut sid_to_identity: HashMap<String, String> = join
+        .other_participants
+        .iter()
+        .map(|p| (p.sid.clone(), p.identity.clone()))
+        .collect();
+    let my_sid = join
+        .participant
+        .as_ref()
+        .map(|p| p.sid.clone())
+        .unwrap_or_default();
+    let mut connected_at: Option<Instant> = None;
+    let mut ping = tokio::time::interval(Duration::from_secs(join.ping_interval.max(1) as u64));
+    let mut fallback_stage = String::new();
+    let mut video_mid_value: &'static str = "";
+
+    let outcome: Result<()> = async {
+        loop {
+            let deadline = connected_at.map(|at| at + plan.stay);
+            tokio::select! {
+                _ = ping.tick() => {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+                    requests.send(signal_request::Message::Ping(now))?;
+                }
+                _ = async { tokio::time::sleep_until(deadline.unwrap().into()).await }, if deadline.is_some() => {
+                    return Ok(());
+                }
+                frame = stream.next() => {
+                    let frame = frame.ok_or_else(|| anyhow!("the signalling socket closed"))??;
+                    let Message::Binary(bytes) = frame else { continue };
+                    match lk::SignalResponse::decode(bytes)?.message {
+                        Some(signal_response::Message::TrackPublished(_)) => {
+                            published += 1;
+                            if published == 2 && !offered {
+                                offered = true;
+                                let offer = publisher.create_offer(None).await?;
+                                publisher.set_local_description(offer.clone()).await?;
+                                video_mid_value = video_mid(&offer.sdp).context("our offer has no video section")?;
+                                requests.send(signal_request::Message::Offer(lk::SessionDescription {
+                                    r#type: "offer".into(),
+                                    sdp: offer.sdp,
+                                    ..Default::default()
+                                }))?;
+                            }
+                        }
+                        Some(signal_response::Message::Answer(answer)) => {
+                            publisher.set_remote_description(RTCSessionDescription::answer(answer.sdp)?).await?;
+                            flush(&*publisher, lk::SignalTarget::Publisher, &mut pending, &mut remote_set).await?;
+                        }
+                        Some(signal_response::Message::Offer(offer)) => {
+                            subscriber.set_remote_description(RTCSessionDescription::offer(offer.sdp)?).await?;
+                            flush(&*subscriber, lk::SignalTarget::Subscriber, &mut pending, &mut remote_set).await?;
+                            let answer = subscriber.create_answer(None).await?;
+                            subscriber.set_local_description(answer.clone()).await?;
+                            requests.send(signal_request::Message::Answer(lk::SessionDescription {
+                                r#type: "answer".into(),
+                                sdp: answer.sdp,
+                                id: offer.id,
+                                ..Default::default()
+                            }))?;
+                        }
+                        Some(signal_response::Message::Trickle(trickle)) => {
+                            let init: RTCIceCandidateInit = serde_json::from_str(&trickle.candidate_init)
+                                .with_context(|| format!("LiveKit's ICE candidate {:?}", trickle.candidate_init))?;
+                            let pc = if trickle.target == lk::SignalTarget::Publisher as i32 { &publisher } else { &subscriber };
+                            if remote_set.get(&trickle.target).copied().unwrap_or(false) {
+                                pc.add_ice_candidate(init).await?;
+                            } else {
+                                pending.entry(trickle.target).or_default().push(init);
+                            }
+                        }
+                        Some(signal_response::Message::Update(update)) => {
+                            for p in update.participants {
+                                if p.sid == my_sid {
+                                    let stage = p.attributes.get(FALLBACK_ATTRIBUTE).cloned().unwrap_or_default();
+                                    if stage != fallback_stage {
+                                        fallback_stage = stage.clone();
+                                        let label = if stage.is_empty() { "none".to_owned() } else { stage };
+                                        observations.lock().unwrap().fallback_changes.push((ms_since(started), label));
+                                    }
+                                } else {
+                                    sid_to_identity.insert(p.sid.clone(), p.identity.clone());
+                                }
+                            }
+                        }
+                        Some(signal_response::Message::ConnectionQuality(update)) => {
+                            if let Some(mine) = update.updates.iter().find(|u| u.participant_sid == my_sid) {
+                                let quality = lk::ConnectionQuality::try_from(mine.quality).map(|q| q.as_str_name().to_owned()).unwrap_or_default();
+                                observations.lock().unwrap().last_quality = Some(quality);
+                            }
+                        }
+                        Some(signal_response::Message::Leave(leave)) => bail!("LiveKit ended the session (reason {})", leave.reason),
+                        _ => {}
+                    }
+                }
+                event = events.recv() => {
+                    match event.context("peer connection events ended")? {
+                        Event::Candidate { target, init } => {
+                            requests.send(signal_request::Message::Trickle(lk::TrickleRequest {
+                                candidate_init: serde_json::to_string(&init)?,
+                                target: target as i32,
+                                r#final: false,
+                            }))?;
+                        }
+                        Event::State { target, state } => {
+                            if state == RTCPeerConnectionState::Failed {
+                                bail!("the {} peer connection failed", target.as_str_name().to_lowercase());
+                            }
+                            states.insert(target as i32, state);
+                            let both = [lk::SignalTarget::Publisher, lk::SignalTarget::Subscriber]
+                                .iter()
+                                .all(|t| states.get(&(*t as i32)) == Some(&RTCPeerConnectionState::Connected));
+                            if both && connected_at.is_none() {
+                                connected_at = Some(Instant::now());
+                                observations.lock().unwrap().media_connected_ms = Some(ms_since(started));
+                                let _ = connected.send(());
+                                pumps.push(tokio::spawn(pump_audio(Arc::clone(&audio_track), audio_ssrc[0], Arc::clone(&plan.media))));
+                                pumps.push(tokio::spawn(pump_video(Arc::clone(&video_track), video_ssrcs.clone(), video_mid_value, Arc::clone(&plan.media))));
+                            }
+                        }
+                        Event::Track(track) => {
+                            pumps.push(tokio::spawn(watch(track, Arc::clone(&observations), started, sid_to_identity.clone())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    .await;
+
+    let _ = requests.send(signal_request::Message::Leave(lk::LeaveRequest {
+        can_reconnect: false,
+        reason: lk::DisconnectReason::ClientInitiated as i32,
+        ..Default::default()
+    }));
+    drop(requests);
+    for pump in &pumps {
+        pump.abort();
+    }
+    let _ = publisher.close().await;
+    let _ = subscriber.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    outcome
+}
+
+async fn flush(
+    pc: &dyn PeerConnection,
+    target: lk::SignalTarget,
+    pending: &mut HashMap<i32, Vec<RTCIceCandidateInit>>,
+    remote_set: &mut HashMap<i32, bool>,
+) -> Result<()> {
+    remote_set.insert(target as i32, true);
+    for init in pending.remove(&(target as i32)).unwrap_or_default() {
+        pc.add_ice_candidate(init).await?;
+    }
+    Ok(())
+}
+
+async fn peer_connection(
+    plan: &Plan,
+    ice_servers: &[RTCIceServer],
+    target: lk::SignalTarget,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<Arc<dyn PeerConnection>> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_codec(codec_parameters(RtpCodecKind::Audio), RtpCodecKind::Audio)?;
+    media_engine.register_codec(codec_parameters(RtpCodecKind::Video), RtpCodecKind::Video)?;
+    // LiveKit (pion) tells simulcast layers apart by these: without them it drops the video.
+    for uri in [
+        "urn:ietf:params:rtp-hdrext:sdes:mid",
+        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+    ] {
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )?;
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(ice_servers.to_vec())
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler { target, events }))
+        .with_udp_addrs(vec![format!("{}:0", plan.bind_ip)])
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}
+
+fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
+    match kind {
+        RtpCodecKind::Audio => RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        _ => RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+    }
+}
+
+fn codec_parameters(kind: RtpCodecKind) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: codec(kind),
+        payload_type: if kind == RtpCodecKind::Audio {
+            OPUS_PT
+        } else {
+            VP8_PT
+        },
+    }
+}
+
+/// A local track with one encoding per `rids` entry (simulcast when there are several).
+fn local_track(
+    cid: &str,
+    kind: RtpCodecKind,
+    rids: &[Option<&str>],
+) -> Result<(Arc<TrackLocalStaticSample>, Vec<u32>)> {
+    let ssrcs: Vec<u32> = rids.iter().map(|_| rand_ssrc()).collect();
+    let encodings = rids
+        .iter()
+        .zip(&ssrcs)
+        .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                rid: rid.map(str::to_owned).unwrap_or_default(),
+                ssrc: Some(*ssrc),
+                ..Default::default()
+            },
+            codec: codec(kind),
+            ..Default::default()
+        })
+        .collect();
+    let track = TrackLocalStaticSample::new(
+        Instant::now(),
+        MediaStreamTrack::new(
+            "koinos-loadtest".to_owned(),
+            cid.to_owned(),
+            cid.to_owned(),
+            kind,
+            encodings,
+        ),
+    )?;
+    Ok((Arc::new(track), ssrcs))
+}
+
+fn rand_ssrc() -> u32 {
+    let mut bytes = [0u8; 4];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("system randomness");
+    u32::from_le_bytes(bytes) | 1
+}
+
+fn sample(data: bytes::Bytes, timestamp: Instant, duration: Duration) -> Sample {
+    Sample {
+        data,
+        timestamp,
+        duration,
+        packet_timestamp: 0,
+        prev_dropped_packets: 0,
+        prev_padding_packets: 0,
+    }
+}
+
+async fn pump_audio(track: Arc<TrackLocalStaticSample>, ssrc: u32, media: Arc<Media>) {
+    let mut tick = tokio::time::interval(AUDIO_FRAME);
+    for packet in media.audio.iter().cycle() {
+        tick.tick().await;
+        let sample = sample(packet.clone(), Instant::now(), AUDIO_FRAME);
+        if track
+            .write_sample(ssrc, OPUS_PT, &sample, &[])
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// An RTP header extension whose value is a short string (the SDES MID and RID items).
+struct Sdes(&'static str);
+
+impl MarshalSize for Sdes {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Marshal for Sdes {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        buf[..self.0.len()].copy_from_slice(self.0.as_bytes());
+        Ok(self.0.len())
+    }
+}
+
+fn sdes(uri: &'static str, value: &'static str) -> HeaderExtension {
+    HeaderExtension::Custom {
+        uri: uri.into(),
+        extension: Box::new(Sdes(value)),
+    }
+}
+
+/// The `a=mid` of the first `m=video` section of an SDP.
+fn video_mid(sdp: &str) -> Option<&'static str> {
+    let section = sdp.split("\nm=").find(|s| s.starts_with("video"))?;
+    let mid = section
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=mid:"))?;
+    // Leaked once per participant: the extension value must be 'static.
+    Some(Box::leak(mid.to_owned().into_boxed_str()))
+}
+
+async fn pump_video(
+    track: Arc<TrackLocalStaticSample>,
+    ssrcs: Vec<u32>,
+    mid: &'static str,
+    media: Arc<Media>,
+) {
+    let frame_time = Duration::from_secs(1) / VIDEO_FPS;
+    let mut tick = tokio::time::interval(frame_time);
+    // LiveKit (pion) learns which simulcast layer an SSRC carries from these two extensions.
+    let extensions: Vec<[HeaderExtension; 2]> = LAYERS
+        .iter()
+        .map(|layer| {
+            [
+                sdes("urn:ietf:params:rtp-hdrext:sdes:mid", mid),
+                sdes("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", layer.rid),
+            ]
+        })
+        .collect();
+    for index in 0.. {
+        tick.tick().await;
+        let now = Instant::now();
+        for ((layer, ssrc), extensions) in media.video.iter().zip(&ssrcs).zip(&extensions) {
+            let data = layer[index % layer.len()].clone();
+            let sample = sample(data, now, frame_time);
+            if track
+                .write_sample(*ssrc, VP8_PT, &sample, extensions)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one remote track to its end, recording what arrives.
+async fn watch(
+    track: Arc<dyn TrackRemote>,
+    observations: Arc<Mutex<Observations>>,
+    started: Instant,
+    identities: HashMap<String, String>,
+) {
+    let stream = track.stream_id().await.to_string();
+    let track_id = track.track_id().await.to_string();
+    // LiveKit's stream ids are "<participant sid>|<track sid>".
+    let (participant_sid, track_sid) = stream
+        .split_once('|')
+        .map(|(p, t)| (p.to_owned(), t.to_owned()))
+        .unwrap_or((stream.clone(), track_id));
+    let kind = format!("{}", track.kind().await);
+    {
+        let mut o = observations.lock().unwrap();
+        let entry = o.remote.entry(track_sid.clone()).or_default();
+        entry.from = identities
+            .get(&participant_sid)
+            .cloned()
+            .unwrap_or(participant_sid);
+        entry.kind = kind.clone();
+    }
+    let mut last_seq: Option<u16> = None;
+    let mut size: Option<(u16, u16)> = None;
+    while let Some(event) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(packet) = event else {
+            if matches!(event, TrackRemoteEvent::OnEnded) {
+                break;
+            }
+            continue;
+        };
+        let at = ms_since(started);
+        let seq = packet.header.sequence_number;
+        let gap = last_seq
+            .map(|last| seq.wrapping_sub(last).wrapping_sub(1))
+            .filter(|gap| *gap < 1000)
+            .unwrap_or(0);
+        last_seq = Some(seq);
+        // LiveKit fills a paused or closing track with tiny blank key frames: not a layer.
+        let key = if kind == "video" {
+            vp8::key_frame_size(&packet.payload).filter(|(w, h)| *w >= 64 && *h >= 64)
+        } else {
+            None
+        };
+        let mut o = observations.lock().unwrap();
+        let entry = o.remote.entry(track_sid.clone()).or_default();
+        entry.packets += 1;
+        entry.bytes += packet.payload.len() as u64;
+        entry.lost += u64::from(gap);
+        entry.first_packet_ms.get_or_insert(at);
+        if let Some(dims) = key {
+            entry.first_frame_ms.get_or_insert(at);
+            if size != Some(dims) {
+                size = Some(dims);
+                entry.resolutions.push((at, dims.0, dims.1));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_video_mid_is_read_from_the_offer() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=mid:1\r\n";
+        assert_eq!(video_mid(sdp), Some("1"));
+        assert_eq!(video_mid("v=0\r\nm=audio 9 x 111\r\na=mid:0\r\n"), None);
+    }
+}
