@@ -35,7 +35,7 @@ struct Options {
     /// Participants started per second, over all rooms.
     #[arg(long, default_value_t = 2.0)]
     ramp: f64,
-    /// Seconds each participant stays once its media is connected.
+    /// Seconds the call goes on once the last participant has started; then everyone leaves.
     #[arg(long, default_value_t = 20)]
     duration: u64,
     /// Connect straight to LiveKit at this URL instead of the gateway control names.
@@ -206,6 +206,8 @@ async fn run(options: Options) -> Result<bool> {
     // Interleave rooms so that every call grows at the same pace.
     plans.sort_by_key(|(room, _, account)| (account.device_id.clone(), *room));
     let gap = Duration::from_secs_f64(1.0 / options.ramp);
+    let leave_at =
+        started + gap * (total.saturating_sub(1)) as u32 + Duration::from_secs(options.duration);
     let mut tasks = Vec::new();
     for (index, (_, room_id, account)) in plans.into_iter().enumerate() {
         let observations = Arc::new(Mutex::new(Observations::default()));
@@ -219,7 +221,8 @@ async fn run(options: Options) -> Result<bool> {
             account,
             media: Arc::clone(&media),
             bind_ip: options.bind_ip.clone(),
-            stay: Duration::from_secs(options.duration),
+            leave_at,
+            run_started: started,
         };
         let connected = connected_tx.clone();
         let done = done_tx.clone();

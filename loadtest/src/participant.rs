@@ -65,8 +65,10 @@ pub struct Plan {
     pub account: Account,
     pub media: Arc<Media>,
     pub bind_ip: String,
-    /// How long to stay once connected.
-    pub stay: Duration,
+    /// When to leave: everyone leaves together, `--duration` after the last one started.
+    pub leave_at: Instant,
+    /// When the whole run started: participants' times are also placed on its clock.
+    pub run_started: Instant,
 }
 
 /// What one remote track delivered to this participant.
@@ -93,6 +95,8 @@ pub struct Observations {
     pub user_id: String,
     pub room_id: String,
     pub identity: String,
+    /// When this participant started, in ms since the run started (its other times count from here).
+    pub started_ms: u64,
     /// Set when the participant failed; what failed, in words.
     pub error: Option<String>,
     /// Start → LiveKit token in hand (OpenID + control).
@@ -165,6 +169,7 @@ pub async fn run(
     let started = Instant::now();
     {
         let mut o = observations.lock().unwrap();
+        o.started_ms = started.duration_since(plan.run_started).as_millis() as u64;
         o.user_id = plan.account.user_id.clone();
         o.room_id = plan.room_id.clone();
     }
@@ -317,13 +322,15 @@ pub async fn run(
 
     let outcome: Result<()> = async {
         loop {
-            let deadline = connected_at.map(|at| at + plan.stay);
             tokio::select! {
                 _ = ping.tick() => {
                     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
                     requests.send(signal_request::Message::Ping(now))?;
                 }
-                _ = async { tokio::time::sleep_until(deadline.unwrap().into()).await }, if deadline.is_some() => {
+                _ = tokio::time::sleep_until(plan.leave_at.into()) => {
+                    if connected_at.is_none() {
+                        bail!("media not connected by the end of the run");
+                    }
                     return Ok(());
                 }
                 frame = stream.next() => {

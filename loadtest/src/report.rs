@@ -53,8 +53,13 @@ pub struct Summary {
     /// Start → the first key frame of every remote camera, ms (one value per participant: the last
     /// of its remotes, i.e. when it saw everyone).
     pub all_video_ms: Option<Percentiles>,
-    /// Start → the first audio packet from each remote, ms.
+    /// Signalling connect (token in hand) → the first remote camera key frame, ms: the join time a
+    /// practitioner feels.
+    pub connect_to_first_frame_ms: Option<Percentiles>,
+    /// Signalling connect → the first remote audio packet, ms.
     pub first_audio_ms: Option<Percentiles>,
+    /// How long the call took to obey the ladder after it grew past 2 and past 4 people.
+    pub ladder: Vec<Convergence>,
     /// Height of the last key frame received from each remote camera → how many such tracks.
     pub final_heights: BTreeMap<u16, usize>,
     /// Packets missing from what was received, over all remote tracks, in %.
@@ -62,6 +67,26 @@ pub struct Summary {
     /// Received media bitrate, per participant on average, kbit/s.
     pub receive_kbps: f64,
     pub fallback_switches: usize,
+}
+
+/// The gateway's ladder: the highest layer a subscriber may receive in a call of `n` people.
+pub fn ladder_cap(n: usize) -> u16 {
+    match n {
+        0..=2 => 720,
+        3..=4 => 540,
+        _ => 360,
+    }
+}
+
+/// One step of the ladder in one call: from the moment the participant that lowered the cap had
+/// its media connected, until every earlier participant received every earlier camera at no
+/// more than the new cap (`None`: not within the run).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Convergence {
+    pub room_id: String,
+    pub participants: usize,
+    pub cap: u16,
+    pub converged_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -112,8 +137,23 @@ impl Report {
             s.participants, s.failed
         );
         let _ = writeln!(out, "  joined              {}", fmt(&s.joined_ms));
-        let _ = writeln!(out, "  first remote audio  {}", fmt(&s.first_audio_ms));
-        let _ = writeln!(out, "  all remote video    {}", fmt(&s.all_video_ms));
+        let _ = writeln!(out, "  connect→1st audio   {}", fmt(&s.first_audio_ms));
+        let _ = writeln!(out, "  start→saw everyone  {}", fmt(&s.all_video_ms));
+        let _ = writeln!(
+            out,
+            "  connect→1st frame   {}",
+            fmt(&s.connect_to_first_frame_ms)
+        );
+        for step in &s.ladder {
+            let took = step
+                .converged_ms
+                .map_or("not within the run".to_owned(), |ms| format!("{ms} ms"));
+            let _ = writeln!(
+                out,
+                "  ladder at {} people  ≤{}p after {took}",
+                step.participants, step.cap
+            );
+        }
         let heights: Vec<String> = s
             .final_heights
             .iter()
@@ -148,7 +188,6 @@ impl Report {
 fn summarize(participants: &[Observations], duration_secs: u64) -> Summary {
     let mut joined = Vec::new();
     let mut all_video = Vec::new();
-    let mut first_audio = Vec::new();
     let mut final_heights = BTreeMap::new();
     let (mut packets, mut lost, mut bytes) = (0u64, 0u64, 0u64);
     let mut fallback_switches = 0;
@@ -167,14 +206,35 @@ fn summarize(participants: &[Observations], duration_secs: u64) -> Summary {
             packets += t.packets;
             lost += t.lost;
             bytes += t.bytes;
-            if t.kind == "audio" {
-                first_audio.extend(t.first_packet_ms);
-            }
             if let Some((_, _, h)) = t.resolutions.last() {
                 *final_heights.entry(*h).or_insert(0) += 1;
             }
         }
     }
+    let first_audio: Vec<u64> = participants
+        .iter()
+        .filter_map(|p| {
+            let first = p
+                .remote
+                .values()
+                .filter(|t| t.kind == "audio")
+                .filter_map(|t| t.first_packet_ms)
+                .min()?;
+            Some(first.saturating_sub(p.token_ms?))
+        })
+        .collect();
+    let connect_to_first_frame: Vec<u64> = participants
+        .iter()
+        .filter_map(|p| {
+            let first = p
+                .remote
+                .values()
+                .filter(|t| t.kind == "video")
+                .filter_map(|t| t.first_frame_ms)
+                .min()?;
+            Some(first.saturating_sub(p.token_ms?))
+        })
+        .collect();
     let loss_percent = if packets + lost == 0 {
         0.0
     } else {
@@ -190,7 +250,9 @@ fn summarize(participants: &[Observations], duration_secs: u64) -> Summary {
         failed: participants.iter().filter(|p| p.error.is_some()).count(),
         joined_ms: Percentiles::of(joined),
         all_video_ms: Percentiles::of(all_video),
+        connect_to_first_frame_ms: Percentiles::of(connect_to_first_frame),
         first_audio_ms: Percentiles::of(first_audio),
+        ladder: ladder_convergence(participants),
         final_heights,
         loss_percent,
         receive_kbps: bytes as f64 * 8.0 / 1000.0 / duration_secs.max(1) as f64 / connected as f64,
@@ -198,10 +260,158 @@ fn summarize(participants: &[Observations], duration_secs: u64) -> Summary {
     }
 }
 
+/// [`Convergence`] for every call and every size at which the cap drops (3 and 5 people).
+fn ladder_convergence(participants: &[Observations]) -> Vec<Convergence> {
+    let mut rooms: BTreeMap<&str, Vec<&Observations>> = BTreeMap::new();
+    for p in participants
+        .iter()
+        .filter(|p| p.media_connected_ms.is_some())
+    {
+        rooms.entry(p.room_id.as_str()).or_default().push(p);
+    }
+    let mut out = Vec::new();
+    for (room_id, mut members) in rooms {
+        let connected_at = |p: &Observations| p.started_ms + p.media_connected_ms.unwrap_or(0);
+        members.sort_by_key(|p| connected_at(p));
+        for n in 3..=members.len() {
+            let cap = ladder_cap(n);
+            if cap == ladder_cap(n - 1) {
+                continue;
+            }
+            let since = connected_at(members[n - 1]);
+            let earlier: Vec<&str> = members[..n - 1]
+                .iter()
+                .map(|p| p.identity.as_str())
+                .collect();
+            // Each earlier subscriber, each earlier camera: when it first came at or under the cap.
+            let mut latest = Some(since);
+            for subscriber in &members[..n - 1] {
+                for track in subscriber
+                    .remote
+                    .values()
+                    .filter(|t| t.kind == "video" && earlier.contains(&t.from.as_str()))
+                {
+                    let at = track
+                        .resolutions
+                        .iter()
+                        .map(|(t, _, h)| (subscriber.started_ms + t, *h))
+                        .filter(|(t, h)| *t >= since && *h <= cap)
+                        .map(|(t, _)| t)
+                        .next()
+                        // Already at or under the cap before, and nothing above it since.
+                        .or_else(|| {
+                            let before = track
+                                .resolutions
+                                .iter()
+                                .rev()
+                                .find(|(t, _, _)| subscriber.started_ms + t <= since)?;
+                            let above_after = track
+                                .resolutions
+                                .iter()
+                                .any(|(t, _, h)| subscriber.started_ms + t > since && *h > cap);
+                            (before.2 <= cap && !above_after).then_some(since)
+                        });
+                    latest = match (latest, at) {
+                        (Some(l), Some(a)) => Some(l.max(a)),
+                        _ => None,
+                    };
+                }
+            }
+            out.push(Convergence {
+                room_id: room_id.to_owned(),
+                participants: n,
+                cap,
+                converged_ms: latest.map(|t| t - since),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::participant::RemoteTrack;
+
+    /// A subscriber's view: per remote camera, its sender and the sizes received.
+    type Seen<'a> = Vec<(&'a str, Vec<(u64, u16, u16)>)>;
+
+    fn member(
+        identity: &str,
+        started_ms: u64,
+        connected_ms: u64,
+        remotes: Seen<'_>,
+    ) -> Observations {
+        let mut o = Observations {
+            identity: identity.into(),
+            room_id: "!r".into(),
+            started_ms,
+            token_ms: Some(10),
+            media_connected_ms: Some(connected_ms),
+            ..Default::default()
+        };
+        for (i, (from, resolutions)) in remotes.into_iter().enumerate() {
+            o.remote.insert(
+                format!("TR_{identity}_{i}"),
+                RemoteTrack {
+                    from: from.into(),
+                    kind: "video".into(),
+                    resolutions,
+                    ..Default::default()
+                },
+            );
+        }
+        o
+    }
+
+    #[test]
+    fn ladder_convergence_is_measured_from_the_newcomer_to_the_last_subscriber_at_the_cap() {
+        // a and b at 720; c's media connects at 10 s on the run's clock. a sees b drop to 540 at
+        // 10.8 s; b, who started 1 s into the run, sees a drop at 10.5 s on its own clock = 11.5 s.
+        let a = member(
+            "a",
+            0,
+            500,
+            vec![("b", vec![(2_000, 1280, 720), (10_800, 960, 540)])],
+        );
+        let b = member(
+            "b",
+            1_000,
+            500,
+            vec![("a", vec![(1_500, 1280, 720), (10_500, 960, 540)])],
+        );
+        let c = member(
+            "c",
+            9_000,
+            1_000,
+            vec![
+                ("a", vec![(1_500, 960, 540)]),
+                ("b", vec![(1_600, 960, 540)]),
+            ],
+        );
+        let steps = ladder_convergence(&[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(
+            steps,
+            vec![Convergence {
+                room_id: "!r".into(),
+                participants: 3,
+                cap: 540,
+                converged_ms: Some(1_500)
+            }]
+        );
+
+        // One subscriber never comes down: not converged.
+        let stuck = member("b", 1_000, 500, vec![("a", vec![(1_500, 1280, 720)])]);
+        assert_eq!(ladder_convergence(&[a, stuck, c])[0].converged_ms, None);
+    }
+
+    #[test]
+    fn the_ladder_cap_follows_the_design() {
+        assert_eq!(
+            [1, 2, 3, 4, 5, 6].map(ladder_cap),
+            [720, 720, 540, 540, 360, 360]
+        );
+    }
 
     #[test]
     fn percentiles_pick_the_nearest_rank() {

@@ -138,3 +138,28 @@ fn bad_options_and_an_unreachable_stack_are_refused_with_a_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn six_participants_joining_one_by_one_are_brought_down_the_ladder_to_360() {
+    let report = call(&["--participants", "6", "--ramp", "0.5", "--duration", "8"]);
+    for (heights, audio) in received(&report) {
+        assert_eq!((heights, audio), (vec![360; 5], 5));
+    }
+    let steps = report["summary"]["ladder"].as_array().unwrap();
+    let caps: Vec<(u64, u64)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["participants"].as_u64().unwrap(),
+                s["cap"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(caps, vec![(3, 540), (5, 360)]);
+    for step in steps {
+        assert!(
+            step["converged_ms"].is_u64(),
+            "the call came down the ladder within the run: {step}"
+        );
+    }
+}
