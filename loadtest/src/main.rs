@@ -4,6 +4,7 @@
 
 mod accounts;
 mod cpu;
+mod loss;
 mod media;
 mod participant;
 mod report;
@@ -62,6 +63,10 @@ struct Options {
     /// The JSON report.
     #[arg(long, default_value = "loadtest-report.json")]
     output: PathBuf,
+    /// Receive loss for participant INDEX of every call: INDEX=PERCENT[@FROM-TO], FROM and TO in
+    /// seconds after its media connected (e.g. 1=30@10-70). Repeatable.
+    #[arg(long, value_name = "SPEC")]
+    loss: Vec<loss::LossSpec>,
     /// Stop the whole run at the first participant that fails.
     #[arg(long)]
     fail_fast: bool,
@@ -80,6 +85,16 @@ impl Options {
         }
         if self.duration == 0 {
             bail!("--duration must be at least 1 second");
+        }
+        for spec in &self.loss {
+            if spec.participant >= self.participants {
+                bail!(
+                    "--loss names participant {} but calls have {} (0 to {})",
+                    spec.participant,
+                    self.participants,
+                    self.participants - 1
+                );
+            }
         }
         if let Some(url) = &self.direct
             && !(url.starts_with("ws://") || url.starts_with("wss://"))
@@ -175,8 +190,8 @@ async fn run(options: Options) -> Result<bool> {
         for account in accounts[1..].iter().chain([&service]) {
             homeserver.join(account, &room_id).await?;
         }
-        for account in accounts {
-            plans.push((room, room_id.clone(), account));
+        for (index, account) in accounts.into_iter().enumerate() {
+            plans.push((room, index, room_id.clone(), account));
         }
     }
 
@@ -204,12 +219,12 @@ async fn run(options: Options) -> Result<bool> {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, Result<()>)>();
     let mut all: Vec<Arc<Mutex<Observations>>> = Vec::new();
     // Interleave rooms so that every call grows at the same pace.
-    plans.sort_by_key(|(room, _, account)| (account.device_id.clone(), *room));
+    plans.sort_by_key(|(room, index, _, _)| (*index, *room));
     let gap = Duration::from_secs_f64(1.0 / options.ramp);
     let leave_at =
         started + gap * (total.saturating_sub(1)) as u32 + Duration::from_secs(options.duration);
     let mut tasks = Vec::new();
-    for (index, (_, room_id, account)) in plans.into_iter().enumerate() {
+    for (index, (_, in_room, room_id, account)) in plans.into_iter().enumerate() {
         let observations = Arc::new(Mutex::new(Observations::default()));
         all.push(Arc::clone(&observations));
         let plan = Plan {
@@ -223,6 +238,12 @@ async fn run(options: Options) -> Result<bool> {
             bind_ip: options.bind_ip.clone(),
             leave_at,
             run_started: started,
+            loss: options
+                .loss
+                .iter()
+                .find(|l| l.participant == in_room)
+                .cloned()
+                .map(loss::Schedule::new),
         };
         let connected = connected_tx.clone();
         let done = done_tx.clone();
@@ -310,6 +331,8 @@ mod tests {
             (&["--ramp", "NaN"][..], "--ramp"),
             (&["--duration", "0"][..], "--duration"),
             (&["--direct", "http://x"][..], "ws://"),
+            (&["--participants", "2", "--loss", "2=10"][..], "0 to 1"),
+            (&["--loss", "1=200"][..], "0 to 100"),
         ] {
             let err = parse(args).expect_err(&format!("{args:?} should be refused"));
             assert!(format!("{err:#}").contains(reason), "{args:?}: {err:#}");

@@ -18,7 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use livekit_protocol as lk;
 use lk::{signal_request, signal_response};
 use prost::Message as _;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -45,6 +45,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::accounts::{self, Account, Homeserver};
+use crate::loss::{LossInterceptor, LossSpec, Schedule};
 use crate::media::{AUDIO_FRAME, LAYERS, Media, VIDEO_FPS};
 use crate::vp8;
 
@@ -69,6 +70,8 @@ pub struct Plan {
     pub leave_at: Instant,
     /// When the whole run started: participants' times are also placed on its clock.
     pub run_started: Instant,
+    /// Receive loss injected into this participant, if any.
+    pub loss: Option<Arc<Schedule>>,
 }
 
 /// What one remote track delivered to this participant.
@@ -111,6 +114,8 @@ pub struct Observations {
     pub fallback_changes: Vec<(u64, String)>,
     /// LiveKit's connection quality for this participant, last seen.
     pub last_quality: Option<String>,
+    /// The receive loss injected, if any (its window counts from `media_connected_ms`).
+    pub loss: Option<LossSpec>,
 }
 
 enum Event {
@@ -170,6 +175,7 @@ pub async fn run(
     {
         let mut o = observations.lock().unwrap();
         o.started_ms = started.duration_since(plan.run_started).as_millis() as u64;
+        o.loss = plan.loss.as_ref().map(|l| l.spec.clone());
         o.user_id = plan.account.user_id.clone();
         o.room_id = plan.room_id.clone();
     }
@@ -420,6 +426,9 @@ pub async fn run(
                                 .all(|t| states.get(&(*t as i32)) == Some(&RTCPeerConnectionState::Connected));
                             if both && connected_at.is_none() {
                                 connected_at = Some(Instant::now());
+                                if let Some(loss) = &plan.loss {
+                                    loss.start(Instant::now());
+                                }
                                 observations.lock().unwrap().media_connected_ms = Some(ms_since(started));
                                 let _ = connected.send(());
                                 pumps.push(tokio::spawn(pump_audio(Arc::clone(&audio_track), audio_ssrc[0], Arc::clone(&plan.media))));
@@ -487,7 +496,14 @@ async fn peer_connection(
             None,
         )?;
     }
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    if let (lk::SignalTarget::Subscriber, Some(loss)) = (target, &plan.loss) {
+        // Nearest the wire, so that what it drops is lost to everything after it.
+        registry = registry.with(
+            Slot::Custom(500),
+            LossInterceptor::new(Arc::clone(loss), rand_ssrc() as u64),
+        );
+    }
     let config = RTCConfigurationBuilder::new()
         .with_ice_servers(ice_servers.to_vec())
         .build();

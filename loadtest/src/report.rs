@@ -67,6 +67,21 @@ pub struct Summary {
     /// Received media bitrate, per participant on average, kbit/s.
     pub receive_kbps: f64,
     pub fallback_switches: usize,
+    /// For every participant with injected loss: how the gateway's audio-only fallback followed it.
+    pub fallback: Vec<FallbackRun>,
+}
+
+/// The audio-only fallback against one participant's injected loss.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FallbackRun {
+    pub identity: String,
+    pub loss_percent: f64,
+    /// Loss start → the gateway paused the video this participant receives.
+    pub paused_after_ms: Option<u64>,
+    /// Loss end → video back (stage none again).
+    pub restored_after_ms: Option<u64>,
+    /// How many times it entered a fallback over the run (1 for a clean spell: more is flapping).
+    pub entered: usize,
 }
 
 /// The gateway's ladder: the highest layer a subscriber may receive in a call of `n` people.
@@ -174,6 +189,21 @@ impl Report {
             s.loss_percent, s.receive_kbps
         );
         let _ = writeln!(out, "  audio-only switches {}", s.fallback_switches);
+        for f in &s.fallback {
+            let ms = |v: Option<u64>| {
+                v.map_or("never".to_owned(), |ms| {
+                    format!("{:.1} s", ms as f64 / 1000.0)
+                })
+            };
+            let _ = writeln!(
+                out,
+                "  fallback at {:.0} % loss: video paused after {}, back after {}, entered {} time(s)",
+                f.loss_percent,
+                ms(f.paused_after_ms),
+                ms(f.restored_after_ms),
+                f.entered
+            );
+        }
         for (name, usage) in &self.cpu {
             let _ = writeln!(
                 out,
@@ -253,11 +283,45 @@ fn summarize(participants: &[Observations], duration_secs: u64) -> Summary {
         connect_to_first_frame_ms: Percentiles::of(connect_to_first_frame),
         first_audio_ms: Percentiles::of(first_audio),
         ladder: ladder_convergence(participants),
+        fallback: participants.iter().filter_map(fallback_run).collect(),
         final_heights,
         loss_percent,
         receive_kbps: bytes as f64 * 8.0 / 1000.0 / duration_secs.max(1) as f64 / connected as f64,
         fallback_switches,
     }
+}
+
+fn fallback_run(p: &Observations) -> Option<FallbackRun> {
+    let spec = p.loss.as_ref()?;
+    let connected = p.media_connected_ms?;
+    let start = connected + (spec.from_secs * 1000.0) as u64;
+    let end = spec.to_secs.map(|to| connected + (to * 1000.0) as u64);
+    let paused = p
+        .fallback_changes
+        .iter()
+        .find(|(t, stage)| *t >= start && stage != "none")
+        .map(|(t, _)| t - start);
+    let restored = end.and_then(|end| {
+        p.fallback_changes
+            .iter()
+            .find(|(t, stage)| *t >= end && stage == "none")
+            .map(|(t, _)| t - end)
+    });
+    let mut entered = 0;
+    let mut previous = "none";
+    for (_, stage) in &p.fallback_changes {
+        if previous == "none" && stage != "none" {
+            entered += 1;
+        }
+        previous = stage;
+    }
+    Some(FallbackRun {
+        identity: p.identity.clone(),
+        loss_percent: spec.percent,
+        paused_after_ms: paused,
+        restored_after_ms: restored,
+        entered,
+    })
 }
 
 /// [`Convergence`] for every call and every size at which the cap drops (3 and 5 people).
@@ -403,6 +467,36 @@ mod tests {
         // One subscriber never comes down: not converged.
         let stuck = member("b", 1_000, 500, vec![("a", vec![(1_500, 1280, 720)])]);
         assert_eq!(ladder_convergence(&[a, stuck, c])[0].converged_ms, None);
+    }
+
+    #[test]
+    fn the_fallback_is_timed_from_the_loss_window() {
+        let p = Observations {
+            identity: "b".into(),
+            media_connected_ms: Some(1_000),
+            loss: Some("1=30@10-40".parse().unwrap()),
+            fallback_changes: vec![
+                (22_000, "incoming_video".into()),
+                (32_000, "camera".into()),
+                (63_000, "none".into()),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            fallback_run(&p),
+            Some(FallbackRun {
+                identity: "b".into(),
+                loss_percent: 30.0,
+                paused_after_ms: Some(11_000),
+                restored_after_ms: Some(22_000),
+                entered: 1
+            })
+        );
+        assert_eq!(
+            fallback_run(&Observations::default()),
+            None,
+            "no loss, nothing to time"
+        );
     }
 
     #[test]

@@ -163,3 +163,39 @@ fn six_participants_joining_one_by_one_are_brought_down_the_ladder_to_360() {
         );
     }
 }
+
+#[test]
+fn injected_receive_loss_sends_a_participant_to_audio_only_and_back() {
+    // The dev gateway pauses after 10 s of a bad link and restores after 20 s of a good one.
+    let report = call(&[
+        "--participants",
+        "2",
+        "--duration",
+        "65",
+        "--loss",
+        "1=30@3-28",
+    ]);
+    let fallback = report["summary"]["fallback"].as_array().unwrap();
+    assert_eq!(fallback.len(), 1, "{fallback:?}");
+    let run = &fallback[0];
+    assert!(run["identity"].as_str().unwrap().contains("-p1:"), "{run}");
+    assert!(
+        run["paused_after_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms < 25_000),
+        "video paused during the loss: {run}"
+    );
+    assert!(
+        run["restored_after_ms"].as_u64().is_some(),
+        "video came back after it: {run}"
+    );
+    assert_eq!(run["entered"], 1, "one fallback for one bad spell: {run}");
+    // The other participant, without loss, never fell back.
+    let clean = report["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["loss"].is_null())
+        .unwrap();
+    assert_eq!(clean["fallback_changes"].as_array().unwrap().len(), 0);
+}
