@@ -40,8 +40,12 @@ struct Options {
     #[arg(long, default_value_t = 20)]
     duration: u64,
     /// Connect straight to LiveKit at this URL instead of the gateway control names.
-    #[arg(long, value_name = "WS_URL")]
+    #[arg(long, value_name = "WS_URL", conflicts_with = "gateway_url")]
     direct: Option<String>,
+    /// Connect through the gateway at this URL instead of the one control names (another
+    /// instance, a release build for a benchmark).
+    #[arg(long, value_name = "WS_URL")]
+    gateway_url: Option<String>,
     /// The homeserver (Synapse, with a registration shared secret).
     #[arg(long, default_value = "http://127.0.0.1:8008")]
     homeserver: String,
@@ -96,10 +100,15 @@ impl Options {
                 );
             }
         }
-        if let Some(url) = &self.direct
-            && !(url.starts_with("ws://") || url.starts_with("wss://"))
-        {
-            bail!("--direct must be a ws:// or wss:// URL, got {url:?}");
+        for (flag, url) in [
+            ("--direct", &self.direct),
+            ("--gateway-url", &self.gateway_url),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("ws://") || url.starts_with("wss://"))
+            {
+                bail!("{flag} must be a ws:// or wss:// URL, got {url:?}");
+            }
         }
         Ok(())
     }
@@ -231,7 +240,10 @@ async fn run(options: Options) -> Result<bool> {
             http: http.clone(),
             homeserver: Arc::clone(&homeserver),
             rtc_service_url: options.control.clone(),
-            direct_url: options.direct.clone(),
+            signal_url: options
+                .direct
+                .clone()
+                .or_else(|| options.gateway_url.clone()),
             room_id,
             account,
             media: Arc::clone(&media),
@@ -331,6 +343,7 @@ mod tests {
             (&["--ramp", "NaN"][..], "--ramp"),
             (&["--duration", "0"][..], "--duration"),
             (&["--direct", "http://x"][..], "ws://"),
+            (&["--gateway-url", "localhost:7880"][..], "ws://"),
             (&["--participants", "2", "--loss", "2=10"][..], "0 to 1"),
             (&["--loss", "1=200"][..], "0 to 100"),
         ] {
@@ -339,6 +352,10 @@ mod tests {
         }
         assert!(parse(&["--participants", "abc"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
+        assert!(
+            parse(&["--direct", "ws://a", "--gateway-url", "ws://b"]).is_err(),
+            "one path at a time"
+        );
     }
 
     #[test]

@@ -60,8 +60,8 @@ pub struct Plan {
     pub http: reqwest::Client,
     pub homeserver: Arc<Homeserver>,
     pub rtc_service_url: String,
-    /// Replaces the signalling URL control answers (the gateway) with LiveKit's own.
-    pub direct_url: Option<String>,
+    /// Replaces the signalling URL control answers (the gateway): LiveKit's own, or another gateway.
+    pub signal_url: Option<String>,
     pub room_id: String,
     pub account: Account,
     pub media: Arc<Media>,
@@ -193,7 +193,7 @@ pub async fn run(
         o.token_ms = Some(ms_since(started));
         o.identity = token.identity.clone();
     }
-    let base = plan.direct_url.clone().unwrap_or(token.url.clone());
+    let base = plan.signal_url.clone().unwrap_or(token.url.clone());
     let url = format!(
         "{}/rtc?access_token={}&protocol=16&sdk=rust&version=0.1.0&auto_subscribe=1&adaptive_stream=0",
         base.trim_end_matches('/'),
