@@ -16,9 +16,11 @@ use bytes::Bytes;
 
 pub const AUDIO_FRAME: Duration = Duration::from_millis(20);
 pub const VIDEO_FPS: u32 = 15;
-/// Frames per looped clip: four seconds, with a key frame every two.
+/// Frames per looped clip: four seconds, with a key frame every second. The clip is encoded in
+/// advance, so a new subscriber's picture request (PLI) cannot be answered at once; the next key
+/// frame is at most a second away, as LiveKit would get from a browser within a round trip or so.
 const VIDEO_FRAMES: usize = 60;
-const KEY_FRAME_EVERY: usize = 30;
+const KEY_FRAME_EVERY: usize = 15;
 
 /// One simulcast layer: its size, the bitrate it is encoded at and LiveKit's name for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
