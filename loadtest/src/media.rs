@@ -96,8 +96,8 @@ fn opus_tone() -> Result<Vec<Bytes>> {
 
 fn clip_path(cache: &Path, layer: Layer) -> PathBuf {
     cache.join(format!(
-        "vp8-{}x{}-{}fps-{}kbps-v1.ivf",
-        layer.width, layer.height, VIDEO_FPS, layer.kbps
+        "vp8-{}x{}-{}fps-{}kbps-kf{}.ivf",
+        layer.width, layer.height, VIDEO_FPS, layer.kbps, KEY_FRAME_EVERY
     ))
 }
 
