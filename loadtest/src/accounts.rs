@@ -215,6 +215,18 @@ impl Homeserver {
     }
 }
 
+/// Fails with a clear message when nothing answers at control's REST base. Any HTTP answer will
+/// do (an empty token request is refused with 400): it is reachability that is checked.
+pub async fn control_reachable(http: &reqwest::Client, rtc_service_url: &str) -> Result<()> {
+    let url = format!("{}/token", rtc_service_url.trim_end_matches('/'));
+    http.post(&url)
+        .json(&json!({}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach control at {url}"))?;
+    Ok(())
+}
+
 /// Asks control for a LiveKit token for `account`'s device in `room_id`.
 pub async fn rtc_token(
     http: &reqwest::Client,

@@ -159,6 +159,7 @@ async fn run(options: Options) -> Result<bool> {
         .timeout(Duration::from_secs(30))
         .build()?;
     let homeserver = Arc::new(Homeserver::new(http.clone(), &options.homeserver));
+    accounts::control_reachable(&http, &options.control).await?;
 
     let run_id = format!(
         "{:x}",

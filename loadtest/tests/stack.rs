@@ -137,6 +137,14 @@ fn bad_options_and_an_unreachable_stack_are_refused_with_a_reason() {
         stderr.contains("cannot reach the homeserver at http://127.0.0.1:9"),
         "{stderr}"
     );
+
+    let out = loadtest(&["--control", "http://127.0.0.1:9/api/rtc"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach control at http://127.0.0.1:9/api/rtc/token"),
+        "{stderr}"
+    );
 }
 
 #[test]
