@@ -216,11 +216,11 @@ impl Homeserver {
 }
 
 /// Fails with a clear message when nothing answers at control's REST base. Any HTTP answer will
-/// do (an empty token request is refused with 400): it is reachability that is checked.
+/// do (a GET of the token operation is refused with 405): reachability is what is checked, without
+/// a token request that control would count as a denial.
 pub async fn control_reachable(http: &reqwest::Client, rtc_service_url: &str) -> Result<()> {
     let url = format!("{}/token", rtc_service_url.trim_end_matches('/'));
-    http.post(&url)
-        .json(&json!({}))
+    http.get(&url)
         .send()
         .await
         .with_context(|| format!("cannot reach control at {url}"))?;
