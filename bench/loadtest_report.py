@@ -196,6 +196,10 @@ def main():
         w(f"- **{largest} call(s) of six** ({largest * 6} participants) with < 1 % failed joins, every camera at 360 lines and loss < 5 %.")
     else:
         w("- Not even one six-person call held here: see the table above.")
+    if stop_reason and "not all at 360" in stop_reason[1]:
+        w(f"- **Misses the design** at {stop_reason[0]} calls: a subscription in a six-person call received more than 360")
+        w("  lines through the gateway. That is a defect, not capacity: the step is counted as failed, and the")
+        w("  machine's own limit lies beyond it.")
     if stop_reason:
         rooms_bad, why, cpu = stop_reason
         busy = {k: v["cores"] for k, v in cpu.items()}

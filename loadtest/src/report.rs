@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cpu::Usage;
-use crate::participant::Observations;
+use crate::participant::{Observations, RemoteTrack};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunOptions {
@@ -241,30 +241,8 @@ fn summarize(participants: &[Observations], duration_secs: u64) -> Summary {
             }
         }
     }
-    let first_audio: Vec<u64> = participants
-        .iter()
-        .filter_map(|p| {
-            let first = p
-                .remote
-                .values()
-                .filter(|t| t.kind == "audio")
-                .filter_map(|t| t.first_packet_ms)
-                .min()?;
-            Some(first.saturating_sub(p.token_ms?))
-        })
-        .collect();
-    let connect_to_first_frame: Vec<u64> = participants
-        .iter()
-        .filter_map(|p| {
-            let first = p
-                .remote
-                .values()
-                .filter(|t| t.kind == "video")
-                .filter_map(|t| t.first_frame_ms)
-                .min()?;
-            Some(first.saturating_sub(p.token_ms?))
-        })
-        .collect();
+    let first_audio = after_connect(participants, "audio", |t| t.first_packet_ms);
+    let connect_to_first_frame = after_connect(participants, "video", |t| t.first_frame_ms);
     let loss_percent = if packets + lost == 0 {
         0.0
     } else {
@@ -289,6 +267,27 @@ fn summarize(participants: &[Observations], duration_secs: u64) -> Summary {
         receive_kbps: bytes as f64 * 8.0 / 1000.0 / duration_secs.max(1) as f64 / connected as f64,
         fallback_switches,
     }
+}
+
+/// Per participant: from its signalling connect (token in hand) to the earliest `at` among its
+/// remote tracks of `kind`.
+fn after_connect(
+    participants: &[Observations],
+    kind: &str,
+    at: impl Fn(&RemoteTrack) -> Option<u64>,
+) -> Vec<u64> {
+    participants
+        .iter()
+        .filter_map(|p| {
+            let first = p
+                .remote
+                .values()
+                .filter(|t| t.kind == kind)
+                .filter_map(&at)
+                .min()?;
+            Some(first.saturating_sub(p.token_ms?))
+        })
+        .collect()
 }
 
 fn fallback_run(p: &Observations) -> Option<FallbackRun> {
@@ -395,7 +394,6 @@ fn ladder_convergence(participants: &[Observations]) -> Vec<Convergence> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::participant::RemoteTrack;
 
     /// A subscriber's view: per remote camera, its sender and the sizes received.
     type Seen<'a> = Vec<(&'a str, Vec<(u64, u16, u16)>)>;

@@ -92,6 +92,38 @@ export function DeviceSelect({ label, testId, devices, value, disabled, onChange
   );
 }
 
+interface SelectsProps {
+  devices: DeviceLists;
+  /** The device in use for each kind (the first one when unknown). */
+  value: (kind: DeviceKind) => string | undefined;
+  disabled: boolean;
+  onChange: (kind: DeviceKind, label: string, deviceId: string) => void;
+}
+
+/** The three pickers, or for the speaker a note where the browser cannot choose the output. */
+export function DeviceSelects({ devices, value, disabled, onChange }: SelectsProps) {
+  const outputSelectable = supportsAudioOutputSelection();
+  return (
+    <div className="device-pickers" role="group" aria-label="Devices">
+      {PICKERS.map(({ kind, label, testId }) =>
+        kind === "audiooutput" && !outputSelectable ? (
+          <SpeakerUnsupported key={kind} />
+        ) : (
+          <DeviceSelect
+            key={kind}
+            label={label}
+            testId={testId}
+            devices={devices[kind]}
+            value={value(kind)}
+            disabled={disabled}
+            onChange={(id) => onChange(kind, label, id)}
+          />
+        ),
+      )}
+    </div>
+  );
+}
+
 interface Props {
   room: Room;
   disabled: boolean;
@@ -103,7 +135,6 @@ export function DevicePickers({ room, disabled, onError }: Props) {
   // Re-read after a switch so the selects show LiveKit's active device.
   const [switched, setSwitched] = useState(0);
   const devices = useMediaDevices(switched);
-  const outputSelectable = supportsAudioOutputSelection();
 
   const choose = async (kind: DeviceKind, label: string, deviceId: string): Promise<void> => {
     try {
@@ -118,22 +149,11 @@ export function DevicePickers({ room, disabled, onError }: Props) {
   };
 
   return (
-    <div className="device-pickers" role="group" aria-label="Devices">
-      {PICKERS.map(({ kind, label, testId }) =>
-        kind === "audiooutput" && !outputSelectable ? (
-          <SpeakerUnsupported key={kind} />
-        ) : (
-          <DeviceSelect
-            key={kind}
-            label={label}
-            testId={testId}
-            devices={devices[kind]}
-            value={room.getActiveDevice(kind)}
-            disabled={disabled}
-            onChange={(id) => void choose(kind, label, id)}
-          />
-        ),
-      )}
-    </div>
+    <DeviceSelects
+      devices={devices}
+      value={(kind) => room.getActiveDevice(kind)}
+      disabled={disabled}
+      onChange={(kind, label, id) => void choose(kind, label, id)}
+    />
   );
 }

@@ -4,14 +4,13 @@ import {
   createAudioAnalyser,
   createLocalAudioTrack,
   createLocalVideoTrack,
-  supportsAudioOutputSelection,
   type LocalAudioTrack,
   type LocalTrack,
   type LocalVideoTrack,
 } from "livekit-client";
 import { ErrorMessage } from "../errors/ErrorMessage";
 import type { AppError } from "../errors/errors";
-import { DeviceSelect, PICKERS, SpeakerUnsupported, useMediaDevices, type DeviceKind } from "./DevicePickers";
+import { DeviceSelects, useMediaDevices, type DeviceKind } from "./DevicePickers";
 import { loadMediaChoices, mediaErrorOf, saveMediaChoices, type CaptureKind, type MediaChoices } from "./mediaChoices";
 import { useAttachedTrack } from "./ParticipantTile";
 import type { CallParticipantInfo } from "./useRtcSession";
@@ -106,7 +105,6 @@ export function PreJoin({ running, participants, onJoin, onCancel }: Props) {
   const level = useMicLevel(microphone.track);
   const videoRef = useRef<HTMLVideoElement>(null);
   useAttachedTrack(videoRef, camera.track);
-  const outputSelectable = supportsAudioOutputSelection();
 
   const update = (patch: Partial<MediaChoices>): void => {
     setChoices((c) => {
@@ -165,23 +163,7 @@ export function PreJoin({ running, participants, onJoin, onCancel }: Props) {
       </div>
       <ErrorMessage error={camera.error} testId="lobby_camera_error" />
       <ErrorMessage error={microphone.error} testId="lobby_microphone_error" />
-      <div className="device-pickers" role="group" aria-label="Devices">
-        {PICKERS.map(({ kind, label, testId }) =>
-          kind === "audiooutput" && !outputSelectable ? (
-            <SpeakerUnsupported key={kind} />
-          ) : (
-            <DeviceSelect
-              key={kind}
-              label={label}
-              testId={testId}
-              devices={devices[kind]}
-              value={chosen[kind]}
-              disabled={false}
-              onChange={(id) => choose(kind, id)}
-            />
-          ),
-        )}
-      </div>
+      <DeviceSelects devices={devices} value={(kind) => chosen[kind]} disabled={false} onChange={(kind, _label, id) => choose(kind, id)} />
       <div className="call-controls" role="toolbar" aria-label="Join options">
         <button
           type="button"
