@@ -324,7 +324,7 @@ pub async fn run(
     let mut connected_at: Option<Instant> = None;
     let mut ping = tokio::time::interval(Duration::from_secs(join.ping_interval.max(1) as u64));
     let mut fallback_stage = String::new();
-    let mut video_mid_value: &'static str = "";
+    let mut video_mid_value = String::new();
 
     let outcome: Result<()> = async {
         loop {
@@ -432,7 +432,7 @@ pub async fn run(
                                 observations.lock().unwrap().media_connected_ms = Some(ms_since(started));
                                 let _ = connected.send(());
                                 pumps.push(tokio::spawn(pump_audio(Arc::clone(&audio_track), audio_ssrc[0], Arc::clone(&plan.media))));
-                                pumps.push(tokio::spawn(pump_video(Arc::clone(&video_track), video_ssrcs.clone(), video_mid_value, Arc::clone(&plan.media))));
+                                pumps.push(tokio::spawn(pump_video(Arc::clone(&video_track), video_ssrcs.clone(), video_mid_value.clone(), Arc::clone(&plan.media))));
                             }
                         }
                         Event::Track(track) => {
@@ -615,7 +615,7 @@ async fn pump_audio(track: Arc<TrackLocalStaticSample>, ssrc: u32, media: Arc<Me
 }
 
 /// An RTP header extension whose value is a short string (the SDES MID and RID items).
-struct Sdes(&'static str);
+struct Sdes(String);
 
 impl MarshalSize for Sdes {
     fn marshal_size(&self) -> usize {
@@ -630,27 +630,26 @@ impl Marshal for Sdes {
     }
 }
 
-fn sdes(uri: &'static str, value: &'static str) -> HeaderExtension {
+fn sdes(uri: &'static str, value: &str) -> HeaderExtension {
     HeaderExtension::Custom {
         uri: uri.into(),
-        extension: Box::new(Sdes(value)),
+        extension: Box::new(Sdes(value.to_owned())),
     }
 }
 
 /// The `a=mid` of the first `m=video` section of an SDP.
-fn video_mid(sdp: &str) -> Option<&'static str> {
+fn video_mid(sdp: &str) -> Option<String> {
     let section = sdp.split("\nm=").find(|s| s.starts_with("video"))?;
     let mid = section
         .lines()
         .find_map(|l| l.trim_end().strip_prefix("a=mid:"))?;
-    // Leaked once per participant: the extension value must be 'static.
-    Some(Box::leak(mid.to_owned().into_boxed_str()))
+    Some(mid.to_owned())
 }
 
 async fn pump_video(
     track: Arc<TrackLocalStaticSample>,
     ssrcs: Vec<u32>,
-    mid: &'static str,
+    mid: String,
     media: Arc<Media>,
 ) {
     let frame_time = Duration::from_secs(1) / VIDEO_FPS;
@@ -660,7 +659,7 @@ async fn pump_video(
         .iter()
         .map(|layer| {
             [
-                sdes("urn:ietf:params:rtp-hdrext:sdes:mid", mid),
+                sdes("urn:ietf:params:rtp-hdrext:sdes:mid", &mid),
                 sdes("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", layer.rid),
             ]
         })
@@ -751,7 +750,7 @@ mod tests {
     #[test]
     fn the_video_mid_is_read_from_the_offer() {
         let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=mid:1\r\n";
-        assert_eq!(video_mid(sdp), Some("1"));
+        assert_eq!(video_mid(sdp).as_deref(), Some("1"));
         assert_eq!(video_mid("v=0\r\nm=audio 9 x 111\r\na=mid:0\r\n"), None);
     }
 }

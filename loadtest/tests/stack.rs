@@ -124,26 +124,24 @@ fn three_participants_get_540_through_the_gateway_and_720_straight_from_livekit(
     }
 }
 
+/// Runs the tool with `args`, expecting exit status 2 and `reason` in what it prints.
+fn refused(args: &[&str], reason: &str) {
+    let out = loadtest(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(reason), "{args:?}: {stderr}");
+}
+
 #[test]
 fn bad_options_and_an_unreachable_stack_are_refused_with_a_reason() {
-    let out = loadtest(&["--participants", "7"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--participants must be 1 to 6"));
-
-    let out = loadtest(&["--homeserver", "http://127.0.0.1:9"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot reach the homeserver at http://127.0.0.1:9"),
-        "{stderr}"
+    refused(&["--participants", "7"], "--participants must be 1 to 6");
+    refused(
+        &["--homeserver", "http://127.0.0.1:9"],
+        "cannot reach the homeserver at http://127.0.0.1:9",
     );
-
-    let out = loadtest(&["--control", "http://127.0.0.1:9/api/rtc"]);
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot reach control at http://127.0.0.1:9/api/rtc/token"),
-        "{stderr}"
+    refused(
+        &["--control", "http://127.0.0.1:9/api/rtc"],
+        "cannot reach control at http://127.0.0.1:9/api/rtc/token",
     );
 }
 
