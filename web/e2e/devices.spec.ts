@@ -1,5 +1,5 @@
 import type { Page } from "@playwright/test";
-import { DEMO_CASE, expect, expectMediaFlowing, inboundCounters, joinDemoCall, openCase, publishedDevice, signIn, test } from "./fixtures";
+import { expect, expectMediaFlowing, inboundCounters, joinDemoCall, openLobby, publishedDevice, test } from "./fixtures";
 
 /** The output device of every remote audio element on the page. */
 async function audioSinks(page: Page): Promise<string[]> {
@@ -71,9 +71,7 @@ test("the speaker chosen in the lobby is where the call plays", async ({ openUse
   const alice = await openUserPage("alice");
   await joinDemoCall(alice, "alice");
   const bob = await openUserPage("bob");
-  await signIn(bob, "bob");
-  await openCase(bob, DEMO_CASE);
-  await bob.getByRole("button", { name: "Join call" }).click();
+  await openLobby(bob, "bob");
   await expect(bob.getByTestId("select_speaker").getByRole("option", { name: "Fake Audio Output 2" })).toHaveCount(1);
   const [speakerId] = (await options(bob, "select_speaker")).find(([, label]) => label === "Fake Audio Output 2") ?? [];
   expect(speakerId).toBeDefined();
@@ -94,9 +92,7 @@ test("where the browser cannot choose the speaker, the lobby and the call say so
   await carol.addInitScript(() => {
     Reflect.deleteProperty(HTMLMediaElement.prototype, "setSinkId");
   });
-  await signIn(carol, "carol");
-  await openCase(carol, DEMO_CASE);
-  await carol.getByRole("button", { name: "Join call" }).click();
+  await openLobby(carol, "carol");
   const note = "This browser plays the call on the system's default speaker; change it in your system settings.";
   await expect(carol.getByTestId("lobby").getByTestId("speaker_unsupported")).toHaveText(note);
   await expect(carol.getByTestId("select_speaker")).toHaveCount(0);

@@ -176,6 +176,14 @@ export async function enterCall(page: Page, button: string | RegExp = /^(Start c
   await page.getByTestId("lobby").getByRole("button", { name: "Join now" }).click();
 }
 
+/** Signs `user` in, opens the demo case and clicks Start/Join call: the lobby is showing. */
+export async function openLobby(page: Page, user: string): Promise<void> {
+  await signIn(page, user);
+  await openCase(page, DEMO_CASE);
+  await page.getByRole("button", { name: /^(Start call|Join call)$/ }).click();
+  await expect(page.getByTestId("lobby")).toBeVisible();
+}
+
 /** Enters the call in the open case (`enterCall`) and waits until LiveKit is connected. */
 export async function joinCall(page: Page): Promise<void> {
   await enterCall(page);

@@ -1,14 +1,12 @@
 import type { Page } from "@playwright/test";
 import {
   CONNECT_TIMEOUT,
-  DEMO_CASE,
   expect,
   expectMediaFlowing,
   joinDemoCall,
   mutedFor,
-  openCase,
+  openLobby,
   publishedDevice,
-  signIn,
   test,
 } from "./fixtures";
 
@@ -37,13 +35,6 @@ async function previewPlaying(page: Page): Promise<boolean> {
 
 async function micLevel(page: Page): Promise<number> {
   return Number(await page.getByTestId("mic_level").getAttribute("data-level"));
-}
-
-async function openLobby(page: Page, user: string): Promise<void> {
-  await signIn(page, user);
-  await openCase(page, DEMO_CASE);
-  await page.getByRole("button", { name: /^(Start call|Join call)$/ }).click();
-  await expect(page.getByTestId("lobby")).toBeVisible();
 }
 
 async function waitConnected(page: Page): Promise<void> {
