@@ -21,23 +21,48 @@ use tracing::{error, info, warn};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: koinos-control [--config FILE]\n\n\
+        "usage: koinos-control [--config FILE] [--check-config]\n\n\
          Settings come from FILE (TOML; also KOINOS_CONTROL_CONFIG) and KOINOS_CONTROL_* \
-         environment variables. See the README's configuration table."
+         environment variables. See the README's configuration table.\n\
+         --check-config loads them as at start-up (secret files read), prints OK or the \
+         error and exits 0 or 1, without listening or connecting anywhere."
     );
     std::process::exit(2)
 }
 
-fn config_path() -> Option<PathBuf> {
+struct Args {
+    config: Option<PathBuf>,
+    check_config: bool,
+}
+
+fn args() -> Args {
     let mut args = std::env::args().skip(1);
-    let mut path = std::env::var_os("KOINOS_CONTROL_CONFIG").map(PathBuf::from);
+    let mut parsed = Args {
+        config: std::env::var_os("KOINOS_CONTROL_CONFIG").map(PathBuf::from),
+        check_config: false,
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--config" => path = Some(args.next().unwrap_or_else(|| usage()).into()),
+            "--config" => parsed.config = Some(args.next().unwrap_or_else(|| usage()).into()),
+            "--check-config" => parsed.check_config = true,
             _ => usage(),
         }
     }
-    path
+    parsed
+}
+
+/// `--check-config`: the configuration exactly as `run` would load it, and nothing else.
+fn check_config(path: Option<&std::path::Path>) -> ! {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("koinos-control: configuration OK");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("koinos-control: {e}");
+            std::process::exit(1)
+        }
+    }
 }
 
 fn init_tracing() {
@@ -59,15 +84,19 @@ fn init_tracing() {
 
 #[tokio::main]
 async fn main() {
+    let args = args();
+    if args.check_config {
+        check_config(args.config.as_deref());
+    }
     init_tracing();
-    if let Err(e) = run().await {
+    if let Err(e) = run(args.config).await {
         error!("{e:#}");
         std::process::exit(1);
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    let (config, secrets) = Config::load(config_path().as_deref())?;
+async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let (config, secrets) = Config::load(config_path.as_deref())?;
     info!(http = %config.http_listen, grpc = %config.grpc_listen, homeserver = %config.homeserver.url, "starting koinos-control");
 
     let membership = login_with_retry(&config, &secrets.service_password).await?;

@@ -4,26 +4,57 @@ use anyhow::Context;
 use koinos_gateway::{Gateway, config::Config, router};
 use tracing::{error, info};
 
-fn config_path() -> Option<PathBuf> {
+struct Args {
+    config: Option<PathBuf>,
+    check_config: bool,
+}
+
+fn args() -> Args {
     let mut args = std::env::args().skip(1);
-    let mut path = std::env::var_os("KOINOS_GATEWAY_CONFIG").map(PathBuf::from);
+    let mut parsed = Args {
+        config: std::env::var_os("KOINOS_GATEWAY_CONFIG").map(PathBuf::from),
+        check_config: false,
+    };
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--config", Some(file)) => path = Some(file.into()),
+        let file = if arg == "--config" { args.next() } else { None };
+        match (arg.as_str(), file) {
+            ("--check-config", _) => parsed.check_config = true,
+            ("--config", Some(file)) => parsed.config = Some(file.into()),
             _ => {
                 eprintln!(
-                    "usage: koinos-gateway [--config FILE]\n\nSettings come from FILE (TOML; also \
-                     KOINOS_GATEWAY_CONFIG) and KOINOS_GATEWAY_* environment variables."
+                    "usage: koinos-gateway [--config FILE] [--check-config]\n\nSettings come from \
+                     FILE (TOML; also KOINOS_GATEWAY_CONFIG) and KOINOS_GATEWAY_* environment \
+                     variables.\n--check-config loads them as at start-up (secret files read), \
+                     prints OK or the error and exits 0 or 1, without listening or connecting \
+                     anywhere."
                 );
                 std::process::exit(2);
             }
         }
     }
-    path
+    parsed
+}
+
+/// `--check-config`: the configuration exactly as `run` would load it, and nothing else.
+fn check_config(path: Option<&std::path::Path>) -> ! {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("koinos-gateway: configuration OK");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("koinos-gateway: {e}");
+            std::process::exit(1)
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() {
+    let args = args();
+    if args.check_config {
+        check_config(args.config.as_deref());
+    }
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
@@ -34,14 +65,14 @@ async fn main() {
     } else {
         builder.init();
     }
-    if let Err(e) = run().await {
+    if let Err(e) = run(args.config).await {
         error!("{e:#}");
         std::process::exit(1);
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    let (config, secret) = Config::load(config_path().as_deref())?;
+async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let (config, secret) = Config::load(config_path.as_deref())?;
     let listen = config.listen;
     info!(%listen, upstream = %config.upstream_url, "starting koinos-gateway");
     let control_url = config.control_grpc_url.clone();
