@@ -12,6 +12,14 @@
 //! - **clamps** every settings message the client sends (asking for more gets the cap; asking
 //!   for less, or disabling, is honoured).
 //!
+//! Settings sent before a subscription exists can be lost: LiveKit 1.13's `SubscribeToTrack`
+//! checks for a subscription record and, if there is none, creates and stores a fresh one in
+//! two steps, so settings that create the record in between are overwritten by the empty one
+//! and the subscriber gets LiveKit's default, the top layer (seen once in 300 subscriptions at
+//! ten six-person calls on two cores). So when a track first shows up in the subscriber's
+//! session description from LiveKit (its `a=msid` names the track SID), the subscription is
+//! certainly in place, and its settings are sent once more.
+//!
 //! The SFU never rescales: it serves the smallest published layer whose height is at least 0.9
 //! of the requested one, else the top layer. Asking for "540" from a publisher whose layers are
 //! 180/360/720 would therefore yield 720; the ladder asks for the exact height of the largest
@@ -75,6 +83,9 @@ pub struct Ladder {
     videos: HashMap<String, VideoTrack>,
     /// Video tracks this subscriber is subscribed to.
     subscribed: HashSet<String>,
+    /// Video tracks LiveKit has put in this subscriber's session description (so their
+    /// subscription exists and settings sent now stick).
+    in_sdp: HashSet<String>,
     /// This participant's own camera tracks (what the fallback pauses at its second stage).
     own_cameras: HashSet<String>,
     /// All incoming video disabled (audio-only fallback).
@@ -101,6 +112,7 @@ impl Ladder {
             others: HashMap::new(),
             videos: HashMap::new(),
             subscribed: HashSet::new(),
+            in_sdp: HashSet::new(),
             own_cameras: HashSet::new(),
             paused: false,
             nudge: false,
@@ -218,8 +230,12 @@ impl Ladder {
                 self.own_cameras.remove(&unpublished.track_sid);
                 return vec![];
             }
+            Some(M::Offer(description) | M::Answer(description)) => {
+                return self.on_session_description(&description.sdp);
+            }
             Some(M::Reconnect(_)) => {
                 // A resumed session starts from LiveKit's defaults again: re-send everything.
+                self.in_sdp.clear();
                 self.sent_mut().clear();
                 return self.settings_for(self.subscribed.clone());
             }
@@ -243,6 +259,7 @@ impl Ladder {
         self.joined = true;
         self.others.clear();
         self.videos.clear();
+        self.in_sdp.clear();
         self.sent_mut().clear();
         let mut cameras = Vec::new();
         for p in participants {
@@ -250,6 +267,24 @@ impl Ladder {
         }
         self.subscribed.extend(cameras.iter().cloned());
         self.settings_for(self.subscribed.clone())
+    }
+
+    /// A session description from LiveKit: the settings of every video subscription in it
+    /// that was not in an earlier one are sent again, now that the subscription exists.
+    fn on_session_description(&mut self, sdp: &str) -> Vec<UpdateTrackSettings> {
+        let arrived: Vec<String> = msid_tracks(sdp)
+            .filter(|sid| self.subscribed.contains(*sid) && !self.in_sdp.contains(*sid))
+            .map(str::to_owned)
+            .collect();
+        if arrived.is_empty() {
+            return vec![];
+        }
+        let sent = self.sent_mut();
+        for sid in &arrived {
+            sent.remove(sid);
+        }
+        self.in_sdp.extend(arrived.iter().cloned());
+        self.settings_for(arrived)
     }
 
     /// The client subscribed to tracks (`UpdateSubscription{subscribe:true}`).
@@ -305,6 +340,7 @@ impl Ladder {
     pub fn on_client_unsubscribe(&mut self, track_sids: &[String]) {
         for sid in track_sids {
             self.subscribed.remove(sid);
+            self.in_sdp.remove(sid);
             self.sent_mut().remove(sid);
         }
     }
@@ -356,6 +392,7 @@ impl Ladder {
 
     fn forget(&mut self, sid: &str) {
         self.subscribed.remove(sid);
+        self.in_sdp.remove(sid);
         self.wanted.remove(sid);
         self.sent_mut().remove(sid);
     }
@@ -415,6 +452,14 @@ fn published_layers(track: &TrackInfo) -> Vec<VideoLayer> {
     }
     #[allow(deprecated)]
     track.layers.clone()
+}
+
+/// The track IDs an SDP's media sections carry (`a=msid:<stream id> <track id>`; LiveKit's track
+/// ID is the track SID).
+fn msid_tracks(sdp: &str) -> impl Iterator<Item = &str> {
+    sdp.lines()
+        .filter_map(|line| line.trim_end().strip_prefix("a=msid:"))
+        .filter_map(|msid| msid.split_whitespace().nth(1))
 }
 
 fn is_camera(track: &TrackInfo) -> bool {
@@ -589,6 +634,54 @@ mod tests {
                 .on_server(&update(vec![participant("me", Some("TR_me"))]))
                 .is_empty()
         );
+    }
+
+    fn offer(tracks: &[&str]) -> SignalResponse {
+        let mut sdp = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+        for (mid, track) in tracks.iter().enumerate() {
+            sdp.push_str(&format!(
+                "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:{mid}\r\na=msid:PA_x|{track} {track}\r\n"
+            ));
+        }
+        SignalResponse {
+            message: Some(signal_response::Message::Offer(
+                livekit_protocol::SessionDescription {
+                    r#type: "offer".into(),
+                    sdp,
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+
+    #[test]
+    fn settings_are_sent_again_once_the_subscription_is_in_the_offer() {
+        let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
+        let others = ["a", "b", "c", "d"].map(|id| participant(id, Some(&format!("TR_{id}"))));
+        assert_eq!(ladder.on_server(&join(others.to_vec())).len(), 4);
+        // LiveKit may have lost those to its subscribe race: once a track is in the
+        // subscriber's offer its cap goes again, exactly once, audio and unknown tracks aside.
+        assert_eq!(
+            heights(&ladder.on_server(&offer(&["TR_audio_a", "TR_a", "TR_b", "TR_zz"]))),
+            [("TR_a".into(), 360), ("TR_b".into(), 360)]
+        );
+        assert_eq!(
+            heights(&ladder.on_server(&offer(&["TR_audio_a", "TR_a", "TR_b", "TR_c"]))),
+            [("TR_c".into(), 360)]
+        );
+        // A resume starts over: the next offer confirms everything again.
+        ladder.on_server(&SignalResponse {
+            message: Some(signal_response::Message::Reconnect(
+                ReconnectResponse::default(),
+            )),
+        });
+        assert_eq!(
+            heights(&ladder.on_server(&offer(&["TR_a"]))),
+            [("TR_a".into(), 360)]
+        );
+        // An unsubscribed track in a later offer is left alone.
+        ladder.on_client_unsubscribe(&["TR_d".into()]);
+        assert!(ladder.on_server(&offer(&["TR_a", "TR_d"])).is_empty());
     }
 
     #[test]

@@ -373,6 +373,9 @@ impl Policy {
                         call_size = self.ladder.call_size(),
                         "ladder settings injected"
                     );
+                    for s in &settings {
+                        debug!(track = ?s.track_sids, height = s.height, disabled = s.disabled, "injected");
+                    }
                 }
                 Out::settings(self.injected(), settings)
             }

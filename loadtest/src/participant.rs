@@ -116,6 +116,9 @@ pub struct Observations {
     pub last_quality: Option<String>,
     /// The receive loss injected, if any (its window counts from `media_connected_ms`).
     pub loss: Option<LossSpec>,
+    /// When the run told everyone to leave: the call as it stood then is what the run measured
+    /// (during the departures the call shrinks and the ladder rightly raises its caps).
+    pub leave_ms: u64,
 }
 
 enum Event {
@@ -175,6 +178,7 @@ pub async fn run(
     {
         let mut o = observations.lock().unwrap();
         o.started_ms = started.duration_since(plan.run_started).as_millis() as u64;
+        o.leave_ms = plan.leave_at.saturating_duration_since(started).as_millis() as u64;
         o.loss = plan.loss.as_ref().map(|l| l.spec.clone());
         o.user_id = plan.account.user_id.clone();
         o.room_id = plan.room_id.clone();

@@ -60,7 +60,8 @@ pub struct Summary {
     pub first_audio_ms: Option<Percentiles>,
     /// How long the call took to obey the ladder after it grew past 2 and past 4 people.
     pub ladder: Vec<Convergence>,
-    /// Height of the last key frame received from each remote camera → how many such tracks.
+    /// Height of the last key frame received from each remote camera before the run told
+    /// everyone to leave → how many such tracks.
     pub final_heights: BTreeMap<u16, usize>,
     /// Packets missing from what was received, over all remote tracks, in %.
     pub loss_percent: f64,
@@ -236,7 +237,7 @@ fn summarize(participants: &[Observations], duration_secs: u64) -> Summary {
             packets += t.packets;
             lost += t.lost;
             bytes += t.bytes;
-            if let Some((_, _, h)) = t.resolutions.last() {
+            if let Some((_, _, h)) = t.resolutions.iter().rfind(|(at, _, _)| *at <= p.leave_ms) {
                 *final_heights.entry(*h).or_insert(0) += 1;
             }
         }
@@ -527,9 +528,13 @@ mod tests {
         let mut a = Observations {
             joined_ms: Some(100),
             media_connected_ms: Some(300),
+            leave_ms: 20_000,
             ..Default::default()
         };
-        a.remote.insert("TR_1".into(), video(Some(900), Some(360)));
+        let mut tr_1 = video(Some(900), Some(360));
+        // The call shrinking as everyone leaves is not what the run measured.
+        tr_1.resolutions.push((20_400, 1280, 720));
+        a.remote.insert("TR_1".into(), tr_1);
         a.remote.insert("TR_2".into(), video(Some(1200), Some(540)));
         let mut b = Observations {
             joined_ms: Some(200),
