@@ -70,6 +70,10 @@ pub fn referenced(text: &str, prefix: &str) -> std::collections::BTreeSet<String
 /// The dashboard kept with the deployment files, for the services' tests to check against.
 pub const GRAFANA_DASHBOARD: &str = include_str!("../../k8s/monitoring/grafana-dashboard.json");
 
+/// The alert rules kept with the deployment files (plain Prometheus rules file), for the
+/// services' tests to check that every metric they name is exported.
+pub const ALERT_RULES: &str = include_str!("../../k8s/monitoring/alerts.rules.yml");
+
 #[cfg(test)]
 mod tests {
     use super::*;
