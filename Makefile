@@ -3,11 +3,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 
-.PHONY: help up down reset setup build lint unit test e2e
+.PHONY: help up down reset setup build lint unit k8s test e2e
 
 help:
 	@echo "make up     install what is missing, build, start the whole dev stack (Ctrl-C stops it)"
-	@echo "make test   every check and test: fmt, clippy, unit, web lint/typecheck, integration + browser e2e"
+	@echo "make test   every check and test: fmt, clippy, unit, web lint/typecheck, k8s manifests, integration + browser e2e"
+	@echo "make k8s    the Kubernetes manifests: render, validate, config checks, alert rules (k8s/check)"
 	@echo "make reset  stop the stack and delete all dev data (accounts, rooms, secrets, logs)"
 	@echo "make down   stop a detached stack (dev/stack start)"
 
@@ -35,7 +36,11 @@ lint: setup
 unit: build
 	cargo test --workspace --lib --bins
 
+# The Kubernetes deployment (k8s/README.md, last section): needs no cluster and no dev stack.
+k8s: build
+	k8s/check
+
 e2e: build
 	dev/stack e2e
 
-test: lint unit e2e
+test: lint unit k8s e2e
