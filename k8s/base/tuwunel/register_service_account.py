@@ -4,6 +4,7 @@
 Uses the Synapse-compatible shared-secret registration Tuwunel serves when
 registration_shared_secret_file is set, so open registration stays off and the account is never
 made a server admin. Idempotent: an existing account is accepted when its password logs in.
+With ADMIN=1 it creates a server admin instead (the clinic's first administrator, k8s/README.md).
 Standard library only.
 """
 import hashlib
@@ -19,6 +20,7 @@ HS = os.environ["HOMESERVER_URL"]
 USER = os.environ["SERVICE_USER"]
 SHARED_SECRET = open(os.environ["REGISTRATION_SECRET_FILE"]).read().strip()
 PASSWORD = open(os.environ["SERVICE_PASSWORD_FILE"]).read().rstrip("\r\n")
+ADMIN = os.environ.get("ADMIN") == "1"
 
 
 def call(method, path, body=None):
@@ -53,9 +55,10 @@ def main():
         sys.exit(f"shared-secret registration unavailable ({status}): is registration_shared_secret_file set?")
     nonce = body["nonce"]
     mac = hmac.new(SHARED_SECRET.encode(), digestmod=hashlib.sha1)
-    mac.update(b"\x00".join([nonce.encode(), USER.encode(), PASSWORD.encode(), b"notadmin"]))
+    role = b"admin" if ADMIN else b"notadmin"
+    mac.update(b"\x00".join([nonce.encode(), USER.encode(), PASSWORD.encode(), role]))
     status, body = call("POST", "/_synapse/admin/v1/register", {
-        "nonce": nonce, "username": USER, "password": PASSWORD, "admin": False,
+        "nonce": nonce, "username": USER, "password": PASSWORD, "admin": ADMIN,
         "inhibit_login": True, "mac": mac.hexdigest(),
     })
     if status == 200:
