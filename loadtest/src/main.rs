@@ -43,9 +43,10 @@ struct Options {
     #[arg(long, value_name = "WS_URL", conflicts_with = "gateway_url")]
     direct: Option<String>,
     /// Connect through the gateway at this URL instead of the one control names (another
-    /// instance, a release build for a benchmark).
+    /// instance, a release build for a benchmark). Repeat it to spread each call over several
+    /// gateways: participant N of every call uses the (N mod count)-th.
     #[arg(long, value_name = "WS_URL")]
-    gateway_url: Option<String>,
+    gateway_url: Vec<String>,
     /// The homeserver (Synapse, with a registration shared secret).
     #[arg(long, default_value = "http://127.0.0.1:8008")]
     homeserver: String,
@@ -100,13 +101,13 @@ impl Options {
                 );
             }
         }
-        for (flag, url) in [
-            ("--direct", &self.direct),
-            ("--gateway-url", &self.gateway_url),
-        ] {
-            if let Some(url) = url
-                && !(url.starts_with("ws://") || url.starts_with("wss://"))
-            {
+        let urls = self
+            .direct
+            .iter()
+            .map(|url| ("--direct", url))
+            .chain(self.gateway_url.iter().map(|url| ("--gateway-url", url)));
+        for (flag, url) in urls {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
                 bail!("{flag} must be a ws:// or wss:// URL, got {url:?}");
             }
         }
@@ -241,10 +242,10 @@ async fn run(options: Options) -> Result<bool> {
             http: http.clone(),
             homeserver: Arc::clone(&homeserver),
             rtc_service_url: options.control.clone(),
-            signal_url: options
-                .direct
-                .clone()
-                .or_else(|| options.gateway_url.clone()),
+            signal_url: options.direct.clone().or_else(|| {
+                (!options.gateway_url.is_empty())
+                    .then(|| options.gateway_url[in_room % options.gateway_url.len()].clone())
+            }),
             room_id,
             account,
             media: Arc::clone(&media),

@@ -98,6 +98,8 @@ pub struct Observations {
     pub user_id: String,
     pub room_id: String,
     pub identity: String,
+    /// The gateway (or LiveKit) its signalling went to.
+    pub signal_url: String,
     /// When this participant started, in ms since the run started (its other times count from here).
     pub started_ms: u64,
     /// Set when the participant failed; what failed, in words.
@@ -198,6 +200,7 @@ pub async fn run(
         o.identity = token.identity.clone();
     }
     let base = plan.signal_url.clone().unwrap_or(token.url.clone());
+    observations.lock().unwrap().signal_url = base.clone();
     let url = format!(
         "{}/rtc?access_token={}&protocol=16&sdk=rust&version=0.1.0&auto_subscribe=1&adaptive_stream=0",
         base.trim_end_matches('/'),

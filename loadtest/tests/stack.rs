@@ -2,91 +2,9 @@
 //! gateway and LiveKit, simulated participants with real WebRTC. Each test runs the built binary
 //! as a load tester would and reads its JSON report.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-use serde_json::Value;
-
-fn dev_dir() -> PathBuf {
-    std::env::var_os("KOINOS_DEV_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.dev"))
-}
-
-fn loadtest(args: &[&str]) -> Output {
-    let dev = dev_dir();
-    Command::new(env!("CARGO_BIN_EXE_koinos-loadtest"))
-        .arg("--registration-secret-file")
-        .arg(dev.join("secrets/registration_shared_secret"))
-        .arg("--service-password-file")
-        .arg(dev.join("secrets/service_password"))
-        .args(args)
-        .output()
-        .expect("run koinos-loadtest")
-}
-
-/// Runs a call and returns its report; prints the tool's output if it did not succeed.
-fn call(args: &[&str]) -> Value {
-    let report = tempfile_path();
-    let mut all = vec!["--output", report.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let out = loadtest(&all);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "koinos-loadtest {args:?} failed ({})\n{stdout}\n{stderr}",
-        out.status
-    );
-    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    eprintln!("{stdout}");
-    report
-}
-
-fn tempfile_path() -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    std::env::temp_dir().join(format!(
-        "koinos-loadtest-{}-{}.json",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
-}
-
-/// For every participant: the height of the last key frame from each remote camera, and whether
-/// each remote's audio arrived.
-fn received(report: &Value) -> Vec<(Vec<u64>, usize)> {
-    report["participants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            assert!(
-                p["error"].is_null(),
-                "participant {} failed: {}",
-                p["identity"],
-                p["error"]
-            );
-            let tracks: Vec<&Value> = p["remote"].as_object().unwrap().values().collect();
-            let heights = tracks
-                .iter()
-                .filter(|t| t["kind"] == "video")
-                .map(|t| {
-                    t["resolutions"]
-                        .as_array()
-                        .unwrap()
-                        .last()
-                        .map_or(0, |r| r[2].as_u64().unwrap())
-                })
-                .collect();
-            let audio = tracks
-                .iter()
-                .filter(|t| t["kind"] == "audio" && t["packets"].as_u64().unwrap() > 0)
-                .count();
-            (heights, audio)
-        })
-        .collect()
-}
+use common::{call, loadtest, received};
 
 #[test]
 fn two_participants_through_the_gateway_hear_each_other_and_see_each_other_at_720() {
