@@ -24,6 +24,11 @@ pub struct Config {
     /// The MatrixRTC transport URL handed to the page in `/config.json`
     /// (the `livekit_service_url` clients advertise in their call membership).
     pub public_rtc_service_url: String,
+    /// The shared secret gateways present to the gateway RPCs (`WatchRevocations` and the
+    /// RoomService calls made on their behalf). No LiveKit key: only control holds that. Unset,
+    /// every gateway RPC is refused.
+    pub gateway_credential: Option<String>,
+    pub gateway_credential_file: Option<PathBuf>,
     pub homeserver: HomeserverConfig,
     pub livekit: LiveKitConfig,
     pub call: CallConfig,
@@ -112,6 +117,8 @@ impl Default for Config {
             grpc_listen: "127.0.0.1:50051".parse().expect("literal address"),
             web_dir: None,
             public_rtc_service_url: "http://localhost:8080/api/rtc".into(),
+            gateway_credential: None,
+            gateway_credential_file: None,
             homeserver: HomeserverConfig {
                 url: "http://localhost:8008".into(),
                 public_url: None,
@@ -159,6 +166,8 @@ pub struct Secrets {
     pub service_password: String,
     pub livekit_api_secret: String,
     pub turn_secret: String,
+    /// `None`: no gateway credential configured, so gateways are refused.
+    pub gateway_credential: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -302,6 +311,15 @@ impl Config {
                 &self.livekit.api_secret_file,
             )?,
             turn_secret: secret("turn.secret", &self.turn.secret, &self.turn.secret_file)?,
+            gateway_credential: match (&self.gateway_credential, &self.gateway_credential_file) {
+                (None, None) => None,
+                (inline, file) => {
+                    let credential = secret("gateway_credential", inline, file)?;
+                    koinos_proto::gateway_credential::check("gateway_credential", &credential)
+                        .map_err(ConfigError::Invalid)?;
+                    Some(credential)
+                }
+            },
         })
     }
 }
@@ -395,6 +413,24 @@ mod tests {
         c.livekit.api_secret = None;
         c.livekit.api_secret_file = Some(path);
         assert_eq!(c.validate().unwrap().livekit_api_secret, "from-file");
+    }
+
+    #[test]
+    fn the_gateway_credential_is_optional_but_checked_when_given() {
+        assert_eq!(with_secrets().validate().unwrap().gateway_credential, None);
+        let mut c = with_secrets();
+        c.gateway_credential = Some("g".repeat(40));
+        assert_eq!(
+            c.validate().unwrap().gateway_credential,
+            Some("g".repeat(40))
+        );
+        c.gateway_credential = Some("short".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("gateway_credential must be at least"), "{err}");
+        assert!(!err.contains("short"), "the value is never echoed: {err}");
+        c.gateway_credential_file = Some("/nonexistent".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("exactly one"), "{err}");
     }
 
     #[test]

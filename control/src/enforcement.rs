@@ -134,6 +134,18 @@ mod tests {
         ) -> Result<Vec<crate::livekit::LiveParticipant>, ApiError> {
             Ok(vec![])
         }
+        async fn participant_infos(
+            &self,
+            _: &str,
+        ) -> Result<Vec<crate::livekit::ParticipantInfo>, ApiError> {
+            Ok(vec![])
+        }
+        async fn set_attribute(&self, _: &str, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
+            Ok(())
+        }
+        async fn mute_track(&self, _: &str, _: &str, _: &str) -> Result<(), ApiError> {
+            Ok(())
+        }
         async fn call_sizes(&self) -> Result<Vec<u32>, ApiError> {
             Ok(vec![])
         }

@@ -37,6 +37,9 @@ pub enum ApiError {
     RateLimited { retry_after_ms: u64 },
     #[error("The call is full ({max} participants).")]
     CallFull { max: u32 },
+    /// A gateway named a participant or track that is not in the call (it may just have left).
+    #[error("No such participant or track in this call.")]
+    NotFound,
     /// Control cannot currently tell who is a member (homeserver unreachable, sync stale),
     /// or LiveKit is unreachable. Membership is fail-closed: this is a refusal.
     #[error("The service is temporarily unavailable; try again shortly.")]
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::TooLarge => "M_TOO_LARGE",
             ApiError::Unauthorized | ApiError::OpenIdReused => "M_UNAUTHORIZED",
             ApiError::Forbidden => "M_FORBIDDEN",
+            ApiError::NotFound => "M_NOT_FOUND",
             ApiError::CallFull { .. } | ApiError::RateLimited { .. } => "M_LIMIT_EXCEEDED",
             ApiError::Unavailable => "M_UNAVAILABLE",
             ApiError::Internal => "M_UNKNOWN",
@@ -85,6 +89,7 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::CallFull { .. } => "call_full",
+            ApiError::NotFound => "not_found",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
             ApiError::Unrecognized | ApiError::MethodNotAllowed => "unrecognized",
@@ -98,6 +103,7 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::OpenIdReused => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::CallFull { .. } => StatusCode::CONFLICT,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,6 +119,7 @@ impl ApiError {
             }
             ApiError::Unauthorized | ApiError::OpenIdReused => tonic::Code::Unauthenticated,
             ApiError::Forbidden => tonic::Code::PermissionDenied,
+            ApiError::NotFound => tonic::Code::NotFound,
             ApiError::CallFull { .. } | ApiError::RateLimited { .. } => {
                 tonic::Code::ResourceExhausted
             }

@@ -1,17 +1,19 @@
 //! LiveKit as control uses it: creating the call's room (LiveKit runs with
 //! `room.auto_create: false`, so only control can bring a room into being), counting who is
-//! in it, and minting access tokens.
+//! in it, minting access tokens, and the few RoomService calls it makes on a gateway's behalf
+//! (the gateway holds no LiveKit credential).
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use livekit_api::{
     access_token::{AccessToken, VideoGrants},
     services::{
         ServerError, ServerErrorCode, ServiceError,
-        room::{CreateRoomOptions, RoomClient},
+        room::{CreateRoomOptions, RoomClient, UpdateParticipantOptions},
     },
 };
+pub use livekit_protocol::ParticipantInfo;
 use tracing::warn;
 
 use crate::error::ApiError;
@@ -52,6 +54,19 @@ pub trait LiveKitRooms: Send + Sync {
     async fn remove_user(&self, name: &str, user: &str) -> Result<usize, ApiError>;
     /// Who is in the room now (empty if the room does not exist).
     async fn participants(&self, name: &str) -> Result<Vec<LiveParticipant>, ApiError>;
+    /// Who is in the room now, as LiveKit describes them (empty if the room does not exist).
+    async fn participant_infos(&self, name: &str) -> Result<Vec<ParticipantInfo>, ApiError>;
+    /// Sets one attribute of a participant (an empty value deletes it).
+    async fn set_attribute(
+        &self,
+        name: &str,
+        identity: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), ApiError>;
+    /// Mutes a published track. There is deliberately no way to unmute here.
+    async fn mute_track(&self, name: &str, identity: &str, track_sid: &str)
+    -> Result<(), ApiError>;
     /// Participant count of every room LiveKit has now (for metrics).
     async fn call_sizes(&self) -> Result<Vec<u32>, ApiError>;
     /// Whether LiveKit answers at all (readiness).
@@ -59,14 +74,14 @@ pub trait LiveKitRooms: Send + Sync {
 }
 
 pub struct LiveKitService {
-    rooms: RoomClient,
+    rooms: Arc<RoomClient>,
     empty_timeout: Duration,
 }
 
 impl LiveKitService {
     pub fn new(api_url: &str, api_key: &str, api_secret: &str, empty_timeout: Duration) -> Self {
         Self {
-            rooms: RoomClient::with_api_key(api_url, api_key, api_secret),
+            rooms: Arc::new(RoomClient::with_api_key(api_url, api_key, api_secret)),
             empty_timeout,
         }
     }
@@ -166,6 +181,77 @@ impl LiveKitRooms for LiveKitService {
                 identity: p.identity,
             })
             .collect())
+    }
+
+    async fn participant_infos(&self, name: &str) -> Result<Vec<ParticipantInfo>, ApiError> {
+        match self.rooms.list_participants(name).await {
+            Ok(list) => Ok(list),
+            Err(ServiceError::Twirp(ServerError::Twirp(code)))
+                if code.code == ServerErrorCode::NOT_FOUND =>
+            {
+                Ok(vec![])
+            }
+            Err(e) => {
+                warn!(error = %e, "LiveKit ListParticipants failed");
+                Err(ApiError::Unavailable)
+            }
+        }
+    }
+
+    async fn set_attribute(
+        &self,
+        name: &str,
+        identity: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), ApiError> {
+        let options = UpdateParticipantOptions {
+            attributes: HashMap::from([(key.to_owned(), value.to_owned())]),
+            ..Default::default()
+        };
+        match self.rooms.update_participant(name, identity, options).await {
+            Ok(_) => Ok(()),
+            Err(ServiceError::Twirp(ServerError::Twirp(code)))
+                if code.code == ServerErrorCode::NOT_FOUND =>
+            {
+                Err(ApiError::NotFound)
+            }
+            Err(e) => {
+                warn!(error = %e, "LiveKit UpdateParticipant failed");
+                Err(ApiError::Unavailable)
+            }
+        }
+    }
+
+    async fn mute_track(
+        &self,
+        name: &str,
+        identity: &str,
+        track_sid: &str,
+    ) -> Result<(), ApiError> {
+        // livekit-api unwraps the answer's track, which LiveKit leaves out when the track went
+        // away meanwhile: keep that from panicking here.
+        let rooms = self.rooms.clone();
+        let (room, identity, sid) = (name.to_owned(), identity.to_owned(), track_sid.to_owned());
+        let muted = tokio::spawn(async move {
+            rooms
+                .mute_published_track(&room, &identity, &sid, true)
+                .await
+        })
+        .await;
+        match muted {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(ServiceError::Twirp(ServerError::Twirp(code))))
+                if code.code == ServerErrorCode::NOT_FOUND =>
+            {
+                Err(ApiError::NotFound)
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "LiveKit MutePublishedTrack failed");
+                Err(ApiError::Unavailable)
+            }
+            Err(_) => Err(ApiError::NotFound),
+        }
     }
 
     async fn call_sizes(&self) -> Result<Vec<u32>, ApiError> {

@@ -4,7 +4,7 @@ use anyhow::Context;
 use koinos_control::{
     config::Config,
     enforcement,
-    grpc::GrpcApi,
+    grpc::{GatewayCredential, GrpcApi},
     homeserver::HomeserverOpenId,
     livekit::{LiveKitRooms, LiveKitService, TokenMinter},
     membership::MatrixMembership,
@@ -98,6 +98,12 @@ async fn main() {
 async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let (config, secrets) = Config::load(config_path.as_deref())?;
     info!(http = %config.http_listen, grpc = %config.grpc_listen, homeserver = %config.homeserver.url, "starting koinos-control");
+    if secrets.gateway_credential.is_none() {
+        warn!(
+            "no gateway_credential: gateways are refused (no revocations for them, no fallback \
+             attribute or camera pause, no room listing after a resume)"
+        );
+    }
 
     let membership = login_with_retry(&config, &secrets.service_password).await?;
     let livekit: Arc<dyn LiveKitRooms> = Arc::new(LiveKitService::new(
@@ -193,10 +199,10 @@ async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .add_service(ControlServiceServer::new(GrpcApi {
             service,
             revocations: revocation_feed,
-            gateway_verifier: livekit_api::access_token::TokenVerifier::with_api_key(
-                &config.livekit.api_key,
-                &secrets.livekit_api_secret,
-            ),
+            gateway_credential: secrets
+                .gateway_credential
+                .as_deref()
+                .map(GatewayCredential::new),
         }))
         .serve_with_shutdown(config.grpc_listen, shutdown());
     info!("ready to serve");

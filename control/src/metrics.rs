@@ -38,6 +38,7 @@ struct DependencyLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    gateway_requests: Family<RequestLabels, Counter>,
     latency: Family<DependencyLabels, Histogram>,
     sync_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     calls_active: Gauge,
@@ -55,6 +56,15 @@ impl Default for Metrics {
             "Requests by operation (token, turn, end_call, sfu_get, get_token) and outcome \
              (issued or the refusal reason)",
             requests.clone(),
+        );
+        // Apart from `requests`, whose refusals are practitioners' and alerted on as such.
+        let gateway_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "gateway_requests",
+            "Gateway RPCs by operation (watch_revocations, list_participants, \
+             set_participant_attribute, mute_published_track) and outcome (done, \
+             unauthenticated or the refusal reason)",
+            gateway_requests.clone(),
         );
         let latency = Family::<DependencyLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 14))
@@ -99,6 +109,7 @@ impl Default for Metrics {
         let metrics = Self {
             registry,
             requests,
+            gateway_requests,
             latency,
             sync_age,
             calls_active,
@@ -113,6 +124,18 @@ impl Default for Metrics {
                 operation,
                 outcome: "issued",
             });
+        }
+        for operation in [
+            "watch_revocations",
+            "list_participants",
+            "set_participant_attribute",
+            "mute_published_track",
+        ] {
+            for outcome in ["done", "unauthenticated"] {
+                let _ = metrics
+                    .gateway_requests
+                    .get_or_create(&RequestLabels { operation, outcome });
+            }
         }
         for event in [
             "participant_left",
@@ -134,6 +157,13 @@ impl Metrics {
             Err(e) => e.reason(),
         };
         self.requests
+            .get_or_create(&RequestLabels { operation, outcome })
+            .inc();
+    }
+
+    /// A gateway RPC's outcome: `done`, `unauthenticated`, or an [`ApiError::reason`].
+    pub fn gateway_request(&self, operation: &'static str, outcome: &'static str) {
+        self.gateway_requests
             .get_or_create(&RequestLabels { operation, outcome })
             .inc();
     }

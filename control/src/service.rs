@@ -16,7 +16,7 @@ use tracing::info;
 use crate::{
     error::ApiError,
     homeserver::OpenIdVerifier,
-    livekit::{LiveKitRooms, TokenMinter},
+    livekit::{LiveKitRooms, ParticipantInfo, TokenMinter},
     membership::MembershipOracle,
     metrics::Metrics,
     ratelimit::RateLimiter,
@@ -147,6 +147,48 @@ pub struct TokenGrant {
     pub livekit_room: String,
     pub identity: String,
     pub expires_at: i64,
+}
+
+/// The one participant attribute a gateway may set: the audio-only fallback's stage
+/// (`gateway/src/fallback.rs`), which the page reads to say why video stopped.
+pub const FALLBACK_ATTRIBUTE: &str = "org.koinos.rtc.fallback";
+/// The stages the fallback writes; "" deletes the attribute.
+const FALLBACK_STAGES: [&str; 3] = ["", "incoming_video", "camera"];
+
+/// gRPC `SetParticipantAttribute`, for gateways (the transport checks the gateway credential).
+#[derive(Debug, Clone)]
+pub struct AttributeRequest {
+    pub livekit_room: String,
+    pub identity: String,
+    pub key: String,
+    pub value: String,
+}
+
+/// gRPC `MutePublishedTrack`, for gateways.
+#[derive(Debug, Clone)]
+pub struct MuteRequest {
+    pub livekit_room: String,
+    pub identity: String,
+    pub track_sid: String,
+    pub muted: bool,
+}
+
+/// A LiveKit room name, identity or track sid from a gateway: bounded and printable, so that
+/// nothing odd reaches LiveKit or the log.
+fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
+        return Err(ApiError::BadJson(format!(
+            "{field} must be 1 to 256 characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether LiveKit's track is a camera as the gateway's ladder counts them (video that is
+/// not a screen share).
+fn is_camera(track: &livekit_protocol::TrackInfo) -> bool {
+    track.r#type == livekit_protocol::TrackType::Video as i32
+        && track.source != livekit_protocol::TrackSource::ScreenShare as i32
 }
 
 /// Wall-clock time, behind a trait so that expiry logic is testable.
@@ -459,6 +501,119 @@ impl RtcService {
         })
     }
 
+    /// gRPC `ListParticipants` (gateways): who is in a call now.
+    pub async fn call_participants(
+        &self,
+        livekit_room: &str,
+    ) -> Result<Vec<ParticipantInfo>, ApiError> {
+        self.gateway_counted("list_participants", async {
+            check_name("livekit_room", livekit_room)?;
+            self.timed_livekit(self.livekit.participant_infos(livekit_room))
+                .await
+        })
+        .await
+    }
+
+    /// gRPC `SetParticipantAttribute` (gateways): only the fallback's stage, only its values.
+    pub async fn set_participant_attribute(
+        &self,
+        request: AttributeRequest,
+    ) -> Result<(), ApiError> {
+        self.gateway_counted("set_participant_attribute", async {
+            check_name("livekit_room", &request.livekit_room)?;
+            check_name("identity", &request.identity)?;
+            if request.key != FALLBACK_ATTRIBUTE {
+                return Err(ApiError::BadJson(format!(
+                    "attribute key {:?} may not be set by a gateway; only {FALLBACK_ATTRIBUTE:?} may",
+                    request.key
+                )));
+            }
+            if !FALLBACK_STAGES.contains(&request.value.as_str()) {
+                return Err(ApiError::BadJson(format!(
+                    "{FALLBACK_ATTRIBUTE} must be one of {FALLBACK_STAGES:?}, got {:?}",
+                    request.value
+                )));
+            }
+            self.timed_livekit(self.livekit.set_attribute(
+                &request.livekit_room,
+                &request.identity,
+                &request.key,
+                &request.value,
+            ))
+            .await?;
+            info!(livekit_room = %request.livekit_room, identity = %request.identity,
+                stage = %request.value, "fallback stage set for a gateway");
+            Ok(())
+        })
+        .await
+    }
+
+    /// gRPC `MutePublishedTrack` (gateways): pauses a camera; never unmutes, never touches a
+    /// microphone or a screen share.
+    pub async fn mute_published_track(&self, request: MuteRequest) -> Result<(), ApiError> {
+        self.gateway_counted("mute_published_track", async {
+            check_name("livekit_room", &request.livekit_room)?;
+            check_name("identity", &request.identity)?;
+            check_name("track_sid", &request.track_sid)?;
+            if !request.muted {
+                return Err(ApiError::BadJson(
+                    "muted must be true: control never unmutes a track (the practitioner turns                      their camera back on)"
+                        .into(),
+                ));
+            }
+            let participants = self
+                .timed_livekit(self.livekit.participant_infos(&request.livekit_room))
+                .await?;
+            let track = participants
+                .iter()
+                .find(|p| p.identity == request.identity)
+                .and_then(|p| p.tracks.iter().find(|t| t.sid == request.track_sid))
+                .ok_or(ApiError::NotFound)?;
+            if !is_camera(track) {
+                return Err(ApiError::BadJson(format!(
+                    "track {:?} is not a camera; a gateway may only pause cameras",
+                    request.track_sid
+                )));
+            }
+            self.timed_livekit(self.livekit.mute_track(
+                &request.livekit_room,
+                &request.identity,
+                &request.track_sid,
+            ))
+            .await?;
+            info!(livekit_room = %request.livekit_room, identity = %request.identity,
+                track = %request.track_sid, "camera paused for a gateway");
+            Ok(())
+        })
+        .await
+    }
+
+    async fn gateway_counted<T>(
+        &self,
+        operation: &'static str,
+        work: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let result = work.await;
+        self.metrics.gateway_request(
+            operation,
+            match &result {
+                Ok(_) => "done",
+                Err(e) => e.reason(),
+            },
+        );
+        result
+    }
+
+    async fn timed_livekit<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics.observe("livekit", started.elapsed());
+        result
+    }
+
     /// `GET /metrics`: the counters plus what is true now (sync age, calls and participants).
     pub async fn render_metrics(&self) -> String {
         let sizes = self.livekit.call_sizes().await.ok();
@@ -539,6 +694,10 @@ pub(crate) mod tests {
         pub present: Mutex<Vec<String>>,
         pub created: Mutex<Vec<String>>,
         pub deleted: Mutex<Vec<String>>,
+        /// What `participant_infos` answers for every room.
+        pub infos: Mutex<Vec<ParticipantInfo>>,
+        /// The RoomService calls made for gateways, in order.
+        pub admin_calls: Mutex<Vec<String>>,
     }
     #[async_trait]
     impl LiveKitRooms for FakeLiveKit {
@@ -565,11 +724,70 @@ pub(crate) mod tests {
                 })
                 .collect())
         }
+        async fn participant_infos(&self, _name: &str) -> Result<Vec<ParticipantInfo>, ApiError> {
+            Ok(self.infos.lock().unwrap().clone())
+        }
+        async fn set_attribute(
+            &self,
+            name: &str,
+            identity: &str,
+            key: &str,
+            value: &str,
+        ) -> Result<(), ApiError> {
+            if !self
+                .infos
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.identity == identity)
+            {
+                return Err(ApiError::NotFound);
+            }
+            self.admin_calls
+                .lock()
+                .unwrap()
+                .push(format!("set {name} {identity} {key}={value}"));
+            Ok(())
+        }
+        async fn mute_track(
+            &self,
+            name: &str,
+            identity: &str,
+            track_sid: &str,
+        ) -> Result<(), ApiError> {
+            self.admin_calls
+                .lock()
+                .unwrap()
+                .push(format!("mute {name} {identity} {track_sid}"));
+            Ok(())
+        }
         async fn call_sizes(&self) -> Result<Vec<u32>, ApiError> {
             Ok(vec![])
         }
         async fn reachable(&self) -> bool {
             true
+        }
+    }
+
+    /// A participant publishing a microphone (`TR_mic`), a camera (`TR_cam`) and a screen share
+    /// (`TR_screen`).
+    pub fn publisher(identity: &str) -> ParticipantInfo {
+        use livekit_protocol::{TrackInfo, TrackSource, TrackType};
+        let track = |sid: &str, kind: TrackType, source: TrackSource| TrackInfo {
+            sid: sid.into(),
+            r#type: kind as i32,
+            source: source as i32,
+            ..Default::default()
+        };
+        ParticipantInfo {
+            identity: identity.into(),
+            sid: format!("PA_{identity}"),
+            tracks: vec![
+                track("TR_mic", TrackType::Audio, TrackSource::Microphone),
+                track("TR_cam", TrackType::Video, TrackSource::Camera),
+                track("TR_screen", TrackType::Video, TrackSource::ScreenShare),
+            ],
+            ..Default::default()
         }
     }
 
@@ -865,5 +1083,118 @@ pub(crate) mod tests {
             .await
             .unwrap_err();
         assert_eq!(err, ApiError::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_gateway_may_set_only_the_fallback_stage() {
+        let livekit = Arc::new(FakeLiveKit::default());
+        *livekit.infos.lock().unwrap() = vec![publisher("@bob:localhost:D")];
+        let service = fake_service(livekit.clone());
+        let set = |key: &str, value: &str| AttributeRequest {
+            livekit_room: "R".into(),
+            identity: "@bob:localhost:D".into(),
+            key: key.into(),
+            value: value.into(),
+        };
+        service
+            .set_participant_attribute(set(FALLBACK_ATTRIBUTE, "camera"))
+            .await
+            .unwrap();
+        service
+            .set_participant_attribute(set(FALLBACK_ATTRIBUTE, ""))
+            .await
+            .unwrap();
+        for (key, value, named) in [
+            (
+                "org.koinos.matrix_user_id",
+                "@mallory:localhost",
+                "attribute key",
+            ),
+            ("", "camera", "attribute key"),
+            (FALLBACK_ATTRIBUTE, "anything", "must be one of"),
+        ] {
+            let err = service
+                .set_participant_attribute(set(key, value))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, ApiError::BadJson(m) if m.contains(named)),
+                "{key}={value}: {err:?}"
+            );
+        }
+        let mut gone = set(FALLBACK_ATTRIBUTE, "camera");
+        gone.identity = "@carol:localhost:D".into();
+        assert_eq!(
+            service.set_participant_attribute(gone).await.unwrap_err(),
+            ApiError::NotFound
+        );
+        assert_eq!(
+            *livekit.admin_calls.lock().unwrap(),
+            [
+                "set R @bob:localhost:D org.koinos.rtc.fallback=camera",
+                "set R @bob:localhost:D org.koinos.rtc.fallback=",
+            ]
+        );
+        let text = service.render_metrics().await;
+        assert!(
+            text.contains(
+                r#"koinos_control_gateway_requests_total{operation="set_participant_attribute",outcome="bad_request"} 3"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gateway_may_only_mute_and_only_a_camera() {
+        let livekit = Arc::new(FakeLiveKit::default());
+        *livekit.infos.lock().unwrap() = vec![publisher("@bob:localhost:D")];
+        let service = fake_service(livekit.clone());
+        let mute = |sid: &str, muted: bool| MuteRequest {
+            livekit_room: "R".into(),
+            identity: "@bob:localhost:D".into(),
+            track_sid: sid.into(),
+            muted,
+        };
+        let err = service
+            .mute_published_track(mute("TR_cam", false))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ApiError::BadJson(m) if m.contains("never unmutes")),
+            "{err:?}"
+        );
+        for sid in ["TR_mic", "TR_screen"] {
+            let err = service
+                .mute_published_track(mute(sid, true))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, ApiError::BadJson(m) if m.contains("not a camera")),
+                "{sid}: {err:?}"
+            );
+        }
+        assert_eq!(
+            service
+                .mute_published_track(mute("TR_gone", true))
+                .await
+                .unwrap_err(),
+            ApiError::NotFound
+        );
+        let mut empty_room = mute("TR_cam", true);
+        empty_room.livekit_room = String::new();
+        assert!(matches!(
+            service.mute_published_track(empty_room).await.unwrap_err(),
+            ApiError::BadJson(m) if m.contains("livekit_room")
+        ));
+        assert!(livekit.admin_calls.lock().unwrap().is_empty());
+
+        service
+            .mute_published_track(mute("TR_cam", true))
+            .await
+            .unwrap();
+        assert_eq!(
+            *livekit.admin_calls.lock().unwrap(),
+            ["mute R @bob:localhost:D TR_cam"]
+        );
     }
 }

@@ -1055,17 +1055,30 @@ async fn metrics_pass_promtool_and_count_outcomes() {
 
 const CONTROL_GRPC: &str = "http://127.0.0.1:50051";
 
-fn livekit_secret() -> String {
-    std::fs::read_to_string(dev_dir().join("secrets/livekit_api_secret"))
-        .unwrap()
+/// What the dev stack's gateways present to control's gateway RPCs (no LiveKit key).
+fn gateway_credential() -> String {
+    std::fs::read_to_string(dev_dir().join("secrets/gateway_credential"))
+        .expect("the dev stack's gateway credential")
         .trim()
         .to_owned()
 }
 
-/// What a gateway presents to watch revocations: a LiveKit token with the roomAdmin grant.
-fn gateway_token(secret: &str) -> String {
+/// `message` as a gateway sends it: `authorization: Bearer <credential>` (none if `None`).
+fn as_gateway<T>(message: T, credential: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(credential) = credential {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {credential}").parse().unwrap(),
+        );
+    }
+    request
+}
+
+/// A LiveKit admin token, as a forger of LiveKit's webhooks would make one.
+fn livekit_admin_token(secret: &str) -> String {
     livekit_api::access_token::AccessToken::with_api_key("devkey", secret)
-        .with_identity("koinos-gateway-test")
+        .with_identity("koinos-forger")
         .with_grants(livekit_api::access_token::VideoGrants {
             room_admin: true,
             ..Default::default()
@@ -1133,29 +1146,26 @@ async fn gateways_are_told_of_revocations_over_grpc() {
     use koinos_proto::v1::{WatchRevocationsRequest, control_service_client::ControlServiceClient};
     let _logs = LogsOnFailure;
     let mut client = ControlServiceClient::connect(CONTROL_GRPC).await.unwrap();
-    let watch = |jwt: String| {
-        let mut request = tonic::Request::new(WatchRevocationsRequest {});
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {jwt}").parse().unwrap());
-        request
-    };
-    // Without the LiveKit secret there is no stream.
-    let refused = client
-        .watch_revocations(watch(gateway_token(
-            "wrong-secret-wrong-secret-wrong-secret",
-        )))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    let refused = client
-        .watch_revocations(tonic::Request::new(WatchRevocationsRequest {}))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    // Without the gateway credential there is no stream; a LiveKit admin token is none.
+    let wrong = "not-the-gateway-credential-not-the-gateway-credential";
+    let livekit_admin = livekit_admin_token("wrong-secret-wrong-secret-wrong-secret");
+    for credential in [None, Some(wrong), Some(livekit_admin.as_str())] {
+        let refused = client
+            .watch_revocations(as_gateway(WatchRevocationsRequest {}, credential))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::Unauthenticated,
+            "{credential:?}"
+        );
+    }
 
     let mut stream = client
-        .watch_revocations(watch(gateway_token(&livekit_secret())))
+        .watch_revocations(as_gateway(
+            WatchRevocationsRequest {},
+            Some(&gateway_credential()),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -1192,6 +1202,263 @@ async fn gateways_are_told_of_revocations_over_grpc() {
         revocation.livekit_room,
         koinos_control::service::livekit_room_name(&room)
     );
+}
+
+/// A session through the gateway that has seen LiveKit's `join`, and its participant sid.
+async fn joined_through_the_gateway(jwt: &str, device: &str) -> (Session, String) {
+    let url = format!("{GATEWAY_WS}/rtc?access_token={jwt}&protocol=16&sdk=rust&auto_subscribe=0");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("session opens");
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("join within 15 s")
+            .expect("open")
+            .expect("frame");
+        if let Message::Binary(bytes) = frame {
+            match SignalResponse::decode(bytes).unwrap().message {
+                Some(signal_response::Message::Join(join)) => {
+                    let me = join.participant.expect("own participant");
+                    assert!(me.identity.ends_with(device), "{}", me.identity);
+                    return (Session(ws), me.sid);
+                }
+                other => panic!("expected join, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// Waits until the session hears that its own participant `identity` has the fallback
+/// attribute at `stage` ("" for none), as the page learns it.
+async fn hears_own_stage(session: &mut Session, identity: &str, stage: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, session.0.next()).await {
+        if let Message::Binary(bytes) = frame
+            && let Ok(SignalResponse {
+                message: Some(signal_response::Message::Update(update)),
+            }) = SignalResponse::decode(bytes)
+            && update.participants.iter().any(|p| {
+                p.identity == identity
+                    && p.attributes
+                        .get("org.koinos.rtc.fallback")
+                        .map_or("", String::as_str)
+                        == stage
+            })
+        {
+            return true;
+        }
+    }
+    false
+}
+
+async fn gateway_metric(name_and_labels: &str) -> f64 {
+    let text = reqwest::get("http://127.0.0.1:7880/metrics")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The gateway holds no LiveKit key: what its fallback and a resumed session need of LiveKit's
+/// RoomService, control does for it, for the gateway credential only and within narrow bounds.
+/// (A real camera paused by the fallback: `web/e2e/fallback.spec.ts`; the attribute set by the
+/// gateway on a really lossy link: loadtest's injected-loss stack test.)
+#[tokio::test]
+async fn a_gateway_acts_on_its_calls_through_control_and_only_with_the_credential() {
+    use koinos_proto::v1::{
+        ListParticipantsRequest, MutePublishedTrackRequest, SetParticipantAttributeRequest,
+        control_service_client::ControlServiceClient,
+    };
+    let _logs = LogsOnFailure;
+    let (alice, _) = login("alice").await;
+    let room = new_case(&alice, &["bob"], &["bob"]).await;
+    let jwts = tokens_once_control_is_in(&room, &[("alice", "GWRPC"), ("bob", "GWRPC")]).await;
+    let livekit_room = koinos_control::service::livekit_room_name(&room);
+    let alice_session = Session::join(&jwts[0]).await;
+    let (mut bob_session, bob_sid) = joined_through_the_gateway(&jwts[1], "GWRPC").await;
+    let bob = "@bob:localhost:GWRPC";
+    let mut client = ControlServiceClient::connect(CONTROL_GRPC).await.unwrap();
+    let credential = gateway_credential();
+    let list = ListParticipantsRequest {
+        livekit_room: livekit_room.clone(),
+    };
+    let set = |key: &str, value: &str| SetParticipantAttributeRequest {
+        livekit_room: livekit_room.clone(),
+        identity: bob.into(),
+        key: key.into(),
+        value: value.into(),
+    };
+    let mute = |track_sid: &str, muted: bool| MutePublishedTrackRequest {
+        livekit_room: livekit_room.clone(),
+        identity: bob.into(),
+        track_sid: track_sid.into(),
+        muted,
+    };
+    let participants = |answer: koinos_proto::v1::ListParticipantsResponse| {
+        answer
+            .participants
+            .iter()
+            .map(|bytes| livekit_protocol::ParticipantInfo::decode(bytes.as_slice()).unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    // Not a gateway: nothing is listed, set or muted. bob's own LiveKit token is no credential.
+    let wrong = "not-the-gateway-credential-not-the-gateway-credential";
+    for impostor in [None, Some(wrong), Some(jwts[1].as_str())] {
+        let codes = [
+            client
+                .list_participants(as_gateway(list.clone(), impostor))
+                .await
+                .map(drop),
+            client
+                .set_participant_attribute(as_gateway(
+                    set("org.koinos.rtc.fallback", "camera"),
+                    impostor,
+                ))
+                .await
+                .map(drop),
+            client
+                .mute_published_track(as_gateway(mute("TR_none", true), impostor))
+                .await
+                .map(drop),
+        ]
+        .map(|result| result.unwrap_err().code());
+        assert_eq!(codes, [tonic::Code::Unauthenticated; 3], "{impostor:?}");
+    }
+
+    // The listing a resumed session re-derives its call from.
+    let listed = participants(
+        client
+            .list_participants(as_gateway(list.clone(), Some(&credential)))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let mut identities: Vec<&str> = listed.iter().map(|p| p.identity.as_str()).collect();
+    identities.sort();
+    assert_eq!(identities, ["@alice:localhost:GWRPC", bob]);
+
+    // The fallback's stage reaches bob's own session, as his page reads it.
+    client
+        .set_participant_attribute(as_gateway(
+            set("org.koinos.rtc.fallback", "incoming_video"),
+            Some(&credential),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        hears_own_stage(&mut bob_session, bob, "incoming_video").await,
+        "bob's session is told his fallback stage"
+    );
+
+    // Nothing else may be set, not even with the credential: bob stays bob.
+    let refused = client
+        .set_participant_attribute(as_gateway(
+            set("org.koinos.matrix_user_id", "@mallory:localhost"),
+            Some(&credential),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .contains(r#"only "org.koinos.rtc.fallback""#),
+        "{}",
+        refused.message()
+    );
+    let listed = participants(
+        client
+            .list_participants(as_gateway(list.clone(), Some(&credential)))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let bob_info = listed.iter().find(|p| p.identity == bob).unwrap();
+    assert_eq!(
+        bob_info.attributes["org.koinos.matrix_user_id"],
+        "@bob:localhost"
+    );
+    assert_eq!(
+        bob_info.attributes["org.koinos.rtc.fallback"],
+        "incoming_video"
+    );
+
+    // Muting only, and only a camera bob publishes (he publishes nothing here).
+    let refused = client
+        .mute_published_track(as_gateway(mute("TR_none", false), Some(&credential)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let refused = client
+        .mute_published_track(as_gateway(mute("TR_none", true), Some(&credential)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+
+    // bob's signalling resumes (as livekit-client's does): the gateway lists the call through
+    // control and carries on the fallback it finds in his attribute.
+    let listings =
+        r#"koinos_control_gateway_requests_total{operation="list_participants",outcome="done"} "#;
+    let listed_before = metric(listings).await;
+    let in_fallback_before = gateway_metric("koinos_gateway_sessions_in_fallback ").await;
+    let url = format!(
+        "{GATEWAY_WS}/rtc?access_token={}&protocol=16&sdk=rust&auto_subscribe=0&reconnect=1&sid={bob_sid}",
+        jwts[1]
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("resume opens");
+    let mut resumed = Session(ws);
+    let resumed_ok = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(15), resumed.0.next())
+            .await
+            .expect("an answer to the resume within 15 s")
+            .expect("open")
+            .expect("frame");
+        if let Message::Binary(bytes) = frame {
+            match SignalResponse::decode(bytes).unwrap().message {
+                Some(signal_response::Message::Reconnect(_)) => break true,
+                Some(signal_response::Message::Leave(leave)) => {
+                    eprintln!("LiveKit refused the resume: {leave:?}");
+                    break false;
+                }
+                _ => {}
+            }
+        }
+    };
+    assert!(resumed_ok, "LiveKit resumes bob's session");
+    let mut carried_on = false;
+    for _ in 0..50 {
+        if metric(listings).await > listed_before
+            && gateway_metric("koinos_gateway_sessions_in_fallback ").await > in_fallback_before
+        {
+            carried_on = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        carried_on,
+        "the resumed session listed the call through control and resumed bob's fallback"
+    );
+
+    client
+        .set_participant_attribute(as_gateway(
+            set("org.koinos.rtc.fallback", ""),
+            Some(&credential),
+        ))
+        .await
+        .unwrap();
+    assert!(hears_own_stage(&mut resumed, bob, "").await);
+    resumed.leave().await;
+    drop(bob_session);
+    alice_session.leave().await;
 }
 
 /// `alice` (the case's creator) kicks `user` from `room`.
@@ -1319,7 +1586,9 @@ async fn a_forged_livekit_webhook_is_refused() {
     for auth in [
         None,
         Some("Bearer not-a-jwt".to_owned()),
-        Some(gateway_token("wrong-secret-wrong-secret-wrong-secret")),
+        Some(livekit_admin_token(
+            "wrong-secret-wrong-secret-wrong-secret",
+        )),
     ] {
         let mut request = client
             .post(format!("{CONTROL}/livekit/webhook"))

@@ -1,6 +1,8 @@
 //! The wire formats control and the gateway share: the generated code of the control-plane
-//! protocol (`proto/koinos/rtc/v1/*.proto`) and the Prometheus text exposition helper.
+//! protocol (`proto/koinos/rtc/v1/*.proto`), how the gateway credential travels, and the
+//! Prometheus text exposition helper.
 
+pub mod gateway_credential;
 pub mod prometheus_text;
 
 /// `koinos.rtc.v1`: the control plane's gRPC service and messages.
