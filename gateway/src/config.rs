@@ -1,6 +1,7 @@
 //! Gateway configuration: one typed struct from an optional TOML file and `KOINOS_GATEWAY_*`
-//! environment variables (nested keys joined with `__`); the LiveKit API secret inline (dev) or
-//! from a file (production). Fails fast naming the offending setting.
+//! environment variables (nested keys joined with `__`); the credential for control's gRPC
+//! inline (dev) or from a file (production). The gateway holds no LiveKit credential. Fails
+//! fast naming the offending setting.
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -17,18 +18,20 @@ pub struct Config {
     pub listen: SocketAddr,
     /// LiveKit's own signalling endpoint, e.g. `ws://127.0.0.1:7881`.
     pub upstream_url: String,
-    /// LiveKit API key and secret: the gateway checks tokens with the same key LiveKit uses.
-    pub api_key: String,
-    pub api_secret: Option<String>,
-    pub api_secret_file: Option<PathBuf>,
     /// Page origins allowed to open a session (LiveKit itself accepts any). `["*"]` allows all;
     /// requests without an `Origin` header (native clients, loadtest) are always allowed.
     pub allowed_origins: Vec<String>,
     /// Largest signalling frame accepted from either side; a larger one ends the session.
     pub max_frame_bytes: usize,
-    /// Control's gRPC endpoint, whose `WatchRevocations` stream ends the sessions of people
-    /// removed from a case room. Empty: not followed (control's own LiveKit removal remains).
+    /// Control's gRPC endpoint: its `WatchRevocations` stream ends the sessions of people
+    /// removed from a case room, and it makes the fallback's and a resume's RoomService calls.
+    /// Empty: neither (control's own LiveKit removal remains; no fallback attribute, no camera
+    /// pause, no room listing after a resume).
     pub control_grpc_url: String,
+    /// The gateway credential control expects (its `gateway_credential`): required with a
+    /// `control_grpc_url`.
+    pub control_credential: Option<String>,
+    pub control_credential_file: Option<PathBuf>,
     /// How long a revocation is remembered to refuse the revoked user's older tokens; at least
     /// control's `call.token_ttl`.
     pub revocation_memory_secs: u64,
@@ -52,12 +55,11 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:7880".parse().expect("literal address"),
             upstream_url: "ws://127.0.0.1:7881".into(),
-            api_key: String::new(),
-            api_secret: None,
-            api_secret_file: None,
             allowed_origins: vec!["http://localhost:8080".into()],
             max_frame_bytes: 1024 * 1024,
             control_grpc_url: "http://127.0.0.1:50051".into(),
+            control_credential: None,
+            control_credential_file: None,
             revocation_memory_secs: 3600,
             ladder: vec![
                 LadderStep {
@@ -86,9 +88,26 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Settings of earlier versions, when the gateway held LiveKit's API key and secret.
+const REMOVED_SETTINGS: [&str; 3] = ["api_key", "api_secret", "api_secret_file"];
+
+/// Why an old configuration is refused, and what to write instead (`found`: what it has).
+fn removed_settings_message(found: &[&str]) -> String {
+    format!(
+        "{} no longer gateway settings (found: {}): the gateway holds no LiveKit credential, \
+         LiveKit checks every token on the leg the gateway opens for it. Remove them, and give \
+         the gateway control_credential_file (or control_credential; env \
+         KOINOS_GATEWAY_CONTROL_CREDENTIAL_FILE) holding the same value as control's \
+         gateway_credential, which it now presents to control instead of a LiveKit token.",
+        "api_key, api_secret and api_secret_file are",
+        found.join(", ")
+    )
+}
+
 impl Config {
-    /// Defaults, then the TOML file (if given), then `KOINOS_GATEWAY_*`; returns the secret apart.
-    pub fn load(file: Option<&std::path::Path>) -> Result<(Self, String), ConfigError> {
+    /// Defaults, then the TOML file (if given), then `KOINOS_GATEWAY_*`; returns the control
+    /// credential apart (`None` when control is not followed).
+    pub fn load(file: Option<&std::path::Path>) -> Result<(Self, Option<String>), ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
@@ -99,15 +118,24 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        let config: Config = figment
-            .merge(Env::prefixed("KOINOS_GATEWAY_").split("__"))
-            .extract()
-            .map_err(Box::new)?;
-        let secret = config.validate()?;
-        Ok((config, secret))
+        let figment = figment.merge(Env::prefixed("KOINOS_GATEWAY_").split("__"));
+        // Before extracting: `deny_unknown_fields` would name only the first, without saying
+        // what replaced it.
+        let found: Vec<&str> = REMOVED_SETTINGS
+            .into_iter()
+            .filter(|key| figment.contains(key))
+            .collect();
+        if !found.is_empty() {
+            return Err(ConfigError::Invalid(removed_settings_message(&found)));
+        }
+        let config: Config = figment.extract().map_err(Box::new)?;
+        let credential = config.validate()?;
+        Ok((config, credential))
     }
 
-    pub fn validate(&self) -> Result<String, ConfigError> {
+    /// Checks every setting; returns the control credential (read from its file if need be),
+    /// `None` when `control_grpc_url` is empty.
+    pub fn validate(&self) -> Result<Option<String>, ConfigError> {
         let upstream = url::Url::parse(&self.upstream_url).map_err(|e| {
             ConfigError::Invalid(format!("upstream_url {:?}: {e}", self.upstream_url))
         })?;
@@ -117,13 +145,13 @@ impl Config {
                 self.upstream_url
             )));
         }
-        if self.api_key.is_empty() {
-            return Err(ConfigError::Invalid("api_key is required".into()));
-        }
         let url = &self.control_grpc_url;
-        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+        if !(url.is_empty()
+            || (url.starts_with("http://") || url.starts_with("https://"))
+                && url::Url::parse(url).is_ok_and(|u| u.has_host()))
+        {
             return Err(ConfigError::Invalid(format!(
-                "control_grpc_url must be http:// or https:// (or empty), got {:?}",
+                "control_grpc_url must be an http:// or https:// URL (or empty), got {:?}",
                 self.control_grpc_url
             )));
         }
@@ -159,31 +187,38 @@ impl Config {
                 "max_frame_bytes must be at least 65536".into(),
             ));
         }
-        match (&self.api_secret, &self.api_secret_file) {
-            (Some(_), Some(_)) => Err(ConfigError::Invalid(
-                "both api_secret and api_secret_file are set; set exactly one".into(),
-            )),
-            (Some(s), None) if !s.is_empty() => Ok(s.clone()),
+        let credential = match (&self.control_credential, &self.control_credential_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "both control_credential and control_credential_file are set; set exactly one"
+                        .into(),
+                ));
+            }
+            (Some(s), None) => Some(s.clone()),
             (None, Some(path)) => {
                 let s = std::fs::read_to_string(path).map_err(|e| {
                     ConfigError::Invalid(format!(
-                        "cannot read api_secret_file {}: {e}",
+                        "cannot read control_credential_file {}: {e}",
                         path.display()
                     ))
                 })?;
-                let s = s.trim_end_matches(['\n', '\r']).to_owned();
-                if s.is_empty() {
-                    return Err(ConfigError::Invalid(format!(
-                        "api_secret_file {} is empty",
-                        path.display()
-                    )));
-                }
-                Ok(s)
+                Some(s.trim_end_matches(['\n', '\r']).to_owned())
             }
-            _ => Err(ConfigError::Invalid(
-                "api_secret (or api_secret_file) is required".into(),
-            )),
+            (None, None) => None,
+        };
+        if self.control_grpc_url.is_empty() {
+            return Ok(None);
         }
+        let Some(credential) = credential else {
+            return Err(ConfigError::Invalid(
+                "control_credential (or control_credential_file) is required with a \
+                 control_grpc_url: the same value as control's gateway_credential"
+                    .into(),
+            ));
+        };
+        koinos_proto::gateway_credential::check("control_credential", &credential)
+            .map_err(ConfigError::Invalid)?;
+        Ok(Some(credential))
     }
 
     pub fn ladder_config(&self) -> crate::ladder::LadderConfig {
@@ -223,19 +258,66 @@ impl Config {
 mod tests {
     use super::*;
 
+    const CREDENTIAL: &str = "gateway-credential-gateway-credential-0123";
+
     fn valid() -> Config {
         Config {
-            api_key: "devkey".into(),
-            api_secret: Some("secret".into()),
+            control_credential: Some(CREDENTIAL.into()),
             ..Config::default()
         }
     }
 
     #[test]
-    fn requires_a_secret() {
+    fn a_control_url_needs_the_credential_and_no_url_needs_none() {
+        assert_eq!(valid().validate().unwrap().as_deref(), Some(CREDENTIAL));
         let mut c = valid();
-        c.api_secret = None;
-        assert!(c.validate().unwrap_err().to_string().contains("api_secret"));
+        c.control_credential = None;
+        let error = c.validate().unwrap_err().to_string();
+        assert!(error.contains("control_credential"), "{error}");
+        c.control_grpc_url = String::new();
+        assert_eq!(c.validate().unwrap(), None);
+
+        let mut c = valid();
+        c.control_credential = Some("too-short".into());
+        let error = c.validate().unwrap_err().to_string();
+        assert!(error.contains("at least"), "{error}");
+        assert!(!error.contains("too-short"), "never echoed: {error}");
+        c.control_credential_file = Some("/nonexistent".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("exactly one")
+        );
+    }
+
+    #[test]
+    fn the_credential_file_is_read_and_trimmed() {
+        let path = std::env::temp_dir().join(format!("koinos-gw-cred-{}", std::process::id()));
+        std::fs::write(&path, format!("{CREDENTIAL}\n")).unwrap();
+        let c = Config {
+            control_credential_file: Some(path.clone()),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap().as_deref(), Some(CREDENTIAL));
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn an_old_configuration_with_livekit_keys_says_what_replaced_them() {
+        let path = std::env::temp_dir().join(format!("koinos-gw-old-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "api_key = \"devkey\"\napi_secret_file = \"/run/secrets/livekit\"\n\
+             control_grpc_url = \"\"\n",
+        )
+        .unwrap();
+        let error = Config::load(Some(&path)).unwrap_err().to_string();
+        let _ = std::fs::remove_file(path);
+        assert!(error.contains("found: api_key, api_secret_file"), "{error}");
+        assert!(error.contains("holds no LiveKit credential"), "{error}");
+        assert!(error.contains("control_credential_file"), "{error}");
+        assert!(error.contains("gateway_credential"), "{error}");
     }
 
     #[test]

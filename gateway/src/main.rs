@@ -72,22 +72,24 @@ async fn main() {
 }
 
 async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let (config, secret) = Config::load(config_path.as_deref())?;
+    let (config, control_credential) = Config::load(config_path.as_deref())?;
     let listen = config.listen;
     info!(%listen, upstream = %config.upstream_url, "starting koinos-gateway");
     let control_url = config.control_grpc_url.clone();
-    let api_key = config.api_key.clone();
-    let gateway = Gateway::new(config, &secret);
-    if control_url.is_empty() {
-        tracing::warn!("control_grpc_url is empty: revocations are not followed by this gateway");
-    } else {
-        tokio::spawn(koinos_gateway::revocations::follow_control(
-            control_url,
-            api_key,
-            secret,
-            gateway.registry(),
-            gateway.metrics(),
-        ));
+    let gateway = Gateway::new(config, control_credential.as_deref())?;
+    match control_credential {
+        Some(credential) => {
+            tokio::spawn(koinos_gateway::revocations::follow_control(
+                control_url,
+                koinos_gateway::control::Credential::new(&credential)?,
+                gateway.registry(),
+                gateway.metrics(),
+            ));
+        }
+        None => tracing::warn!(
+            "control_grpc_url is empty: revocations are not followed, and the audio-only \
+             fallback can neither mark participants nor pause cameras"
+        ),
     }
     let app = router(gateway);
     let listener = tokio::net::TcpListener::bind(listen)

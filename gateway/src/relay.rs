@@ -7,8 +7,8 @@
 //!
 //! Besides the two legs, the task owns the session's policy state — the [`Ladder`] and the
 //! [`Fallback`] — and wakes on the fallback's timer. What it asks of LiveKit's RoomService
-//! (attributes, muting the camera) goes, in order, to a small per-session task so that a slow
-//! API call never stalls the relay.
+//! (attributes, muting the camera; through control, see [`RoomApi`]) goes, in order, to a small
+//! per-session task so that a slow call never stalls the relay.
 
 use axum::extract::ws::{self, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -37,52 +37,16 @@ use crate::{
 type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What a session asks of LiveKit's RoomService about its own room, behind a trait so the
-/// relay is testable without LiveKit.
+/// relay is testable without LiveKit. The gateway holds no LiveKit credential: the real one
+/// asks control, which makes the call ([`crate::control::ControlRoom`]).
 #[async_trait::async_trait]
 pub trait RoomApi: Send + Sync {
     /// Who is in the room now (`ListParticipants`).
     async fn participants(&self) -> anyhow::Result<Vec<livekit_protocol::ParticipantInfo>>;
     /// Sets one attribute of a participant (`UpdateParticipant`; empty deletes it).
     async fn set_attribute(&self, identity: &str, key: &str, value: &str) -> anyhow::Result<()>;
-    /// `MutePublishedTrack`.
+    /// `MutePublishedTrack` (control only ever mutes).
     async fn mute_track(&self, identity: &str, track_sid: &str, muted: bool) -> anyhow::Result<()>;
-}
-
-/// The real one: LiveKit's RoomService with the gateway's API key.
-pub struct LiveKitRoom {
-    pub client: Arc<livekit_api::services::room::RoomClient>,
-    pub name: String,
-}
-
-#[async_trait::async_trait]
-impl RoomApi for LiveKitRoom {
-    async fn participants(&self) -> anyhow::Result<Vec<livekit_protocol::ParticipantInfo>> {
-        Ok(self.client.list_participants(&self.name).await?)
-    }
-
-    async fn set_attribute(&self, identity: &str, key: &str, value: &str) -> anyhow::Result<()> {
-        let options = livekit_api::services::room::UpdateParticipantOptions {
-            attributes: HashMap::from([(key.to_owned(), value.to_owned())]),
-            ..Default::default()
-        };
-        self.client
-            .update_participant(&self.name, identity, options)
-            .await?;
-        Ok(())
-    }
-
-    async fn mute_track(&self, identity: &str, track_sid: &str, muted: bool) -> anyhow::Result<()> {
-        // livekit-api unwraps the answer's track: keep a malformed answer from panicking here.
-        let client = self.client.clone();
-        let (room, identity, sid) = (self.name.clone(), identity.to_owned(), track_sid.to_owned());
-        tokio::spawn(async move {
-            client
-                .mute_published_track(&room, &identity, &sid, muted)
-                .await
-        })
-        .await??;
-        Ok(())
-    }
 }
 
 /// A RoomService request of the fallback, carried out in order by [`room_admin`].

@@ -5,7 +5,9 @@
 //! Concurrency model: one task ([`Registry::run`]) owns the table of open sessions and of recent
 //! revocations. Sessions register when they start (and are refused if a revocation already
 //! covers their token), and deregister when they end; the subscriber task
-//! ([`follow_control`]) feeds it revocations from control's `WatchRevocations` stream. A
+//! ([`follow_control`]) feeds it revocations from control's `WatchRevocations` stream (with the
+//! gateway credential). A session is registered only once LiveKit has accepted its token; before
+//! that, [`Registry::is_revoked`] may only refuse it. A
 //! revoked session is told through its own channel and ends itself (see `relay.rs`), so the
 //! registry never touches a socket. If control cannot be reached the gateway keeps relaying:
 //! control's own LiveKit removal does not depend on it.
@@ -15,8 +17,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use koinos_proto::v1::{WatchRevocationsRequest, control_service_client::ControlServiceClient};
-use livekit_api::access_token::{AccessToken, VideoGrants};
+use koinos_proto::v1::WatchRevocationsRequest;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -58,6 +59,10 @@ enum Command {
         answer: oneshot::Sender<Option<Session>>,
     },
     Close(u64),
+    Check {
+        key: SessionKey,
+        answer: oneshot::Sender<bool>,
+    },
     Revoke(Revocation),
     Stats(oneshot::Sender<(usize, usize)>),
 }
@@ -94,6 +99,16 @@ impl Registry {
         let (answer, rx) = oneshot::channel();
         self.commands.send(Command::Open { key, answer }).ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// Whether a revocation covers this token, without registering anything (for claims LiveKit
+    /// has not checked yet: the answer may only be used to refuse).
+    pub async fn is_revoked(&self, key: SessionKey) -> bool {
+        let (answer, rx) = oneshot::channel();
+        if self.commands.send(Command::Check { key, answer }).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     pub fn revoke(&self, revocation: Revocation) {
@@ -139,6 +154,9 @@ async fn run(
             Command::Close(id) => {
                 open.remove(&id);
             }
+            Command::Check { key, answer } => {
+                let _ = answer.send(revoked.iter().any(|r| r.covers(&key)));
+            }
             Command::Stats(answer) => {
                 let rooms: std::collections::HashSet<&str> = open
                     .values()
@@ -178,14 +196,13 @@ fn now_ms() -> i64 {
 /// with backoff after any error (control restarting, a lagging stream).
 pub async fn follow_control(
     control_url: String,
-    api_key: String,
-    api_secret: String,
+    credential: crate::control::Credential,
     registry: Registry,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match subscribe_once(&control_url, &api_key, &api_secret, &registry, &metrics).await {
+        match subscribe_once(&control_url, &credential, &registry, &metrics).await {
             Ok(()) => warn!("control ended the revocation stream; resubscribing"),
             Err(e) => warn!(error = %e, retry_in = ?backoff, "revocation stream failed"),
         }
@@ -196,27 +213,17 @@ pub async fn follow_control(
 
 async fn subscribe_once(
     control_url: &str,
-    api_key: &str,
-    api_secret: &str,
+    credential: &crate::control::Credential,
     registry: &Registry,
     metrics: &crate::metrics::Metrics,
 ) -> anyhow::Result<()> {
-    // Proof that this is a gateway: a short-lived LiveKit admin token (control checks it with
-    // the same API secret).
-    let token = AccessToken::with_api_key(api_key, api_secret)
-        .with_identity("koinos-gateway")
-        .with_ttl(Duration::from_secs(300))
-        .with_grants(VideoGrants {
-            room_admin: true,
-            ..Default::default()
-        })
-        .to_jwt()?;
-    let mut client = ControlServiceClient::connect(control_url.to_owned()).await?;
-    let mut request = tonic::Request::new(WatchRevocationsRequest {});
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    let mut stream = client.watch_revocations(request).await?.into_inner();
+    // Its own connection, without the per-request timeout of the RoomService client: the
+    // stream lives as long as control does.
+    let mut client = crate::control::client(control_url, credential.clone(), None)?;
+    let mut stream = client
+        .watch_revocations(WatchRevocationsRequest {})
+        .await?
+        .into_inner();
     info!(%control_url, "following control's revocations");
     while let Some(revocation) = stream.message().await? {
         metrics.revocation();
@@ -272,6 +279,20 @@ mod tests {
         // Re-admitted by control later: a token minted after the revocation is fine.
         assert!(registry.open(key("R", "@bob:l", 201)).await.is_some());
         assert!(registry.open(key("R", "@carol:l", 150)).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_check_registers_nothing() {
+        let registry = Registry::start(Duration::from_secs(3600));
+        registry.revoke(Revocation {
+            livekit_room: "R".into(),
+            matrix_user: Some("@bob:l".into()),
+            revoked_at_ms: 200_000,
+        });
+        assert!(registry.is_revoked(key("R", "@bob:l", 150)).await);
+        assert!(!registry.is_revoked(key("R", "@bob:l", 201)).await);
+        assert!(!registry.is_revoked(key("R", "@carol:l", 150)).await);
+        assert_eq!(registry.stats().await, (0, 0));
     }
 
     #[tokio::test]

@@ -264,3 +264,165 @@ async fn a_malformed_or_oversized_frame_ends_only_its_own_session() {
     let mut newcomer = joined(&room, "bad-frame-newcomer").await;
     assert!(answers_ping(&mut newcomer).await);
 }
+
+/// A second gateway, this test's own, whose control credential is wrong. Stopped on drop.
+struct Impostor {
+    child: std::process::Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Impostor {
+    async fn start() -> Impostor {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("koinos-impostor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"listen = "127.0.0.1:{port}"
+upstream_url = "ws://127.0.0.1:7881"
+control_grpc_url = "http://127.0.0.1:50051"
+control_credential = "not-the-gateway-credential-not-the-gateway-credential"
+"#
+            ),
+        )
+        .unwrap();
+        let log = dir.join("gateway.log");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_koinos-gateway"));
+        command
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("gateway.err")).unwrap());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("KOINOS_GATEWAY_") {
+                command.env_remove(key);
+            }
+        }
+        let child = command.spawn().expect("runs koinos-gateway");
+        let impostor = Impostor {
+            child,
+            url: format!("ws://127.0.0.1:{port}"),
+            log,
+        };
+        for _ in 0..100 {
+            if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return impostor;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the impostor gateway did not start: {}",
+            impostor.log_text()
+        );
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Control's count of gateway RPCs refused for want of the credential.
+async fn control_refusals(operation: &str) -> f64 {
+    let text = reqwest::get("http://127.0.0.1:8080/metrics")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!(
+        "koinos_control_gateway_requests_total{{operation=\"{operation}\",outcome=\"unauthenticated\"}} "
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_gateway_with_the_wrong_credential_is_refused_by_control() {
+    let _logs = LogsOnFailure;
+    let watch_before = control_refusals("watch_revocations").await;
+    let list_before = control_refusals("list_participants").await;
+    let impostor = Impostor::start().await;
+
+    // Its revocation stream is refused (it retries with back-off, and keeps relaying).
+    let mut refused = false;
+    for _ in 0..50 {
+        if control_refusals("watch_revocations").await > watch_before {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused,
+        "control refused its WatchRevocations: {}",
+        impostor.log_text()
+    );
+
+    // LiveKit still takes a genuine token through it; the room listing after a resume is what
+    // control refuses it.
+    let room = existing_room("gateway-test-impostor").await;
+    let jwt = token(&secret(), &room, "impostor-test");
+    let mut first = open(&jwt, None).await.unwrap();
+    let sid = loop {
+        if let Some(signal_response::Message::Join(join)) = next_response(&mut first).await.message
+        {
+            break join.participant.unwrap().sid;
+        }
+    };
+    let resume = format!(
+        "{}/rtc?access_token={jwt}&protocol=16&sdk=rust&reconnect=1&sid={sid}",
+        impostor.url
+    );
+    let (mut resumed, _) = tokio_tungstenite::connect_async(resume.as_str())
+        .await
+        .unwrap();
+    loop {
+        match next_response(&mut resumed).await.message {
+            Some(signal_response::Message::Reconnect(_)) => break,
+            Some(signal_response::Message::Leave(leave)) => {
+                panic!("LiveKit refused the resume through the impostor: {leave:?}")
+            }
+            _ => {}
+        }
+    }
+    let mut refused = false;
+    for _ in 0..50 {
+        if control_refusals("list_participants").await > list_before {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused,
+        "control refused its room listing: {}",
+        impostor.log_text()
+    );
+    let log = impostor.log_text();
+    assert!(log.contains("revocation stream failed"), "{log}");
+    assert!(log.contains("cannot list the room after a resume"), "{log}");
+    assert!(
+        !log.contains("not-the-gateway-credential"),
+        "the credential never reaches the log"
+    );
+    drop(resumed);
+}
