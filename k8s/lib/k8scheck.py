@@ -34,18 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "k8s" / "monitoring"
 CACHE = Path(os.environ.get("KOINOS_CACHE", Path.home() / ".cache" / "koinos-rtc"))
 
-# ---------------------------------------------------------------------------------------------
-# The gateway's and control's coming configuration shape (the gateway stops holding LiveKit's API
-# key; gateway and control share a credential for control's gRPC). The manifests are written for
-# it. Until it lands, the binaries refuse these settings as unknown; the check then proves that
-# this is the only thing they refuse (the rest of the ConfigMap is checked with the setting taken
-# out, and for the gateway the LiveKit key it still needs put in) and says PENDING.
-# TODO(credential change): set to True when control and the gateway accept the settings below;
-# the check fails as soon as they do while this still says False, so it cannot be forgotten.
-CREDENTIAL_CHANGE_LANDED = False
-PENDING_SETTINGS = {"koinos-control": ["gateway_credential_file"], "koinos-gateway": ["control_credential_file"]}
-# ---------------------------------------------------------------------------------------------
-
 
 class CheckError(Exception):
     pass
@@ -639,33 +627,9 @@ def run_check_config(binary: str, workload: dict, objs: list[dict], tmp: Path) -
     argv = [binary] + box.args(env) + ["--check-config"]
     out = subprocess.run(argv, env=env, capture_output=True, text=True)
     text = (out.stdout + out.stderr).strip()
-    pending = PENDING_SETTINGS[name]
-    if out.returncode == 0:
-        if not CREDENTIAL_CHANGE_LANDED:
-            fail(f"{name} now accepts {pending}: the credential change has landed; set "
-                 f"CREDENTIAL_CHANGE_LANDED = True in k8s/lib/k8scheck.py")
-        say(f"{name}: its ConfigMap and environment pass `{Path(binary).name} --check-config` ({text})")
-        return
-    if CREDENTIAL_CHANGE_LANDED or not any(f"unknown field: found `{p}`" in text for p in pending):
-        fail(f"{name}: `{Path(binary).name} --check-config` refuses its ConfigMap:\n{text}")
-    # Pending: prove the pending setting is the only thing refused.
-    config_path = next(Path(a) for a in argv if a.endswith(".toml"))
-    config = config_path.read_text()
-    for setting in pending:
-        config = re.sub(rf"^{setting}\s*=.*\n", "", config, flags=re.M)
-    if name == "koinos-gateway":
-        # Today's gateway still checks tokens with LiveKit's key; the manifests deliberately do
-        # not give it one.
-        (config_path.parent / "legacy-api-secret").write_text("x" * 32 + "\n")
-        config = f'api_key = "check"\napi_secret_file = "{config_path.parent / "legacy-api-secret"}"\n' + config
-    config_path.write_text(config)
-    out = subprocess.run(argv, env=env, capture_output=True, text=True)
-    rest = (out.stdout + out.stderr).strip()
     if out.returncode != 0:
-        fail(f"{name}: besides {pending}, `--check-config` refuses its ConfigMap:\n{rest}")
-    refusal = re.search(r"unknown field: found `\w+`", text).group(0)
-    say(f"{name}: `{Path(binary).name} --check-config` accepts its ConfigMap except the pending "
-        f"{', '.join(pending)}, which it refuses today ({refusal}): PENDING the credential change")
+        fail(f"{name}: `{Path(binary).name} --check-config` refuses its ConfigMap:\n{text}")
+    say(f"{name}: its ConfigMap and environment pass `{Path(binary).name} --check-config` ({text})")
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> str:
