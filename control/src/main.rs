@@ -288,27 +288,3 @@ async fn shutdown() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use koinos_control::metrics::Metrics;
-    use koinos_proto::prometheus_text::{ALERT_RULES, families, referenced};
-
-    /// An alert on a metric control does not export could never fire (k8s/monitoring).
-    #[test]
-    fn the_alert_rules_name_only_metrics_control_exports() {
-        let metrics = Metrics::default();
-        metrics.observe("livekit", Duration::from_millis(3));
-        metrics.ghost_cleared();
-        let exported = families(&metrics.render(Some(Duration::ZERO), Some(&[2])));
-        let named = referenced(ALERT_RULES, "koinos_control_");
-        assert!(named.len() >= 2, "{named:?}");
-        let missing: Vec<_> = named.difference(&exported).collect();
-        assert!(
-            missing.is_empty(),
-            "alerted on but not exported: {missing:?}"
-        );
-    }
-}

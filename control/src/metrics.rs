@@ -218,6 +218,8 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use koinos_proto::prometheus_text::{ALERT_RULES, GRAFANA_DASHBOARD, referenced};
+
     use super::*;
 
     #[test]
@@ -254,16 +256,31 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_dashboard_graphs_only_metrics_control_exports() {
-        use koinos_proto::prometheus_text::{GRAFANA_DASHBOARD, families, referenced};
+    /// Every family control exports, each with a sample so that each is declared.
+    fn exported() -> std::collections::BTreeSet<String> {
         let metrics = Metrics::default();
         metrics.observe("livekit", Duration::from_millis(3));
         metrics.ghost_cleared();
-        let exported = families(&metrics.render(Some(Duration::ZERO), Some(&[2])));
+        koinos_proto::prometheus_text::families(&metrics.render(Some(Duration::ZERO), Some(&[2])))
+    }
+
+    #[test]
+    fn the_dashboard_graphs_only_metrics_control_exports() {
         let graphed = referenced(GRAFANA_DASHBOARD, "koinos_control_");
         assert!(graphed.len() >= 6, "{graphed:?}");
-        let missing: Vec<_> = graphed.difference(&exported).collect();
+        let missing: Vec<_> = graphed.difference(&exported()).cloned().collect();
         assert!(missing.is_empty(), "graphed but not exported: {missing:?}");
+    }
+
+    /// An alert on a metric control does not export could never fire (k8s/monitoring).
+    #[test]
+    fn the_alert_rules_name_only_metrics_control_exports() {
+        let named = referenced(ALERT_RULES, "koinos_control_");
+        assert!(named.len() >= 2, "{named:?}");
+        let missing: Vec<_> = named.difference(&exported()).cloned().collect();
+        assert!(
+            missing.is_empty(),
+            "alerted on but not exported: {missing:?}"
+        );
     }
 }

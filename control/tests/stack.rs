@@ -5,7 +5,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
-use livekit_protocol::{SignalRequest, SignalResponse, signal_request, signal_response};
+use livekit_protocol::{
+    ParticipantInfo, SignalRequest, SignalResponse, signal_request, signal_response,
+};
 use prost::Message as _;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -509,6 +511,11 @@ struct Session(
 
 impl Session {
     async fn join(jwt: &str) -> Session {
+        Self::join_as(jwt).await.0
+    }
+
+    /// Joins and returns LiveKit's description of this session's own participant.
+    async fn join_as(jwt: &str) -> (Session, ParticipantInfo) {
         let url =
             format!("{GATEWAY_WS}/rtc?access_token={jwt}&protocol=16&sdk=rust&auto_subscribe=0");
         let (mut ws, _) = tokio_tungstenite::connect_async(url)
@@ -521,12 +528,12 @@ impl Session {
                 .expect("open")
                 .expect("frame");
             if let Message::Binary(bytes) = frame {
-                let message = SignalResponse::decode(bytes).unwrap().message;
-                assert!(
-                    matches!(message, Some(signal_response::Message::Join(_))),
-                    "{message:?}"
-                );
-                return Session(ws);
+                match SignalResponse::decode(bytes).unwrap().message {
+                    Some(signal_response::Message::Join(join)) => {
+                        return (Session(ws), join.participant.expect("own participant"));
+                    }
+                    other => panic!("expected join, got {other:?}"),
+                }
             }
         }
     }
@@ -1204,31 +1211,6 @@ async fn gateways_are_told_of_revocations_over_grpc() {
     );
 }
 
-/// A session through the gateway that has seen LiveKit's `join`, and its participant sid.
-async fn joined_through_the_gateway(jwt: &str, device: &str) -> (Session, String) {
-    let url = format!("{GATEWAY_WS}/rtc?access_token={jwt}&protocol=16&sdk=rust&auto_subscribe=0");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("session opens");
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
-            .await
-            .expect("join within 15 s")
-            .expect("open")
-            .expect("frame");
-        if let Message::Binary(bytes) = frame {
-            match SignalResponse::decode(bytes).unwrap().message {
-                Some(signal_response::Message::Join(join)) => {
-                    let me = join.participant.expect("own participant");
-                    assert!(me.identity.ends_with(device), "{}", me.identity);
-                    return (Session(ws), me.sid);
-                }
-                other => panic!("expected join, got {other:?}"),
-            }
-        }
-    }
-}
-
 /// Waits until the session hears that its own participant `identity` has the fallback
 /// attribute at `stage` ("" for none), as the page learns it.
 async fn hears_own_stage(session: &mut Session, identity: &str, stage: &str) -> bool {
@@ -1280,7 +1262,9 @@ async fn a_gateway_acts_on_its_calls_through_control_and_only_with_the_credentia
     let jwts = tokens_once_control_is_in(&room, &[("alice", "GWRPC"), ("bob", "GWRPC")]).await;
     let livekit_room = koinos_control::service::livekit_room_name(&room);
     let alice_session = Session::join(&jwts[0]).await;
-    let (mut bob_session, bob_sid) = joined_through_the_gateway(&jwts[1], "GWRPC").await;
+    let (mut bob_session, bob) = Session::join_as(&jwts[1]).await;
+    assert!(bob.identity.ends_with("GWRPC"), "{}", bob.identity);
+    let bob_sid = bob.sid;
     let bob = "@bob:localhost:GWRPC";
     let mut client = ControlServiceClient::connect(CONTROL_GRPC).await.unwrap();
     let credential = gateway_credential();
@@ -1303,7 +1287,7 @@ async fn a_gateway_acts_on_its_calls_through_control_and_only_with_the_credentia
         answer
             .participants
             .iter()
-            .map(|bytes| livekit_protocol::ParticipantInfo::decode(bytes.as_slice()).unwrap())
+            .map(|bytes| ParticipantInfo::decode(bytes.as_slice()).unwrap())
             .collect::<Vec<_>>()
     };
 

@@ -118,32 +118,3 @@ async fn shutdown() {
     tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term => {} }
     info!("shutting down");
 }
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use koinos_gateway::metrics::Metrics;
-    use koinos_proto::prometheus_text::{ALERT_RULES, families, referenced};
-
-    /// An alert on a metric the gateway does not export could never fire (k8s/monitoring).
-    #[test]
-    fn the_alert_rules_name_only_metrics_the_gateway_exports() {
-        let metrics = Metrics::default();
-        // Every family with a sample, so that each is declared.
-        metrics.settings_sent("injected", 540);
-        metrics.subscription_moved(None, Some(540));
-        metrics.frame_relayed("upstream", Duration::from_micros(40));
-        metrics.upstream_error();
-        metrics.revocation();
-        metrics.fallback_left("camera", Duration::from_secs(1));
-        let exported = families(&metrics.render(0, 0));
-        let named = referenced(ALERT_RULES, "koinos_gateway_");
-        assert!(named.len() >= 4, "{named:?}");
-        let missing: Vec<_> = named.difference(&exported).collect();
-        assert!(
-            missing.is_empty(),
-            "alerted on but not exported: {missing:?}"
-        );
-    }
-}

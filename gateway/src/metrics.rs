@@ -249,6 +249,8 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use koinos_proto::prometheus_text::{ALERT_RULES, GRAFANA_DASHBOARD, referenced};
+
     use super::*;
 
     #[test]
@@ -282,21 +284,35 @@ mod tests {
         assert!(!text.contains("# EOF"));
     }
 
-    #[test]
-    fn the_dashboard_graphs_only_metrics_the_gateway_exports() {
-        use koinos_proto::prometheus_text::{GRAFANA_DASHBOARD, families, referenced};
+    /// Every family the gateway exports, each with a sample so that each is declared.
+    fn exported() -> std::collections::BTreeSet<String> {
         let metrics = Metrics::default();
-        // Every family with a sample, so that each is declared.
         metrics.settings_sent("injected", 540);
         metrics.subscription_moved(None, Some(540));
         metrics.frame_relayed("upstream", Duration::from_micros(40));
         metrics.upstream_error();
         metrics.revocation();
         metrics.fallback_left("camera", Duration::from_secs(1));
-        let exported = families(&metrics.render(0, 0));
+        koinos_proto::prometheus_text::families(&metrics.render(0, 0))
+    }
+
+    #[test]
+    fn the_dashboard_graphs_only_metrics_the_gateway_exports() {
         let graphed = referenced(GRAFANA_DASHBOARD, "koinos_gateway_");
         assert!(graphed.len() >= 8, "{graphed:?}");
-        let missing: Vec<_> = graphed.difference(&exported).collect();
+        let missing: Vec<_> = graphed.difference(&exported()).cloned().collect();
         assert!(missing.is_empty(), "graphed but not exported: {missing:?}");
+    }
+
+    /// An alert on a metric the gateway does not export could never fire (k8s/monitoring).
+    #[test]
+    fn the_alert_rules_name_only_metrics_the_gateway_exports() {
+        let named = referenced(ALERT_RULES, "koinos_gateway_");
+        assert!(named.len() >= 4, "{named:?}");
+        let missing: Vec<_> = named.difference(&exported()).cloned().collect();
+        assert!(
+            missing.is_empty(),
+            "alerted on but not exported: {missing:?}"
+        );
     }
 }
