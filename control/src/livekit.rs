@@ -161,19 +161,9 @@ impl LiveKitRooms for LiveKitService {
     }
 
     async fn participants(&self, name: &str) -> Result<Vec<LiveParticipant>, ApiError> {
-        let list = match self.rooms.list_participants(name).await {
-            Ok(list) => list,
-            Err(ServiceError::Twirp(ServerError::Twirp(code)))
-                if code.code == ServerErrorCode::NOT_FOUND =>
-            {
-                return Ok(vec![]);
-            }
-            Err(e) => {
-                warn!(error = %e, "LiveKit ListParticipants failed");
-                return Err(ApiError::Unavailable);
-            }
-        };
-        Ok(list
+        Ok(self
+            .participant_infos(name)
+            .await?
             .into_iter()
             .map(|mut p| LiveParticipant {
                 matrix_user: p.attributes.remove(MATRIX_USER_ATTRIBUTE),
