@@ -29,10 +29,19 @@ pub struct Config {
     /// every gateway RPC is refused.
     pub gateway_credential: Option<String>,
     pub gateway_credential_file: Option<PathBuf>,
+    /// Origins the page may connect to besides its own, the homeserver and the gateway (which
+    /// are added from `homeserver.public_url` and `livekit.public_url`): further gateways of a
+    /// scaled-out deployment reached under other names. Content-Security-Policy source
+    /// expressions (`wss://rtc2.example.org`).
+    pub web_connect_src: Vec<String>,
     pub homeserver: HomeserverConfig,
     pub livekit: LiveKitConfig,
     pub call: CallConfig,
     pub turn: TurnConfig,
+    /// The REST listener (`http_listen`): connection limits and timeouts.
+    pub http: koinos_net::ServeLimits,
+    /// The gRPC listener (`grpc_listen`), which gateways keep long-lived streams on.
+    pub grpc: koinos_net::ServeLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,13 +86,34 @@ pub struct LiveKitConfig {
 pub struct CallConfig {
     /// Largest call LiveKit admits; the design's ladder stops at 6.
     pub max_participants: u32,
-    /// Lifetime of an issued LiveKit token (LiveKit refreshes it on a live connection).
+    /// Lifetime of an issued call ticket (what `/token` answers): how long it can open a new
+    /// connection. A connected client is handed renewed tickets while its user stays a member.
     #[serde(with = "secs")]
     pub token_ttl: Duration,
+    /// Lifetime of the LiveKit token control mints for one connection a gateway admits (LiveKit
+    /// checks it when the connection opens; it never reaches the client).
+    #[serde(with = "secs")]
+    pub session_token_ttl: Duration,
+    /// How many devices of one Matrix user may be in one call at once (a laptop and a phone):
+    /// one member cannot take every seat with made-up device ids.
+    pub max_devices_per_user: u32,
+    /// How long a connection the gateway is opening holds its seat before LiveKit lists it.
+    #[serde(with = "secs")]
+    pub seat_hold: Duration,
+    /// How often every call is checked against the membership state (LiveKit's
+    /// `participant_joined` webhook also triggers it): someone in a call who is not a joined
+    /// member is out within this.
+    #[serde(with = "secs")]
+    pub enforce_interval: Duration,
     /// Requests (tokens, TURN, end call) a user may make at once…
     pub rate_limit_burst: u32,
     /// …and how many a minute after that.
     pub rate_limit_per_minute: u32,
+    /// Requests one client address may make at once before the caller is authenticated (each
+    /// costs a homeserver lookup)…
+    pub rate_limit_per_address_burst: u32,
+    /// …and how many a minute after that (0 disables the limit).
+    pub rate_limit_per_address_per_minute: u32,
     /// How long LiveKit keeps an empty room before closing it.
     #[serde(with = "secs")]
     pub empty_timeout: Duration,
@@ -119,6 +149,7 @@ impl Default for Config {
             public_rtc_service_url: "http://localhost:8080/api/rtc".into(),
             gateway_credential: None,
             gateway_credential_file: None,
+            web_connect_src: vec![],
             homeserver: HomeserverConfig {
                 url: "http://localhost:8008".into(),
                 public_url: None,
@@ -140,8 +171,14 @@ impl Default for Config {
             call: CallConfig {
                 max_participants: 6,
                 token_ttl: Duration::from_secs(600),
+                session_token_ttl: Duration::from_secs(60),
+                max_devices_per_user: 2,
+                seat_hold: Duration::from_secs(10),
+                enforce_interval: Duration::from_secs(1),
                 rate_limit_burst: 30,
                 rate_limit_per_minute: 30,
+                rate_limit_per_address_burst: 50,
+                rate_limit_per_address_per_minute: 300,
                 empty_timeout: Duration::from_secs(120),
                 ghost_after: Duration::from_secs(30),
                 reconcile_interval: Duration::from_secs(10),
@@ -154,6 +191,13 @@ impl Default for Config {
                 ttl: Duration::from_secs(3600),
                 secret: None,
                 secret_file: None,
+            },
+            http: koinos_net::ServeLimits::default(),
+            grpc: koinos_net::ServeLimits {
+                max_connections: 256,
+                max_connections_per_address: 64,
+                idle_timeout: Duration::from_secs(300),
+                ..koinos_net::ServeLimits::default()
             },
         }
     }
@@ -298,6 +342,52 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "call.token_ttl must be at least 60 seconds".into(),
             ));
+        }
+        if !(Duration::from_secs(10)..=Duration::from_secs(600))
+            .contains(&self.call.session_token_ttl)
+        {
+            return Err(ConfigError::Invalid(
+                "call.session_token_ttl must be 10 to 600 seconds (it only has to last until \
+                 LiveKit accepts the connection)"
+                    .into(),
+            ));
+        }
+        if !(1..=self.call.max_participants).contains(&self.call.max_devices_per_user) {
+            return Err(ConfigError::Invalid(format!(
+                "call.max_devices_per_user must be 1 to call.max_participants ({})",
+                self.call.max_participants
+            )));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(120)).contains(&self.call.seat_hold) {
+            return Err(ConfigError::Invalid(
+                "call.seat_hold must be 1 to 120 seconds".into(),
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.call.enforce_interval)
+        {
+            return Err(ConfigError::Invalid(
+                "call.enforce_interval must be 1 to 60 seconds".into(),
+            ));
+        }
+        if self.call.rate_limit_per_address_per_minute > 0
+            && self.call.rate_limit_per_address_burst == 0
+        {
+            return Err(ConfigError::Invalid(
+                "call.rate_limit_per_address_burst must be at least 1 (or set \
+                 call.rate_limit_per_address_per_minute = 0 to disable the limit)"
+                    .into(),
+            ));
+        }
+        self.http.validate("http").map_err(ConfigError::Invalid)?;
+        self.grpc.validate("grpc").map_err(ConfigError::Invalid)?;
+        if let Some(bad) = self.web_connect_src.iter().find(|s| {
+            s.is_empty()
+                || s.chars()
+                    .any(|c| c.is_whitespace() || matches!(c, ';' | ',' | '\''))
+        }) {
+            return Err(ConfigError::Invalid(format!(
+                "web_connect_src entries must be single CSP source expressions, got {bad:?}"
+            )));
         }
         Ok(Secrets {
             service_password: secret(
@@ -445,6 +535,58 @@ mod tests {
         let mut c = with_secrets();
         c.turn.uris = vec!["stun:localhost:3478".into()];
         assert!(c.validate().unwrap_err().to_string().contains("turn.uris"));
+    }
+
+    #[test]
+    fn connection_limits_and_seat_rules_are_checked_by_name() {
+        let mut c = with_secrets();
+        c.http.max_connections_per_address = c.http.max_connections + 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("http.max_connections_per_address")
+        );
+        let mut c = with_secrets();
+        c.grpc.idle_timeout = Duration::ZERO;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("grpc.idle_timeout")
+        );
+        let mut c = with_secrets();
+        c.call.max_devices_per_user = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_devices_per_user")
+        );
+        let mut c = with_secrets();
+        c.web_connect_src = vec!["wss://a.example; script-src *".into()];
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("web_connect_src")
+        );
+    }
+
+    #[test]
+    fn limits_are_read_from_toml() {
+        let config: Config = Figment::from(Serialized::defaults(with_secrets()))
+            .merge(Toml::string(
+                "[http]\nmax_connections = 10\nmax_connections_per_address = 5\n\
+                 header_timeout = 3\nbody_timeout = 4\nidle_timeout = 30\n\
+                 trusted_proxies = [\"10.0.0.0/8\"]\n",
+            ))
+            .extract()
+            .unwrap();
+        assert_eq!(config.http.max_connections, 10);
+        assert_eq!(config.http.idle_timeout, Duration::from_secs(30));
+        assert!(config.http.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+        config.validate().unwrap();
     }
 
     #[test]

@@ -35,8 +35,19 @@ pub enum ApiError {
     Forbidden,
     #[error("Too many requests; retry in {retry_after_ms} ms.")]
     RateLimited { retry_after_ms: u64 },
+    /// Too many requests from one client address before anyone is authenticated (each costs a
+    /// homeserver lookup).
+    #[error("Too many requests from this address; retry in {retry_after_ms} ms.")]
+    AddressRateLimited { retry_after_ms: u64 },
     #[error("The call is full ({max} participants).")]
     CallFull { max: u32 },
+    /// The user already has this many devices in the call: a seat belongs to a device that is
+    /// there, and one person cannot hold every seat.
+    #[error("You are already in this call on {max} devices; leave it on one of them first.")]
+    TooManyDevices { max: u32 },
+    /// The request (its body) did not arrive in time.
+    #[error("The request did not arrive within {secs} s.")]
+    Timeout { secs: u64 },
     /// A gateway named a participant or track that is not in the call (it may just have left).
     #[error("No such participant or track in this call.")]
     NotFound,
@@ -73,9 +84,12 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::OpenIdReused => "M_UNAUTHORIZED",
             ApiError::Forbidden => "M_FORBIDDEN",
             ApiError::NotFound => "M_NOT_FOUND",
-            ApiError::CallFull { .. } | ApiError::RateLimited { .. } => "M_LIMIT_EXCEEDED",
+            ApiError::CallFull { .. }
+            | ApiError::TooManyDevices { .. }
+            | ApiError::RateLimited { .. }
+            | ApiError::AddressRateLimited { .. } => "M_LIMIT_EXCEEDED",
             ApiError::Unavailable => "M_UNAVAILABLE",
-            ApiError::Internal => "M_UNKNOWN",
+            ApiError::Internal | ApiError::Timeout { .. } => "M_UNKNOWN",
             ApiError::Unrecognized | ApiError::MethodNotAllowed => "M_UNRECOGNIZED",
         }
     }
@@ -88,7 +102,10 @@ impl ApiError {
             ApiError::OpenIdReused => "openid_reused",
             ApiError::Forbidden => "forbidden",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::AddressRateLimited { .. } => "address_rate_limited",
             ApiError::CallFull { .. } => "call_full",
+            ApiError::TooManyDevices { .. } => "too_many_devices",
+            ApiError::Timeout { .. } => "timeout",
             ApiError::NotFound => "not_found",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
@@ -102,9 +119,12 @@ impl ApiError {
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::OpenIdReused => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::CallFull { .. } => StatusCode::CONFLICT,
+            ApiError::CallFull { .. } | ApiError::TooManyDevices { .. } => StatusCode::CONFLICT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::AddressRateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unrecognized => StatusCode::NOT_FOUND,
@@ -120,9 +140,11 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::OpenIdReused => tonic::Code::Unauthenticated,
             ApiError::Forbidden => tonic::Code::PermissionDenied,
             ApiError::NotFound => tonic::Code::NotFound,
-            ApiError::CallFull { .. } | ApiError::RateLimited { .. } => {
-                tonic::Code::ResourceExhausted
-            }
+            ApiError::CallFull { .. }
+            | ApiError::TooManyDevices { .. }
+            | ApiError::RateLimited { .. }
+            | ApiError::AddressRateLimited { .. } => tonic::Code::ResourceExhausted,
+            ApiError::Timeout { .. } => tonic::Code::DeadlineExceeded,
             ApiError::Unavailable => tonic::Code::Unavailable,
             ApiError::Internal => tonic::Code::Internal,
             ApiError::Unrecognized | ApiError::MethodNotAllowed => tonic::Code::Unimplemented,
@@ -136,7 +158,8 @@ impl IntoResponse for ApiError {
             errcode: self.errcode(),
             error: self.to_string(),
             retry_after_ms: match self {
-                ApiError::RateLimited { retry_after_ms } => Some(retry_after_ms),
+                ApiError::RateLimited { retry_after_ms }
+                | ApiError::AddressRateLimited { retry_after_ms } => Some(retry_after_ms),
                 _ => None,
             },
         };

@@ -3,16 +3,19 @@
 //! `ListParticipants`, `SetParticipantAttribute`, `MutePublishedTrack`) are gRPC-only; gateways
 //! prove themselves with the gateway credential, a shared secret that is no LiveKit key.
 
-use std::{pin::Pin, sync::Arc};
+use std::{net::IpAddr, pin::Pin, sync::Arc};
 
 use koinos_proto::{
     gateway_credential,
     v1::{
-        EndCallRequest as ProtoEndCall, EndCallResponse, IssueTokenRequest, IssueTokenResponse,
+        AdmitSessionRequest, AdmitSessionResponse, CaughtUp, EndCallRequest as ProtoEndCall,
+        EndCallResponse, IceServer, IssueTokenRequest, IssueTokenResponse,
         IssueTurnCredentialsRequest, ListParticipantsRequest, ListParticipantsResponse,
-        MutePublishedTrackRequest, MutePublishedTrackResponse, Revocation as ProtoRevocation,
-        SetParticipantAttributeRequest, SetParticipantAttributeResponse, TurnCredentials,
-        WatchRevocationsRequest, control_service_server::ControlService,
+        MutePublishedTrackRequest, MutePublishedTrackResponse, RenewTicketRequest,
+        RenewTicketResponse, Revocation as ProtoRevocation, SetParticipantAttributeRequest,
+        SetParticipantAttributeResponse, TurnCredentials, WatchRevocationsRequest,
+        WatchRevocationsResponse, control_service_server::ControlService,
+        watch_revocations_response::Event,
     },
 };
 use prost::Message as _;
@@ -27,7 +30,7 @@ use crate::{
     error::ApiError,
     service::{
         AttributeRequest, EndCallRequest, MuteRequest, OpenIdToken, RtcService, TokenRequest,
-        TurnRequest, livekit_room_name,
+        TurnRequest,
     },
 };
 
@@ -73,9 +76,26 @@ pub struct GrpcApi {
     pub revocations: broadcast::Sender<Revocation>,
     /// What gateways must present; `None` (not configured) refuses every gateway RPC.
     pub gateway_credential: Option<GatewayCredential>,
+    /// Proxies whose `x-forwarded-for` metadata names the caller.
+    pub trusted_proxies: Vec<koinos_net::Cidr>,
 }
 
 impl GrpcApi {
+    /// The caller's address, for the per-address limit.
+    fn caller<T>(&self, request: &Request<T>) -> IpAddr {
+        let peer = request
+            .extensions()
+            .get::<koinos_net::PeerAddr>()
+            .map(|p| p.0)
+            .or_else(|| request.remote_addr())
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let forwarded = request
+            .metadata()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        koinos_net::client_address(peer, forwarded, &self.trusted_proxies)
+    }
+
     /// Only a gateway may use the gateway RPCs: the revocation stream says who was removed from
     /// which case, and the others act on calls. Every refusal has the same generic answer.
     fn authorize_gateway(
@@ -114,17 +134,20 @@ impl GrpcApi {
     }
 }
 
-fn to_proto(revocation: Revocation) -> ProtoRevocation {
-    ProtoRevocation {
-        livekit_room: livekit_room_name(revocation.room_id.as_str()),
-        room_id: revocation.room_id.into(),
-        user_id: revocation.user_id.into(),
-        revoked_at_ms: revocation.revoked_at_ms,
-        whole_room: revocation.whole_room,
+fn to_proto(revocation: Revocation) -> WatchRevocationsResponse {
+    WatchRevocationsResponse {
+        event: Some(Event::Revocation(ProtoRevocation {
+            livekit_room: revocation.livekit_room,
+            room_id: revocation.room_id.map(String::from).unwrap_or_default(),
+            whole_room: revocation.user_id.is_none(),
+            user_id: revocation.user_id.map(String::from).unwrap_or_default(),
+            revoked_at_ms: revocation.revoked_at_ms,
+        })),
     }
 }
 
-type RevocationStream = Pin<Box<dyn Stream<Item = Result<ProtoRevocation, Status>> + Send>>;
+type RevocationStream =
+    Pin<Box<dyn Stream<Item = Result<WatchRevocationsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ControlService for GrpcApi {
@@ -132,14 +155,18 @@ impl ControlService for GrpcApi {
         &self,
         request: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
+        let from = self.caller(&request);
         let request = request.into_inner();
         let grant = self
             .service
-            .issue_token(TokenRequest {
-                room_id: request.room_id,
-                openid_token: openid_token(request.openid_token)?,
-                device_id: request.device_id,
-            })
+            .issue_token(
+                TokenRequest {
+                    room_id: request.room_id,
+                    openid_token: openid_token(request.openid_token)?,
+                    device_id: request.device_id,
+                },
+                from,
+            )
             .await?;
         Ok(Response::new(IssueTokenResponse {
             url: grant.url,
@@ -154,13 +181,17 @@ impl ControlService for GrpcApi {
         &self,
         request: Request<IssueTurnCredentialsRequest>,
     ) -> Result<Response<TurnCredentials>, Status> {
+        let from = self.caller(&request);
         let request = request.into_inner();
         let creds = self
             .service
-            .issue_turn(TurnRequest {
-                room_id: request.room_id,
-                openid_token: openid_token(request.openid_token)?,
-            })
+            .issue_turn(
+                TurnRequest {
+                    room_id: request.room_id,
+                    openid_token: openid_token(request.openid_token)?,
+                },
+                from,
+            )
             .await?;
         Ok(Response::new(TurnCredentials {
             username: creds.username,
@@ -174,13 +205,17 @@ impl ControlService for GrpcApi {
         &self,
         request: Request<ProtoEndCall>,
     ) -> Result<Response<EndCallResponse>, Status> {
+        let from = self.caller(&request);
         let request = request.into_inner();
         let ended = self
             .service
-            .end_call(EndCallRequest {
-                room_id: request.room_id,
-                openid_token: openid_token(request.openid_token)?,
-            })
+            .end_call(
+                EndCallRequest {
+                    room_id: request.room_id,
+                    openid_token: openid_token(request.openid_token)?,
+                },
+                from,
+            )
             .await?;
         Ok(Response::new(EndCallResponse {
             livekit_room: ended.livekit_room,
@@ -195,11 +230,32 @@ impl ControlService for GrpcApi {
         request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         self.authorize_gateway("watch_revocations", request.metadata())?;
+        // Subscribed before the catch-up is computed: a revocation in between is sent twice
+        // (harmless), never lost.
+        let live = BroadcastStream::new(self.revocations.subscribe());
+        let owners: Vec<(String, String)> = request
+            .into_inner()
+            .open_sessions
+            .into_iter()
+            .take(100_000)
+            .map(|owner| (owner.livekit_room, owner.matrix_user))
+            .collect();
+        let missed = self.service.catch_up(&owners).await;
         self.service
             .metrics
             .gateway_request("watch_revocations", "done");
-        info!("a gateway subscribed to revocations");
-        let stream = BroadcastStream::new(self.revocations.subscribe()).map(|item| match item {
+        info!(
+            open_sessions = owners.len(),
+            revoked = missed.len(),
+            "a gateway subscribed to revocations"
+        );
+        let caught_up = missed
+            .into_iter()
+            .map(|revocation| Ok(to_proto(revocation)))
+            .chain(std::iter::once(Ok(WatchRevocationsResponse {
+                event: Some(Event::CaughtUp(CaughtUp {})),
+            })));
+        let live = live.map(|item| match item {
             Ok(revocation) => Ok(to_proto(revocation)),
             // tonic ends the stream with this status: the subscriber resubscribes.
             Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => {
@@ -208,7 +264,48 @@ impl ControlService for GrpcApi {
                 )))
             }
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(
+            tokio_stream::iter(caught_up).chain(live),
+        )))
+    }
+
+    async fn admit_session(
+        &self,
+        request: Request<AdmitSessionRequest>,
+    ) -> Result<Response<AdmitSessionResponse>, Status> {
+        self.authorize_gateway("admit_session", request.metadata())?;
+        let request = request.into_inner();
+        let admission = self
+            .service
+            .admit_session(&request.ticket, request.check_only)
+            .await?;
+        Ok(Response::new(AdmitSessionResponse {
+            livekit_token: admission.livekit_token,
+            livekit_room: admission.livekit_room,
+            identity: admission.identity,
+            matrix_user: admission.matrix_user.into(),
+            ice_servers: admission
+                .turn
+                .into_iter()
+                .map(|turn| IceServer {
+                    urls: turn.uris,
+                    username: turn.username,
+                    credential: turn.password,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn renew_ticket(
+        &self,
+        request: Request<RenewTicketRequest>,
+    ) -> Result<Response<RenewTicketResponse>, Status> {
+        self.authorize_gateway("renew_ticket", request.metadata())?;
+        let (ticket, expires_at) = self
+            .service
+            .renew_ticket(&request.into_inner().ticket)
+            .await?;
+        Ok(Response::new(RenewTicketResponse { ticket, expires_at }))
     }
 
     async fn list_participants(
@@ -286,6 +383,7 @@ mod tests {
             service: Arc::new(fake_service(livekit)),
             revocations: crate::enforcement::feed(),
             gateway_credential: credential.map(GatewayCredential::new),
+            trusted_proxies: vec![],
         }
     }
 
@@ -350,9 +448,42 @@ mod tests {
             Ok(()) => tonic::Code::Ok,
             Err(status) => status.code(),
         };
+        let ticket = || {
+            api.service
+                .tickets
+                .issue(
+                    &crate::ticket::Ticket {
+                        room_id: "!case:localhost".try_into().unwrap(),
+                        livekit_room: crate::service::livekit_room_name("!case:localhost"),
+                        identity: "@alice:localhost:D".into(),
+                        matrix_user: "@alice:localhost".try_into().unwrap(),
+                        matrix_device: "D".into(),
+                        name: "alice".into(),
+                        expires_at: 0,
+                    },
+                    1_000,
+                )
+                .0
+        };
         vec![
             code(
-                api.watch_revocations(with_auth(WatchRevocationsRequest {}, auth))
+                api.watch_revocations(with_auth(WatchRevocationsRequest::default(), auth))
+                    .await
+                    .map(drop),
+            ),
+            code(
+                api.admit_session(with_auth(
+                    AdmitSessionRequest {
+                        ticket: ticket(),
+                        check_only: false,
+                    },
+                    auth,
+                ))
+                .await
+                .map(drop),
+            ),
+            code(
+                api.renew_ticket(with_auth(RenewTicketRequest { ticket: ticket() }, auth))
                     .await
                     .map(drop),
             ),
@@ -382,12 +513,16 @@ mod tests {
     #[tokio::test]
     async fn gateway_rpcs_need_the_gateway_credential() {
         let livekit = Arc::new(FakeLiveKit::default());
-        *livekit.infos.lock().unwrap() = vec![publisher("@bob:localhost:D")];
+        livekit
+            .rooms
+            .lock()
+            .unwrap()
+            .insert("R".into(), vec![publisher("@bob:localhost:D")]);
         let api = api_with(livekit.clone(), Some(CREDENTIAL));
         for impostor in impostors() {
             assert_eq!(
                 gateway_rpcs(&api, impostor.as_deref()).await,
-                [tonic::Code::Unauthenticated; 4],
+                [tonic::Code::Unauthenticated; 6],
                 "{impostor:?}"
             );
         }
@@ -402,7 +537,7 @@ mod tests {
         assert_eq!(status.message(), "a gateway credential is required");
 
         let right = gateway_credential::bearer(CREDENTIAL);
-        assert_eq!(gateway_rpcs(&api, Some(&right)).await, [tonic::Code::Ok; 4]);
+        assert_eq!(gateway_rpcs(&api, Some(&right)).await, [tonic::Code::Ok; 6]);
         assert_eq!(livekit.admin_calls.lock().unwrap().len(), 2);
         let text = api.service.render_metrics().await;
         assert!(
@@ -416,14 +551,18 @@ mod tests {
     #[tokio::test]
     async fn without_a_configured_credential_every_gateway_is_refused() {
         let livekit = Arc::new(FakeLiveKit::default());
-        *livekit.infos.lock().unwrap() = vec![publisher("@bob:localhost:D")];
+        livekit
+            .rooms
+            .lock()
+            .unwrap()
+            .insert("R".into(), vec![publisher("@bob:localhost:D")]);
         let api = api_with(livekit.clone(), None);
         let mut attempts = impostors();
         attempts.push(Some(gateway_credential::bearer(CREDENTIAL)));
         for attempt in attempts {
             assert_eq!(
                 gateway_rpcs(&api, attempt.as_deref()).await,
-                [tonic::Code::Unauthenticated; 4],
+                [tonic::Code::Unauthenticated; 6],
                 "{attempt:?}"
             );
         }
@@ -433,7 +572,11 @@ mod tests {
     #[tokio::test]
     async fn a_gateway_may_set_only_the_fallback_attribute_and_only_mute() {
         let livekit = Arc::new(FakeLiveKit::default());
-        *livekit.infos.lock().unwrap() = vec![publisher("@bob:localhost:D")];
+        livekit
+            .rooms
+            .lock()
+            .unwrap()
+            .insert("R".into(), vec![publisher("@bob:localhost:D")]);
         let api = api_with(livekit.clone(), Some(CREDENTIAL));
 
         let mut other_key = set_fallback("camera");
@@ -494,7 +637,10 @@ mod tests {
         let mut bob = publisher("@bob:localhost:D");
         bob.attributes
             .insert("org.koinos.rtc.fallback".into(), "camera".into());
-        *livekit.infos.lock().unwrap() = vec![bob.clone(), publisher("@alice:localhost:D")];
+        livekit.rooms.lock().unwrap().insert(
+            "R".into(),
+            vec![bob.clone(), publisher("@alice:localhost:D")],
+        );
         let api = api_with(livekit, Some(CREDENTIAL));
         let answer = api
             .list_participants(gateway(ListParticipantsRequest {
@@ -522,7 +668,7 @@ mod tests {
     async fn only_a_gateway_may_watch_revocations() {
         let api = api();
         let Err(status) = api
-            .watch_revocations(with_auth(WatchRevocationsRequest {}, None))
+            .watch_revocations(with_auth(WatchRevocationsRequest::default(), None))
             .await
         else {
             panic!("must be refused");
@@ -530,40 +676,82 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
 
         let mut stream = api
-            .watch_revocations(gateway(WatchRevocationsRequest {}))
+            .watch_revocations(gateway(WatchRevocationsRequest::default()))
             .await
             .unwrap()
             .into_inner();
-        api.revocations
-            .send(Revocation {
-                room_id: "!case:localhost".try_into().unwrap(),
-                user_id: "@bob:localhost".try_into().unwrap(),
-                revoked_at_ms: 42,
-                whole_room: false,
-            })
-            .unwrap();
-        let got = stream.next().await.unwrap().unwrap();
+        assert!(matches!(
+            stream.next().await.unwrap().unwrap().event,
+            Some(Event::CaughtUp(_))
+        ));
+        let mut revocation = Revocation::of_member(
+            &"!case:localhost".try_into().unwrap(),
+            "@bob:localhost".try_into().unwrap(),
+            false,
+        );
+        revocation.revoked_at_ms = 42;
+        api.revocations.send(revocation).unwrap();
+        let Some(Event::Revocation(got)) = stream.next().await.unwrap().unwrap().event else {
+            panic!("a revocation");
+        };
         assert_eq!(got.user_id, "@bob:localhost");
-        assert_eq!(got.livekit_room, livekit_room_name("!case:localhost"));
+        assert_eq!(
+            got.livekit_room,
+            crate::service::livekit_room_name("!case:localhost")
+        );
         assert_eq!(got.revoked_at_ms, 42);
+        assert!(!got.whole_room);
+    }
+
+    #[tokio::test]
+    async fn a_resubscribing_gateway_first_hears_which_of_its_sessions_to_end() {
+        use koinos_proto::v1::SessionOwner;
+        let api = api();
+        let call = crate::service::livekit_room_name("!case:localhost");
+        let owner = |room: &str, user: &str| SessionOwner {
+            livekit_room: room.into(),
+            matrix_user: user.into(),
+        };
+        let mut stream = api
+            .watch_revocations(gateway(WatchRevocationsRequest {
+                open_sessions: vec![
+                    owner(&call, "@alice:localhost"),
+                    owner(&call, "@mallory:localhost"),
+                ],
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(Event::Revocation(first)) = stream.next().await.unwrap().unwrap().event else {
+            panic!("the catch-up first");
+        };
+        assert_eq!(
+            (first.livekit_room.as_str(), first.user_id.as_str()),
+            (call.as_str(), "@mallory:localhost")
+        );
+        assert!(matches!(
+            stream.next().await.unwrap().unwrap().event,
+            Some(Event::CaughtUp(_))
+        ));
     }
 
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_told_to_resubscribe() {
         let api = api();
         let mut stream = api
-            .watch_revocations(gateway(WatchRevocationsRequest {}))
+            .watch_revocations(gateway(WatchRevocationsRequest::default()))
             .await
             .unwrap()
             .into_inner();
-        for n in 0..=crate::enforcement::FEED_CAPACITY as i64 {
-            let _ = api.revocations.send(Revocation {
-                room_id: "!case:localhost".try_into().unwrap(),
-                user_id: "@bob:localhost".try_into().unwrap(),
-                revoked_at_ms: n,
-                whole_room: false,
-            });
+        for _ in 0..=crate::enforcement::FEED_CAPACITY {
+            let _ = api.revocations.send(Revocation::of_member(
+                &"!case:localhost".try_into().unwrap(),
+                "@bob:localhost".try_into().unwrap(),
+                false,
+            ));
         }
+        // The catch-up marker was queued before the flood; then the stream is cut.
+        assert!(stream.next().await.unwrap().is_ok());
         let status = stream.next().await.unwrap().unwrap_err();
         assert_eq!(status.code(), tonic::Code::DataLoss);
     }

@@ -67,8 +67,10 @@ pub trait LiveKitRooms: Send + Sync {
     /// Mutes a published track. There is deliberately no way to unmute here.
     async fn mute_track(&self, name: &str, identity: &str, track_sid: &str)
     -> Result<(), ApiError>;
-    /// Participant count of every room LiveKit has now (for metrics).
-    async fn call_sizes(&self) -> Result<Vec<u32>, ApiError>;
+    /// Removes one participant (a participant already gone is not an error).
+    async fn remove_participant(&self, name: &str, identity: &str) -> Result<(), ApiError>;
+    /// Every room LiveKit has now, with its participant count.
+    async fn rooms(&self) -> Result<Vec<(String, u32)>, ApiError>;
     /// Whether LiveKit answers at all (readiness).
     async fn reachable(&self) -> bool;
 }
@@ -140,21 +142,9 @@ impl LiveKitRooms for LiveKitService {
                 .attributes
                 .get(MATRIX_USER_ATTRIBUTE)
                 .map(String::as_str);
-            if owner != Some(user) {
-                continue;
-            }
-            match self
-                .rooms
-                .remove_participant(name, &participant.identity)
-                .await
-            {
-                Ok(()) => removed += 1,
-                Err(ServiceError::Twirp(ServerError::Twirp(code)))
-                    if code.code == ServerErrorCode::NOT_FOUND => {}
-                Err(e) => {
-                    warn!(error = %e, "LiveKit RemoveParticipant failed");
-                    return Err(ApiError::Unavailable);
-                }
+            if owner == Some(user) {
+                self.remove_participant(name, &participant.identity).await?;
+                removed += 1;
             }
         }
         Ok(removed)
@@ -244,12 +234,30 @@ impl LiveKitRooms for LiveKitService {
         }
     }
 
-    async fn call_sizes(&self) -> Result<Vec<u32>, ApiError> {
+    async fn remove_participant(&self, name: &str, identity: &str) -> Result<(), ApiError> {
+        match self.rooms.remove_participant(name, identity).await {
+            Ok(()) => Ok(()),
+            Err(ServiceError::Twirp(ServerError::Twirp(code)))
+                if code.code == ServerErrorCode::NOT_FOUND =>
+            {
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "LiveKit RemoveParticipant failed");
+                Err(ApiError::Unavailable)
+            }
+        }
+    }
+
+    async fn rooms(&self) -> Result<Vec<(String, u32)>, ApiError> {
         let rooms = self.rooms.list_rooms(vec![]).await.map_err(|e| {
             warn!(error = %e, "LiveKit ListRooms failed");
             ApiError::Unavailable
         })?;
-        Ok(rooms.into_iter().map(|r| r.num_participants).collect())
+        Ok(rooms
+            .into_iter()
+            .map(|r| (r.name, r.num_participants))
+            .collect())
     }
 
     async fn reachable(&self) -> bool {
@@ -286,7 +294,9 @@ impl TokenMinter {
         }
     }
 
-    /// A join-only token for one room: no roomCreate, no roomAdmin, no room listing.
+    /// A join-only token for one room: no roomCreate, no roomAdmin, no room listing, no
+    /// updating its own metadata or attributes (so nobody can clear the fallback attribute or
+    /// claim another Matrix user).
     pub fn participant_token(
         &self,
         room: &str,
@@ -310,6 +320,7 @@ impl TokenMinter {
                 can_publish: Some(true),
                 can_subscribe: Some(true),
                 can_publish_data: Some(true),
+                can_update_own_metadata: Some(false),
                 ..Default::default()
             })
             .to_jwt()

@@ -12,8 +12,10 @@ use koinos_control::{
     ratelimit::RateLimiter,
     reaper::{self, ReaperSettings},
     replay::ReplayGuard,
-    rest::{AppState, LiveKitWebhooks, router},
+    rest::{AppState, LiveKitWebhooks, SecurityHeaders, router},
+    seats::{SeatKeeper, SeatRules},
     service::{RtcService, SystemClock},
+    ticket::Tickets,
     turn::TurnMinter,
 };
 use koinos_proto::v1::control_service_server::ControlServiceServer;
@@ -112,14 +114,14 @@ async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         &secrets.livekit_api_secret,
         config.call.empty_timeout,
     ));
+    let metrics = Metrics::default();
     let (revoke, revocations) = enforcement::channel();
     let revocation_feed = enforcement::feed();
-    tokio::spawn(enforcement::run(
-        revocations,
-        livekit.clone(),
-        revocation_feed.clone(),
-    ));
-    tokio::spawn(membership.clone().run_sync(revoke));
+    tokio::spawn(
+        membership
+            .clone()
+            .run_sync(revoke, metrics.forged_counter()),
+    );
 
     let service = Arc::new(RtcService {
         openid: Arc::new(HomeserverOpenId::new(
@@ -129,6 +131,7 @@ async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         membership,
         livekit,
         minter: TokenMinter::new(&config.livekit.api_key, &secrets.livekit_api_secret),
+        tickets: Tickets::new(&secrets.livekit_api_secret, config.call.token_ttl),
         turn: TurnMinter::new(
             &secrets.turn_secret,
             config.turn.ttl,
@@ -138,13 +141,30 @@ async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             config.call.rate_limit_burst,
             config.call.rate_limit_per_minute,
         ),
+        address_limiter: koinos_net::AddressLimiter::new(
+            config.call.rate_limit_per_address_burst,
+            config.call.rate_limit_per_address_per_minute,
+        ),
         replay_guard: ReplayGuard::new(config.homeserver.openid_token_lifetime),
-        metrics: Metrics::default(),
+        metrics,
         clock: Arc::new(SystemClock),
         public_livekit_url: config.livekit.public_url.clone(),
-        max_participants: config.call.max_participants,
-        token_ttl: config.call.token_ttl,
+        seats: SeatKeeper::default(),
+        seat_rules: SeatRules {
+            max_participants: config.call.max_participants,
+            max_devices_per_user: config.call.max_devices_per_user,
+            hold: config.call.seat_hold,
+        },
+        session_token_ttl: config.call.session_token_ttl,
     });
+    let (enforce_now, enforcement_hints) = enforcement::hints();
+    tokio::spawn(enforcement::run(
+        service.clone(),
+        revocations,
+        enforcement_hints,
+        revocation_feed.clone(),
+        config.call.enforce_interval,
+    ));
 
     let web_config = serde_json::json!({
         "homeserver_url": config.homeserver.public_url.as_deref().unwrap_or(&config.homeserver.url),
@@ -178,7 +198,10 @@ async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                     ),
                 ),
                 hints,
+                enforcement: enforce_now,
             }),
+            trusted_proxies: Arc::new(config.http.trusted_proxies.clone()),
+            security_headers: Arc::new(SecurityHeaders::new(&connect_sources(&config))),
         },
         config.web_dir.clone(),
     );
@@ -186,6 +209,9 @@ async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_listen))?;
+    let grpc = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.grpc_listen))?;
     let (health, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(report_health(health, service.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
@@ -193,30 +219,75 @@ async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("gRPC reflection descriptors")?;
-    let grpc = tonic::transport::Server::builder()
-        .add_service(health_service)
+    let grpc_routes = tonic::service::Routes::new(health_service)
         .add_service(reflection)
         .add_service(ControlServiceServer::new(GrpcApi {
-            service,
+            service: service.clone(),
             revocations: revocation_feed,
             gateway_credential: secrets
                 .gateway_credential
                 .as_deref()
                 .map(GatewayCredential::new),
+            trusted_proxies: config.grpc.trusted_proxies.clone(),
         }))
-        .serve_with_shutdown(config.grpc_listen, shutdown());
+        .prepare();
+    let http_stats = service.metrics.connections.listener("http");
+    let grpc_stats = service.metrics.connections.listener("grpc");
     info!("ready to serve");
     tokio::try_join!(
         async {
-            axum::serve(http, app)
-                .with_graceful_shutdown(shutdown())
-                .await
-                .context("HTTP server failed")
+            koinos_net::serve(
+                http,
+                config.http.clone(),
+                http_stats,
+                |_| app.clone(),
+                shutdown(),
+            )
+            .await
+            .context("HTTP server failed")
         },
-        async { grpc.await.context("gRPC server failed") },
+        async {
+            koinos_net::serve(
+                grpc,
+                config.grpc.clone(),
+                grpc_stats,
+                |_| grpc_routes.clone(),
+                shutdown(),
+            )
+            .await
+            .context("gRPC server failed")
+        },
     )?;
     info!("stopped");
     Ok(())
+}
+
+/// What the page may connect to besides itself: the homeserver and the gateway, over HTTP(S)
+/// and WebSocket alike (livekit-client asks the gateway's `/rtc/validate` over HTTP), and what
+/// the operator added.
+fn connect_sources(config: &Config) -> Vec<String> {
+    let homeserver = config
+        .homeserver
+        .public_url
+        .as_deref()
+        .unwrap_or(&config.homeserver.url);
+    let mut sources = Vec::new();
+    for url in [homeserver, config.livekit.public_url.as_str()] {
+        if let Ok(url) = url::Url::parse(url) {
+            let origin = url.origin().ascii_serialization();
+            let (http, ws) = match url.scheme() {
+                "https" | "wss" => ("https", "wss"),
+                _ => ("http", "ws"),
+            };
+            if let Some((_, rest)) = origin.split_once("://") {
+                sources.push(format!("{http}://{rest}"));
+                sources.push(format!("{ws}://{rest}"));
+            }
+        }
+    }
+    sources.extend(config.web_connect_src.iter().cloned());
+    sources.dedup();
+    sources
 }
 
 /// gRPC health (`grpc.health.v1`) follows the same readiness as `/readyz`: SERVING only while

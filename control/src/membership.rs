@@ -35,7 +35,11 @@ use matrix_sdk::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{enforcement::Revocation, error::ApiError};
+use crate::{
+    enforcement::Revocation,
+    error::ApiError,
+    metrics::{ForgedCounter, ForgedLabels},
+};
 
 /// The membership authority as the service layer sees it.
 #[async_trait]
@@ -59,6 +63,9 @@ pub trait MembershipOracle: Send + Sync {
     /// Clears one membership if, on the homeserver, it is still exactly `membership.event_id`
     /// (so a client that has just rejoined is not cleared). Returns whether it was cleared.
     async fn clear_call_membership(&self, membership: &CallMembership) -> Result<bool, ApiError>;
+    /// The case rooms control is joined to now; `None` while the state is not fresh (control
+    /// cannot tell, so nothing may be concluded from absence).
+    fn case_rooms(&self) -> Option<Vec<OwnedRoomId>>;
 }
 
 /// A live MatrixRTC call membership: one device of one user in a room's call.
@@ -82,6 +89,12 @@ impl CallMembership {
             return None;
         }
         let content = event["content"].as_object().filter(|c| !c.is_empty())?;
+        let sender: OwnedUserId = event["sender"].as_str()?.try_into().ok()?;
+        let state_key = event["state_key"].as_str()?;
+        if state_key_owner(state_key).is_some_and(|owner| owner != sender) {
+            // Written into someone else's slot: not believed (see `forged_membership`).
+            return None;
+        }
         let service_urls = content
             .get("foci_preferred")
             .and_then(|f| f.as_array())
@@ -91,9 +104,9 @@ impl CallMembership {
             .collect();
         Some(Self {
             room_id: room_id.to_owned(),
-            state_key: event["state_key"].as_str()?.to_owned(),
+            state_key: state_key.to_owned(),
             event_id: event["event_id"].as_str()?.to_owned(),
-            user_id: event["sender"].as_str()?.try_into().ok()?,
+            user_id: sender,
             device_id: content.get("device_id")?.as_str()?.to_owned(),
             service_urls,
         })
@@ -102,6 +115,62 @@ impl CallMembership {
 
 /// The MatrixRTC call membership state event (Element Call "compatibility" mode).
 pub const CALL_MEMBER_EVENT: &str = "org.matrix.msc3401.call.member";
+
+/// The room type of a case room (`creation_content.type`): control serves these only.
+pub const CASE_ROOM_TYPE: &str = "org.koinos.case";
+
+/// The user whose slot a call membership's state key names, in the spellings MatrixRTC clients
+/// use: `_@user:server_DEVICE_m.call` (matrix-js-sdk, Element Call), `@user:server_DEVICE` and
+/// `@user:server` (older ones). `None` for a key that names no user.
+///
+/// Room versions without MSC3757 (owned state keys) let any member with the event's power level
+/// write any state key, so who wrote an event (its sender) and whose slot it is can differ:
+/// MatrixRTC clients attribute a membership to its sender, so a member can erase a colleague's
+/// membership (`{}`) or put a fake one in their slot. A membership whose sender is not the
+/// slot's owner is not believed here (nor by the page), and control clears a fake one.
+pub fn state_key_owner(state_key: &str) -> Option<OwnedUserId> {
+    let key = state_key.strip_prefix('_').unwrap_or(state_key);
+    let rest = key.strip_prefix('@')?;
+    // A localpart has no ':'; a server name has no '_' (hostname, IP literal, port).
+    let (localpart, after) = rest.split_once(':')?;
+    let server = after.split('_').next()?;
+    OwnedUserId::try_from(format!("@{localpart}:{server}")).ok()
+}
+
+/// What control does about a call membership event in a case room, decided from the event
+/// alone: nothing, or it was written by someone other than the slot's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForgedMembership {
+    /// A live membership put into someone else's slot: control clears it (`{}`).
+    Clear { state_key: String },
+    /// Someone else's membership erased: nothing to clear, and restoring it as control would
+    /// put control's name on it in every MatrixRTC client (they attribute a membership to its
+    /// sender). The owner's client notices its membership is gone and sends it again
+    /// (matrix-js-sdk: "Missing own membership: force re-join"); the page ignores the forged
+    /// leave meanwhile.
+    ErasedOthers { state_key: String },
+}
+
+/// Judges one state event of a case room (`control` is control's own account, whose clears are
+/// not forgeries).
+pub fn forged_membership(event: &serde_json::Value, control: &UserId) -> Option<ForgedMembership> {
+    if event["type"] != CALL_MEMBER_EVENT {
+        return None;
+    }
+    let state_key = event["state_key"].as_str()?;
+    let sender = event["sender"].as_str()?;
+    let owner = state_key_owner(state_key)?;
+    if owner.as_str() == sender || control.as_str() == sender {
+        return None;
+    }
+    let live = event["content"].as_object().is_some_and(|c| !c.is_empty());
+    let state_key = state_key.to_owned();
+    Some(if live {
+        ForgedMembership::Clear { state_key }
+    } else {
+        ForgedMembership::ErasedOthers { state_key }
+    })
+}
 
 pub struct MatrixMembership {
     client: Client,
@@ -146,10 +215,12 @@ impl MatrixMembership {
 
     /// The sync loop: the only writer of membership state. Runs until the process ends,
     /// backing off on errors (and so becoming "not ready" once the state is stale). Every leave,
-    /// kick or ban it sees in a case room is sent to `revocations` (see `enforcement.rs`).
+    /// kick or ban it sees in a case room is sent to `revocations` (see `enforcement.rs`);
+    /// forged call memberships are counted in `forged` (see [`forged_membership`]).
     pub async fn run_sync(
         self: Arc<Self>,
         revocations: tokio::sync::mpsc::UnboundedSender<Revocation>,
+        forged: ForgedCounter,
     ) {
         self.client.add_event_handler(
             move |ev: SyncRoomMemberEvent, room: Room, client: Client| {
@@ -159,19 +230,20 @@ impl MatrixMembership {
                         ev.membership(),
                         MembershipState::Leave | MembershipState::Ban
                     ) {
-                        let _ = revocations.send(Revocation {
-                            room_id: room.room_id().to_owned(),
-                            user_id: ev.state_key().to_owned(),
-                            revoked_at_ms: now_ms() as i64,
-                            whole_room: client.user_id() == Some(ev.state_key()),
-                        });
+                        let _ = revocations.send(Revocation::of_member(
+                            &room.room_id().to_owned(),
+                            ev.state_key().to_owned(),
+                            client.user_id() == Some(ev.state_key()),
+                        ));
                     }
                 }
             },
         );
         let server_name = self.server_name.clone();
         // Accept invites to case rooms from users of our own homeserver: that is how a new
-        // case room gets control into it.
+        // case room gets control into it. Any other room is declined: an ordinary account of
+        // the homeserver must not be able to provision itself video rooms and TURN relays by
+        // inviting control.
         self.client.add_event_handler(
             move |ev: StrippedRoomMemberEvent, room: Room, client: Client| {
                 let server_name = server_name.clone();
@@ -181,13 +253,20 @@ impl MatrixMembership {
                     {
                         return;
                     }
+                    let room_id = room.room_id().to_owned();
                     if ev.sender.server_name().as_str() != server_name {
-                        warn!(room_id = %room.room_id(), sender = %ev.sender, "ignoring invite from another homeserver");
+                        warn!(%room_id, sender = %ev.sender, "declining invite from another homeserver");
+                        decline(&room).await;
+                        return;
+                    }
+                    if !is_case(&room) {
+                        warn!(%room_id, inviter = %ev.sender, "declining invite to a room that is not a case room");
+                        decline(&room).await;
                         return;
                     }
                     match room.join().await {
-                        Ok(()) => info!(room_id = %room.room_id(), inviter = %ev.sender, "joined case room on invite"),
-                        Err(e) => warn!(room_id = %room.room_id(), error = %e, "could not accept invite"),
+                        Ok(()) => info!(%room_id, inviter = %ev.sender, "joined case room on invite"),
+                        Err(e) => warn!(%room_id, error = %e, "could not accept invite"),
                     }
                 }
             },
@@ -198,7 +277,7 @@ impl MatrixMembership {
         loop {
             match self.client.sync_once(settings.clone()).await {
                 Ok(response) => {
-                    settings = settings.token(response.next_batch);
+                    settings = settings.token(response.next_batch.clone());
                     self.last_sync_ms.store(now_ms(), Ordering::Release);
                     if !self.synced_once.swap(true, Ordering::AcqRel) {
                         info!(
@@ -206,12 +285,75 @@ impl MatrixMembership {
                             "membership state synced"
                         );
                     }
+                    self.police(&response, &forged);
                     backoff = Duration::from_secs(1);
                 }
                 Err(e) => {
                     warn!(error = %e, retry_in = ?backoff, "homeserver sync failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// What one sync brought that control must act on: rooms that are not case rooms are left
+    /// (joined before control served case rooms only, or joined by hand), and call memberships
+    /// written into someone else's slot are cleared. The homeserver requests run beside the
+    /// sync loop, which never waits for them.
+    fn police(&self, response: &matrix_sdk::sync::SyncResponse, forged: &ForgedCounter) {
+        let Some(me) = self.client.user_id().map(ToOwned::to_owned) else {
+            return;
+        };
+        for (room_id, update) in &response.rooms.joined {
+            let Some(room) = self.client.get_room(room_id) else {
+                continue;
+            };
+            if !is_case(&room) {
+                if room.state() == RoomState::Joined {
+                    warn!(%room_id, "leaving a room that is not a case room");
+                    tokio::spawn(async move { decline(&room).await });
+                }
+                continue;
+            }
+            let state = match &update.state {
+                matrix_sdk::sync::State::Before(events)
+                | matrix_sdk::sync::State::After(events) => {
+                    events.iter().map(|e| e.json().get()).collect::<Vec<_>>()
+                }
+            };
+            let timeline = update.timeline.events.iter().map(|e| e.raw().json().get());
+            for raw in state.into_iter().chain(timeline) {
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(raw) else {
+                    continue;
+                };
+                let Some(verdict) = forged_membership(&event, &me) else {
+                    continue;
+                };
+                let sender = event["sender"].as_str().unwrap_or_default().to_owned();
+                match verdict {
+                    ForgedMembership::Clear { state_key } => {
+                        forged
+                            .get_or_create(&ForgedLabels { action: "cleared" })
+                            .inc();
+                        warn!(%room_id, %sender, %state_key,
+                            "a call membership was written into someone else's slot; clearing it");
+                        let room = room.clone();
+                        tokio::spawn(async move {
+                            if clear_if_current(&room, &state_key, &event).await.is_err() {
+                                warn!(room_id = %room.room_id(), %state_key, "could not clear a forged call membership");
+                            }
+                        });
+                    }
+                    ForgedMembership::ErasedOthers { state_key } => {
+                        forged
+                            .get_or_create(&ForgedLabels {
+                                action: "erased_others",
+                            })
+                            .inc();
+                        warn!(%room_id, %sender, %state_key,
+                            "someone else's call membership was erased; not believed (its owner's client sends it again)");
+                    }
                 }
             }
         }
@@ -294,7 +436,8 @@ impl MembershipOracle for MatrixMembership {
         let Some(room) = self.client.get_room(room_id) else {
             return Ok(false);
         };
-        if room.state() != RoomState::Joined {
+        // Case rooms only: any other room is answered like a room the caller is not in.
+        if room.state() != RoomState::Joined || !is_case(&room) {
             return Ok(false);
         }
         let member = room.get_member_no_sync(user).await.map_err(|e| {
@@ -326,7 +469,7 @@ impl MembershipOracle for MatrixMembership {
         if !self.is_fresh() {
             return Err(ApiError::Unavailable);
         }
-        let Some(room) = self.client.get_room(room_id) else {
+        let Some(room) = self.client.get_room(room_id).filter(is_case) else {
             return Ok(false);
         };
         let power_levels = room.power_levels().await.map_err(|e| {
@@ -357,7 +500,7 @@ impl MembershipOracle for MatrixMembership {
             return vec![];
         }
         let mut live = Vec::new();
-        for room in self.client.joined_rooms() {
+        for room in self.client.joined_rooms().into_iter().filter(is_case) {
             let events = match room
                 .get_state_events(StateEventType::from(CALL_MEMBER_EVENT))
                 .await
@@ -392,6 +535,56 @@ impl MembershipOracle for MatrixMembership {
         }
         Ok(still_current)
     }
+
+    fn case_rooms(&self) -> Option<Vec<OwnedRoomId>> {
+        if !self.is_fresh() {
+            return None;
+        }
+        Some(
+            self.client
+                .joined_rooms()
+                .into_iter()
+                .filter(is_case)
+                .map(|room| room.room_id().to_owned())
+                .collect(),
+        )
+    }
+}
+
+/// Whether a room is a case room (its create event's `type`). For an invite this is the
+/// invite's stripped state, which the homeserver takes from the room's real state.
+fn is_case(room: &Room) -> bool {
+    room.room_type()
+        .is_some_and(|t| t.to_string() == CASE_ROOM_TYPE)
+}
+
+/// Declines an invite, or leaves a joined room.
+async fn decline(room: &Room) {
+    if let Err(e) = room.leave().await {
+        warn!(room_id = %room.room_id(), error = %e, "could not leave the room");
+    }
+}
+
+/// Clears a forged call membership if it is still the room's current state for its key (its
+/// owner may have written a new one meanwhile).
+async fn clear_if_current(
+    room: &Room,
+    state_key: &str,
+    event: &serde_json::Value,
+) -> Result<(), ApiError> {
+    let request = get_state_events::v3::Request::new(room.room_id().to_owned());
+    let state = room.client().send(request).await.map_err(|e| {
+        warn!(error = %e, "cannot read room state");
+        ApiError::Unavailable
+    })?;
+    let current = state.room_state.iter().any(|raw| {
+        serde_json::from_str::<serde_json::Value>(raw.json().get())
+            .is_ok_and(|e| e["state_key"] == state_key && e["event_id"] == event["event_id"])
+    });
+    if current {
+        clear_membership(room, state_key).await?;
+    }
+    Ok(())
 }
 
 /// Overwrites one call membership with `{}` (what a client writes when it leaves).

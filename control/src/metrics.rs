@@ -35,6 +35,21 @@ struct DependencyLabels {
     dependency: &'static str,
 }
 
+/// `forged_call_memberships_total{action}`: `cleared` (a fake membership in someone else's
+/// slot, cleared by control) or `erased_others` (someone else's membership erased).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForgedLabels {
+    pub action: &'static str,
+}
+
+/// The forged-membership counter, handed to the membership sync task that sees them.
+pub type ForgedCounter = Family<ForgedLabels, Counter>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnforcementLabels {
+    action: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -45,6 +60,10 @@ pub struct Metrics {
     participants: Gauge,
     ghosts_cleared: Counter,
     webhooks: Family<WebhookLabels, Counter>,
+    forged: ForgedCounter,
+    enforcement: Family<EnforcementLabels, Counter>,
+    /// Per-listener connection series (`http`, `grpc`), see `koinos_net`.
+    pub connections: koinos_net::ConnectionFamilies,
 }
 
 impl Default for Metrics {
@@ -61,9 +80,9 @@ impl Default for Metrics {
         let gateway_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "gateway_requests",
-            "Gateway RPCs by operation (watch_revocations, list_participants, \
-             set_participant_attribute, mute_published_track) and outcome (done, \
-             unauthenticated or the refusal reason)",
+            "Gateway RPCs by operation (watch_revocations, admit_session, renew_ticket, \
+             list_participants, set_participant_attribute, mute_published_track) and outcome \
+             (done, unauthenticated or the refusal reason)",
             gateway_requests.clone(),
         );
         let latency = Family::<DependencyLabels, Histogram>::new_with_constructor(|| {
@@ -106,6 +125,21 @@ impl Default for Metrics {
             "Verified LiveKit webhook deliveries by event",
             webhooks.clone(),
         );
+        let forged = ForgedCounter::default();
+        registry.register(
+            "forged_call_memberships",
+            "Call membership events written into someone else's slot, by what control did \
+             (cleared: a fake membership; erased_others: someone's membership erased)",
+            forged.clone(),
+        );
+        let enforcement = Family::<EnforcementLabels, Counter>::default();
+        registry.register(
+            "enforcement_actions",
+            "What continuous membership enforcement did to LiveKit, by action \
+             (removed_not_member, removed_no_matrix_user, room_deleted_no_case)",
+            enforcement.clone(),
+        );
+        let connections = koinos_net::ConnectionStats::register(&mut registry);
         let metrics = Self {
             registry,
             requests,
@@ -116,6 +150,9 @@ impl Default for Metrics {
             participants,
             ghosts_cleared,
             webhooks,
+            forged,
+            enforcement,
+            connections,
         };
         // Series exist from the start (at 0), so that rates and alerts work before the first
         // event rather than seeing an absent series.
@@ -125,8 +162,22 @@ impl Default for Metrics {
                 outcome: "issued",
             });
         }
+        for action in ["cleared", "erased_others"] {
+            let _ = metrics.forged.get_or_create(&ForgedLabels { action });
+        }
+        for action in [
+            "removed_not_member",
+            "removed_no_matrix_user",
+            "room_deleted_no_case",
+        ] {
+            let _ = metrics
+                .enforcement
+                .get_or_create(&EnforcementLabels { action });
+        }
         for operation in [
             "watch_revocations",
+            "admit_session",
+            "renew_ticket",
             "list_participants",
             "set_participant_attribute",
             "mute_published_track",
@@ -138,6 +189,7 @@ impl Default for Metrics {
             }
         }
         for event in [
+            "participant_joined",
             "participant_left",
             "participant_connection_aborted",
             "room_finished",
@@ -170,6 +222,18 @@ impl Metrics {
 
     pub fn ghost_cleared(&self) {
         self.ghosts_cleared.inc();
+    }
+
+    /// The counter the membership sync task updates.
+    pub fn forged_counter(&self) -> ForgedCounter {
+        self.forged.clone()
+    }
+
+    /// Continuous enforcement acted on LiveKit (see `enforcement.rs`).
+    pub fn enforced(&self, action: &'static str) {
+        self.enforcement
+            .get_or_create(&EnforcementLabels { action })
+            .inc();
     }
 
     pub fn webhook(&self, event: &str) {

@@ -1,13 +1,16 @@
 //! The JSON REST transport: `/api/rtc/*`, health, the page's runtime config and the page itself.
 //! Built by [`router`] so that tests drive it without a socket (`tower::ServiceExt::oneshot`).
 
-use std::{path::PathBuf, sync::Arc};
+use std::{net::IpAddr, path::PathBuf, sync::Arc};
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, FromRequest, Request, State, rejection::BytesRejection},
-    http::{StatusCode, header},
+    extract::{
+        DefaultBodyLimit, FromRequest, FromRequestParts, Request, State, rejection::BytesRejection,
+    },
+    http::{HeaderValue, StatusCode, header, request::Parts},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -21,6 +24,7 @@ use tower_http::{
 };
 
 use crate::{
+    enforcement,
     error::ApiError,
     reaper::Hint,
     service::{
@@ -37,13 +41,109 @@ pub struct AppState {
     /// Served as `/config.json`: what the page needs to find the homeserver and control.
     pub web_config: Arc<serde_json::Value>,
     pub webhooks: Arc<LiveKitWebhooks>,
+    /// Proxies whose `X-Forwarded-For` names the caller (the per-address limit's key).
+    pub trusted_proxies: Arc<Vec<koinos_net::Cidr>>,
+    /// The headers every answer carries (see [`SecurityHeaders`]).
+    pub security_headers: Arc<SecurityHeaders>,
 }
 
 /// LiveKit's webhooks: verified with the API secret (LiveKit signs the body's SHA-256 into a
-/// JWT in `Authorization`), then used as hints for the reaper.
+/// JWT in `Authorization`), then used as hints: a participant who joined is judged by
+/// enforcement at once (MSC4195), one who left by the reaper.
 pub struct LiveKitWebhooks {
     pub receiver: WebhookReceiver,
     pub hints: mpsc::Sender<Hint>,
+    pub enforcement: mpsc::Sender<enforcement::Hint>,
+}
+
+/// What a security reviewer expects of a page that handles patient cases, on every answer:
+/// - a Content-Security-Policy that allows scripts, styles, workers and WebAssembly from this
+///   origin only (livekit-client's frame-encryption worker and matrix-js-sdk's crypto included),
+///   connections to this origin, the homeserver and the gateways only, no plugins, no `<base>`
+///   games, and no framing by anyone (`frame-ancestors 'none'`, and `X-Frame-Options: DENY`
+///   for older browsers);
+/// - `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer` (case ids are in the
+///   page's URL fragment, which is never sent, but nothing else leaks either),
+///   `Cross-Origin-Opener-Policy: same-origin`, and a Permissions-Policy that gives camera,
+///   microphone and screen capture to this origin only.
+pub struct SecurityHeaders {
+    csp: HeaderValue,
+}
+
+impl SecurityHeaders {
+    /// `connect`: the origins the page talks to besides its own (homeserver, gateways, both as
+    /// `http(s)` and `ws(s)`).
+    pub fn new(connect: &[String]) -> Self {
+        let connect = connect.join(" ");
+        let csp = format!(
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; \
+             connect-src 'self' {connect}; img-src 'self' data: blob:; media-src 'self' blob: \
+             mediastream:; style-src 'self'; font-src 'self'; object-src 'none'; \
+             base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        );
+        Self {
+            csp: HeaderValue::from_str(&csp).unwrap_or_else(|_| {
+                HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'")
+            }),
+        }
+    }
+
+    fn apply(&self, headers: &mut http::HeaderMap) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers.insert(
+            "cross-origin-opener-policy",
+            HeaderValue::from_static("same-origin"),
+        );
+        headers.insert(
+            "permissions-policy",
+            HeaderValue::from_static(
+                "camera=(self), microphone=(self), display-capture=(self), geolocation=(), \
+                 payment=(), usb=()",
+            ),
+        );
+    }
+}
+
+async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    state.security_headers.apply(response.headers_mut());
+    response
+}
+
+/// The caller's address: the socket's peer, or through a trusted proxy its `X-Forwarded-For`.
+pub struct ClientAddr(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        // Without a socket (router tests) the caller is "unspecified", one shared bucket.
+        let peer = parts
+            .extensions
+            .get::<koinos_net::PeerAddr>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Ok(Self(koinos_net::client_address(
+            peer,
+            forwarded,
+            &state.trusted_proxies,
+        )))
+    }
 }
 
 /// LiveKit's webhook bodies carry whole room and participant objects; still bounded.
@@ -82,42 +182,52 @@ pub fn router(state: AppState, web_dir: Option<PathBuf>) -> Router {
         let index = dir.join("index.html");
         app = app.fallback_service(ServeDir::new(dir).fallback(ServeFile::new(index)));
     }
-    app.layer(TraceLayer::new_for_http()).with_state(state)
+    app.layer(middleware::from_fn_with_state(
+        state.clone(),
+        security_headers,
+    ))
+    .layer(TraceLayer::new_for_http())
+    .with_state(state)
 }
 
 async fn issue_token(
     State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
     ApiJson(request): ApiJson<TokenRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(state.service.issue_token(request).await?))
+    Ok(Json(state.service.issue_token(request, from).await?))
 }
 
 async fn issue_turn(
     State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
     ApiJson(request): ApiJson<TurnRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(state.service.issue_turn(request).await?))
+    Ok(Json(state.service.issue_turn(request, from).await?))
 }
 
 async fn end_call(
     State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
     ApiJson(request): ApiJson<EndCallRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(state.service.end_call(request).await?))
+    Ok(Json(state.service.end_call(request, from).await?))
 }
 
 async fn sfu_get(
     State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
     ApiJson(request): ApiJson<LegacySfuRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(state.service.sfu_get(request).await?))
+    Ok(Json(state.service.sfu_get(request, from).await?))
 }
 
 async fn get_token(
     State(state): State<AppState>,
+    ClientAddr(from): ClientAddr,
     ApiJson(request): ApiJson<SfuRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(state.service.get_token(request).await?))
+    Ok(Json(state.service.get_token(request, from).await?))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -157,14 +267,25 @@ async fn livekit_webhook(
         ApiError::Unauthorized
     })?;
     state.service.metrics.webhook(&event.event);
-    // A participant whose connection never completed (or dropped) is reported as aborted,
-    // not left.
-    if matches!(
-        event.event.as_str(),
-        "participant_left" | "participant_connection_aborted" | "room_finished"
-    ) {
-        // Full means a reconcile is already pending.
-        let _ = state.webhooks.hints.try_send(Hint);
+    // Full channels mean a run is already pending.
+    match event.event.as_str() {
+        // Someone is in a call: is it a joined member of the case? (MSC4195) And the seat
+        // control booked for the connection is now LiveKit's to count.
+        "participant_joined" => {
+            if let (Some(room), Some(participant)) = (&event.room, &event.participant) {
+                state
+                    .service
+                    .seats
+                    .settled(&room.name, &participant.identity);
+            }
+            let _ = state.webhooks.enforcement.try_send(enforcement::Hint);
+        }
+        // A participant whose connection never completed (or dropped) is reported as aborted,
+        // not left.
+        "participant_left" | "participant_connection_aborted" | "room_finished" => {
+            let _ = state.webhooks.hints.try_send(Hint);
+        }
+        _ => {}
     }
     Ok(StatusCode::OK)
 }
@@ -195,13 +316,18 @@ where
                 "Content-Type must be application/json".into(),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(ref inner)
-                if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                ApiError::TooLarge
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if let Some(secs) = timed_out(&e) {
+                return ApiError::Timeout { secs };
             }
-            _ => ApiError::BadJson("could not read the request body".into()),
+            match e {
+                BytesRejection::FailedToBufferBody(ref inner)
+                    if inner.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+                {
+                    ApiError::TooLarge
+                }
+                _ => ApiError::BadJson("could not read the request body".into()),
+            }
         })?;
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
@@ -211,6 +337,18 @@ where
             }
         })
     }
+}
+
+/// The listener's body deadline, if that is why the body could not be read.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(timeout) = e.downcast_ref::<koinos_net::BodyTimedOut>() {
+            return Some(timeout.0.as_secs());
+        }
+        cause = e.source();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -236,7 +374,13 @@ mod tests {
                     ),
                 ),
                 hints: crate::reaper::hints().0,
+                enforcement: crate::enforcement::hints().0,
             }),
+            trusted_proxies: Arc::new(vec![]),
+            security_headers: Arc::new(SecurityHeaders::new(&[
+                "http://hs".into(),
+                "ws://localhost:7880".into(),
+            ])),
         };
         router(state, None)
     }
@@ -393,6 +537,37 @@ mod tests {
             let bytes = response.into_body().collect().await.unwrap().to_bytes();
             let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(json["errcode"], "M_UNRECOGNIZED");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_the_security_headers() {
+        for request in [
+            Request::get("/config.json").body(Body::empty()).unwrap(),
+            Request::post("/api/rtc/token")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{}"))
+                .unwrap(),
+        ] {
+            let response = app().oneshot(request).await.unwrap();
+            let headers = response.headers();
+            let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            for directive in [
+                "default-src 'self'",
+                "frame-ancestors 'none'",
+                "object-src 'none'",
+                "connect-src 'self' http://hs ws://localhost:7880",
+                "script-src 'self' 'wasm-unsafe-eval'",
+            ] {
+                assert!(csp.contains(directive), "{directive} missing from {csp}");
+            }
+            assert!(
+                !csp.contains("unsafe-inline") && !csp.contains(" 'unsafe-eval'"),
+                "{csp}"
+            );
+            assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
         }
     }
 

@@ -3,6 +3,7 @@
 //! transport.
 
 use std::{
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -21,6 +22,8 @@ use crate::{
     metrics::Metrics,
     ratelimit::RateLimiter,
     replay::ReplayGuard,
+    seats::{SeatKeeper, SeatRules},
+    ticket::{Ticket, Tickets},
     turn::{TurnCredentials, TurnMinter},
 };
 
@@ -211,17 +214,25 @@ pub struct RtcService {
     pub openid: Arc<dyn OpenIdVerifier>,
     pub membership: Arc<dyn MembershipOracle>,
     pub livekit: Arc<dyn LiveKitRooms>,
+    /// LiveKit tokens, minted only when a gateway admits a connection (`admission.rs`).
     pub minter: TokenMinter,
+    /// What clients get instead of LiveKit tokens (`ticket.rs`).
+    pub tickets: Tickets,
     pub turn: TurnMinter,
     pub rate_limiter: RateLimiter,
+    /// Requests per client address before the OpenID check (each costs a homeserver lookup).
+    pub address_limiter: koinos_net::AddressLimiter,
     /// Each OpenID token is redeemed once (see `replay.rs`).
     pub replay_guard: ReplayGuard,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
     /// The signalling URL handed to clients (the gateway).
     pub public_livekit_url: String,
-    pub max_participants: u32,
-    pub token_ttl: Duration,
+    pub seats: SeatKeeper,
+    pub seat_rules: SeatRules,
+    /// Lifetime of the LiveKit token minted for one connection (LiveKit checks it only when the
+    /// connection opens).
+    pub session_token_ttl: Duration,
 }
 
 /// The LiveKit room of a Matrix room's room-scoped call, named as lk-jwt-service ≥ 0.4.3 names
@@ -258,21 +269,25 @@ fn parse_room_id(raw: &str) -> Result<OwnedRoomId, ApiError> {
     OwnedRoomId::try_from(raw).map_err(|e| bad(&e))
 }
 
-fn check_device_id(device_id: &str) -> Result<(), ApiError> {
-    // Matrix device ids are opaque, but they become part of a LiveKit identity and of a state
-    // key: keep them printable and bounded.
+/// Device ids become part of a LiveKit identity, a state key, logs and the page. The Matrix
+/// spec leaves them opaque but tells clients to draw them from RFC 3986's unreserved set
+/// (client-server API, OAuth 2.0 "Device ID allocation"), which is also what homeservers
+/// generate: only those characters are accepted, so nothing invisible, bidirectional or
+/// look-alike (U+200B, U+202E, Cyrillic letters) can get into a name practitioners read.
+pub fn check_device_id(field: &str, device_id: &str) -> Result<(), ApiError> {
     if device_id.is_empty() || device_id.len() > 255 {
-        return Err(ApiError::BadJson(
-            "device_id must be 1 to 255 characters".into(),
-        ));
+        return Err(ApiError::BadJson(format!(
+            "{field} must be 1 to 255 characters"
+        )));
     }
-    if device_id
+    if let Some(bad) = device_id
         .chars()
-        .any(|c| c.is_control() || c.is_whitespace())
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')))
     {
-        return Err(ApiError::BadJson(
-            "device_id must not contain whitespace or control characters".into(),
-        ));
+        return Err(ApiError::BadJson(format!(
+            "{field} may only contain A-Z, a-z, 0-9, '-', '.', '_' and '~' (found U+{:04X})",
+            bad as u32
+        )));
     }
     Ok(())
 }
@@ -303,9 +318,18 @@ impl RtcService {
         &self,
         room_id: &str,
         openid_token: &OpenIdToken,
+        from: IpAddr,
     ) -> Result<(OwnedRoomId, OwnedUserId), ApiError> {
         let room_id = parse_room_id(room_id)?;
         check_openid_shape(openid_token)?;
+        // Before the homeserver is asked anything: an unauthenticated caller's requests cost a
+        // lookup each.
+        if let Err(wait) = self.address_limiter.check(from, Instant::now()) {
+            info!(%from, "refused: too many requests from this address");
+            return Err(ApiError::AddressRateLimited {
+                retry_after_ms: wait.as_millis() as u64 + 1,
+            });
+        }
         let started = Instant::now();
         let user = self.openid.verify(openid_token).await;
         self.metrics.observe("homeserver_openid", started.elapsed());
@@ -333,30 +357,52 @@ impl RtcService {
         Ok((room_id, user))
     }
 
-    /// `POST /api/rtc/token`, gRPC `IssueToken`.
-    pub async fn issue_token(&self, request: TokenRequest) -> Result<TokenGrant, ApiError> {
-        self.counted("token", self.token_for(request)).await
+    /// `POST /api/rtc/token`, gRPC `IssueToken`. `from`: the caller's address.
+    pub async fn issue_token(
+        &self,
+        request: TokenRequest,
+        from: IpAddr,
+    ) -> Result<TokenGrant, ApiError> {
+        self.counted("token", self.token_for(request, from)).await
     }
 
     /// `POST /api/rtc/sfu/get` (lk-jwt-service legacy shape, Element Call).
-    pub async fn sfu_get(&self, request: LegacySfuRequest) -> Result<SfuResponse, ApiError> {
-        self.counted("sfu_get", self.sfu_get_inner(request)).await
+    pub async fn sfu_get(
+        &self,
+        request: LegacySfuRequest,
+        from: IpAddr,
+    ) -> Result<SfuResponse, ApiError> {
+        self.counted("sfu_get", self.sfu_get_inner(request, from))
+            .await
     }
 
     /// `POST /api/rtc/get_token` (lk-jwt-service MSC4195 shape, Element Call / Element X).
-    pub async fn get_token(&self, request: SfuRequest) -> Result<SfuResponse, ApiError> {
-        self.counted("get_token", self.get_token_inner(request))
+    pub async fn get_token(
+        &self,
+        request: SfuRequest,
+        from: IpAddr,
+    ) -> Result<SfuResponse, ApiError> {
+        self.counted("get_token", self.get_token_inner(request, from))
             .await
     }
 
     /// `POST /api/rtc/turn`, gRPC `IssueTurnCredentials`.
-    pub async fn issue_turn(&self, request: TurnRequest) -> Result<TurnCredentials, ApiError> {
-        self.counted("turn", self.turn_inner(request)).await
+    pub async fn issue_turn(
+        &self,
+        request: TurnRequest,
+        from: IpAddr,
+    ) -> Result<TurnCredentials, ApiError> {
+        self.counted("turn", self.turn_inner(request, from)).await
     }
 
     /// `POST /api/rtc/end`, gRPC `EndCall`.
-    pub async fn end_call(&self, request: EndCallRequest) -> Result<CallEnded, ApiError> {
-        self.counted("end_call", self.end_call_inner(request)).await
+    pub async fn end_call(
+        &self,
+        request: EndCallRequest,
+        from: IpAddr,
+    ) -> Result<CallEnded, ApiError> {
+        self.counted("end_call", self.end_call_inner(request, from))
+            .await
     }
 
     async fn counted<T>(
@@ -369,10 +415,10 @@ impl RtcService {
         result
     }
 
-    async fn token_for(&self, request: TokenRequest) -> Result<TokenGrant, ApiError> {
-        check_device_id(&request.device_id)?;
+    async fn token_for(&self, request: TokenRequest, from: IpAddr) -> Result<TokenGrant, ApiError> {
+        check_device_id("device_id", &request.device_id)?;
         let (room_id, user) = self
-            .authorize(&request.room_id, &request.openid_token)
+            .authorize(&request.room_id, &request.openid_token, from)
             .await?;
 
         let identity = livekit_identity(&user, &request.device_id);
@@ -380,22 +426,33 @@ impl RtcService {
             .await
     }
 
-    async fn sfu_get_inner(&self, request: LegacySfuRequest) -> Result<SfuResponse, ApiError> {
+    async fn sfu_get_inner(
+        &self,
+        request: LegacySfuRequest,
+        from: IpAddr,
+    ) -> Result<SfuResponse, ApiError> {
         refuse_delegation(
             &request.delay_id,
             &request.delay_timeout,
             &request.delay_cs_api_url,
         )?;
-        self.token_for(TokenRequest {
-            room_id: request.room,
-            openid_token: request.openid_token,
-            device_id: request.device_id,
-        })
+        self.token_for(
+            TokenRequest {
+                room_id: request.room,
+                openid_token: request.openid_token,
+                device_id: request.device_id,
+            },
+            from,
+        )
         .await
         .map(SfuResponse::from)
     }
 
-    async fn get_token_inner(&self, request: SfuRequest) -> Result<SfuResponse, ApiError> {
+    async fn get_token_inner(
+        &self,
+        request: SfuRequest,
+        from: IpAddr,
+    ) -> Result<SfuResponse, ApiError> {
         refuse_delegation(
             &request.delay_id,
             &request.delay_timeout,
@@ -408,14 +465,23 @@ impl RtcService {
             )));
         }
         let member = &request.member;
-        if member.id.is_empty() || member.claimed_user_id.is_empty() {
+        if member.claimed_user_id.is_empty() || member.claimed_user_id.len() > 255 {
             return Err(ApiError::BadJson(
-                "member.id and member.claimed_user_id must not be empty".into(),
+                "member.claimed_user_id must be 1 to 255 characters".into(),
             ));
         }
-        check_device_id(&member.claimed_device_id)?;
+        // Hashed into the identity, never shown; bounded and printable all the same.
+        if member.id.is_empty()
+            || member.id.len() > 255
+            || member.id.chars().any(|c| c.is_control())
+        {
+            return Err(ApiError::BadJson(
+                "member.id must be 1 to 255 characters without control characters".into(),
+            ));
+        }
+        check_device_id("member.claimed_device_id", &member.claimed_device_id)?;
         let (room_id, user) = self
-            .authorize(&request.room_id, &request.openid_token)
+            .authorize(&request.room_id, &request.openid_token, from)
             .await?;
         if member.claimed_user_id != user.as_str() {
             info!(%user, "refused: member.claimed_user_id is not the token's user");
@@ -427,7 +493,8 @@ impl RtcService {
             .map(SfuResponse::from)
     }
 
-    /// Creates the call's LiveKit room if needed, enforces the call size and mints the token.
+    /// Creates the call's LiveKit room if needed, says early whether a seat is free (the seat
+    /// itself is taken when the gateway admits the connection) and issues the ticket.
     async fn admit(
         &self,
         room_id: &OwnedRoomId,
@@ -436,45 +503,51 @@ impl RtcService {
         identity: String,
     ) -> Result<TokenGrant, ApiError> {
         let livekit_room = livekit_room_name(room_id.as_str());
-        let started = Instant::now();
-        let present = async {
-            self.livekit
-                .ensure_room(&livekit_room, self.max_participants)
-                .await?;
-            self.livekit.participants(&livekit_room).await
-        }
-        .await;
-        self.metrics.observe("livekit", started.elapsed());
-        let present = present?;
-        let rejoin = present.iter().any(|p| p.identity == identity);
-        if !rejoin && present.len() >= self.max_participants as usize {
-            info!(%user, %room_id, present = present.len(), "token refused: call full");
-            return Err(ApiError::CallFull {
-                max: self.max_participants,
-            });
-        }
-
-        let jwt = self.minter.participant_token(
+        let present = self
+            .timed_livekit(async {
+                self.livekit
+                    .ensure_room(&livekit_room, self.seat_rules.max_participants)
+                    .await?;
+                self.livekit.participants(&livekit_room).await
+            })
+            .await?;
+        if let Err(refusal) = self.seats.check(
             &livekit_room,
+            &present,
             &identity,
             user.as_str(),
-            device_id,
-            user.localpart(),
-            self.token_ttl,
-        )?;
-        info!(%user, %room_id, %livekit_room, "token issued");
+            &self.seat_rules,
+        ) {
+            info!(%user, %room_id, present = present.len(), reason = refusal.reason(), "token refused: no seat");
+            return Err(refusal);
+        }
+        let ticket = Ticket {
+            room_id: room_id.clone(),
+            livekit_room: livekit_room.clone(),
+            identity: identity.clone(),
+            matrix_user: user.to_owned(),
+            matrix_device: device_id.to_owned(),
+            name: user.localpart().to_owned(),
+            expires_at: 0,
+        };
+        let (jwt, expires_at) = self.tickets.issue(&ticket, self.clock.now_unix());
+        info!(%user, %room_id, %livekit_room, "ticket issued");
         Ok(TokenGrant {
             url: self.public_livekit_url.clone(),
             jwt,
             livekit_room,
             identity,
-            expires_at: self.clock.now_unix() + self.token_ttl.as_secs() as i64,
+            expires_at,
         })
     }
 
-    async fn turn_inner(&self, request: TurnRequest) -> Result<TurnCredentials, ApiError> {
+    async fn turn_inner(
+        &self,
+        request: TurnRequest,
+        from: IpAddr,
+    ) -> Result<TurnCredentials, ApiError> {
         let (room_id, user) = self
-            .authorize(&request.room_id, &request.openid_token)
+            .authorize(&request.room_id, &request.openid_token, from)
             .await?;
         info!(%user, %room_id, "TURN credentials issued");
         Ok(self.turn.mint(&user, self.clock.now_unix()))
@@ -483,9 +556,13 @@ impl RtcService {
     /// `POST /api/rtc/end`, gRPC `EndCall`: a host ends the call for everyone. LiveKit's room
     /// goes first (media stops for everyone at once), then the call memberships are cleared so
     /// the case shows no running call.
-    async fn end_call_inner(&self, request: EndCallRequest) -> Result<CallEnded, ApiError> {
+    async fn end_call_inner(
+        &self,
+        request: EndCallRequest,
+        from: IpAddr,
+    ) -> Result<CallEnded, ApiError> {
         let (room_id, user) = self
-            .authorize(&request.room_id, &request.openid_token)
+            .authorize(&request.room_id, &request.openid_token, from)
             .await?;
         if !self.membership.is_host(&room_id, &user).await? {
             info!(%user, %room_id, "end call refused: not a host");
@@ -493,6 +570,7 @@ impl RtcService {
         }
         let livekit_room = livekit_room_name(room_id.as_str());
         self.livekit.delete_room(&livekit_room).await?;
+        self.seats.forget_room(&livekit_room);
         let memberships_cleared = self.membership.clear_call_memberships(&room_id).await?;
         info!(%user, %room_id, %livekit_room, memberships_cleared, "call ended by host");
         Ok(CallEnded {
@@ -588,7 +666,7 @@ impl RtcService {
         .await
     }
 
-    async fn gateway_counted<T>(
+    pub(crate) async fn gateway_counted<T>(
         &self,
         operation: &'static str,
         work: impl std::future::Future<Output = Result<T, ApiError>>,
@@ -604,7 +682,7 @@ impl RtcService {
         result
     }
 
-    async fn timed_livekit<T>(
+    pub(crate) async fn timed_livekit<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
@@ -616,7 +694,12 @@ impl RtcService {
 
     /// `GET /metrics`: the counters plus what is true now (sync age, calls and participants).
     pub async fn render_metrics(&self) -> String {
-        let sizes = self.livekit.call_sizes().await.ok();
+        let sizes: Option<Vec<u32>> = self
+            .livekit
+            .rooms()
+            .await
+            .ok()
+            .map(|rooms| rooms.into_iter().map(|(_, n)| n).collect());
         self.metrics
             .render(self.membership.sync_age(), sizes.as_deref())
     }
@@ -687,45 +770,147 @@ pub(crate) mod tests {
         ) -> Result<bool, ApiError> {
             Ok(false)
         }
+        fn case_rooms(&self) -> Option<Vec<OwnedRoomId>> {
+            Some(vec!["!case:localhost".try_into().unwrap()])
+        }
     }
 
+    /// A homeserver control cannot reach: nothing about membership is known.
+    pub struct StaleMembership;
+    #[async_trait]
+    impl MembershipOracle for StaleMembership {
+        async fn is_joined(&self, _: &RoomId, _: &UserId) -> Result<bool, ApiError> {
+            Err(ApiError::Unavailable)
+        }
+        fn is_ready(&self) -> bool {
+            false
+        }
+        fn sync_age(&self) -> Option<std::time::Duration> {
+            None
+        }
+        async fn is_host(&self, _: &RoomId, _: &UserId) -> Result<bool, ApiError> {
+            Err(ApiError::Unavailable)
+        }
+        async fn clear_call_memberships(&self, _: &RoomId) -> Result<usize, ApiError> {
+            Err(ApiError::Unavailable)
+        }
+        async fn live_call_memberships(&self) -> Vec<crate::membership::CallMembership> {
+            vec![]
+        }
+        async fn clear_call_membership(
+            &self,
+            _: &crate::membership::CallMembership,
+        ) -> Result<bool, ApiError> {
+            Err(ApiError::Unavailable)
+        }
+        fn case_rooms(&self) -> Option<Vec<OwnedRoomId>> {
+            None
+        }
+    }
+
+    /// LiveKit as a map of rooms to participants.
     #[derive(Default)]
     pub struct FakeLiveKit {
-        pub present: Mutex<Vec<String>>,
+        /// Every room and who is in it (`ensure_room` adds empty rooms).
+        pub rooms: Mutex<std::collections::BTreeMap<String, Vec<ParticipantInfo>>>,
         pub created: Mutex<Vec<String>>,
         pub deleted: Mutex<Vec<String>>,
-        /// What `participant_infos` answers for every room.
-        pub infos: Mutex<Vec<ParticipantInfo>>,
+        /// `(room, identity)` of every RemoveParticipant.
+        pub removed: Mutex<Vec<(String, String)>>,
+        /// `(room, Matrix user)` of every removal by user.
+        pub removed_users: Mutex<Vec<(String, String)>>,
         /// The RoomService calls made for gateways, in order.
         pub admin_calls: Mutex<Vec<String>>,
     }
+
+    impl FakeLiveKit {
+        /// Puts `identities` (`<user>:<device>`, with their Matrix attributes) into `room`.
+        pub fn seat(&self, room: &str, identities: &[&str]) {
+            let infos = identities
+                .iter()
+                .map(|identity| {
+                    let (user, device) = identity.rsplit_once(':').unwrap();
+                    let mut info = ParticipantInfo {
+                        identity: (*identity).into(),
+                        ..Default::default()
+                    };
+                    info.attributes
+                        .insert(crate::livekit::MATRIX_USER_ATTRIBUTE.into(), user.into());
+                    info.attributes.insert(
+                        crate::livekit::MATRIX_DEVICE_ATTRIBUTE.into(),
+                        device.into(),
+                    );
+                    info
+                })
+                .collect();
+            self.rooms.lock().unwrap().insert(room.into(), infos);
+        }
+    }
+
     #[async_trait]
     impl LiveKitRooms for FakeLiveKit {
         async fn ensure_room(&self, name: &str, _max: u32) -> Result<(), ApiError> {
             self.created.lock().unwrap().push(name.to_owned());
+            self.rooms
+                .lock()
+                .unwrap()
+                .entry(name.to_owned())
+                .or_default();
             Ok(())
         }
         async fn delete_room(&self, name: &str) -> Result<(), ApiError> {
             self.deleted.lock().unwrap().push(name.to_owned());
+            self.rooms.lock().unwrap().remove(name);
             Ok(())
         }
-        async fn remove_user(&self, _name: &str, _user: &str) -> Result<usize, ApiError> {
-            Ok(0)
-        }
-        async fn participants(&self, _name: &str) -> Result<Vec<LiveParticipant>, ApiError> {
-            Ok(self
-                .present
+        async fn remove_user(&self, name: &str, user: &str) -> Result<usize, ApiError> {
+            self.removed_users
                 .lock()
                 .unwrap()
-                .iter()
-                .map(|identity| LiveParticipant {
-                    identity: identity.clone(),
-                    ..Default::default()
+                .push((name.to_owned(), user.to_owned()));
+            let mut rooms = self.rooms.lock().unwrap();
+            let Some(people) = rooms.get_mut(name) else {
+                return Ok(0);
+            };
+            let before = people.len();
+            people.retain(|p| {
+                p.attributes
+                    .get(crate::livekit::MATRIX_USER_ATTRIBUTE)
+                    .map(String::as_str)
+                    != Some(user)
+            });
+            Ok(before - people.len())
+        }
+        async fn remove_participant(&self, name: &str, identity: &str) -> Result<(), ApiError> {
+            self.removed
+                .lock()
+                .unwrap()
+                .push((name.to_owned(), identity.to_owned()));
+            if let Some(people) = self.rooms.lock().unwrap().get_mut(name) {
+                people.retain(|p| p.identity != identity);
+            }
+            Ok(())
+        }
+        async fn participants(&self, name: &str) -> Result<Vec<LiveParticipant>, ApiError> {
+            Ok(self
+                .participant_infos(name)
+                .await?
+                .into_iter()
+                .map(|mut p| LiveParticipant {
+                    matrix_user: p.attributes.remove(crate::livekit::MATRIX_USER_ATTRIBUTE),
+                    matrix_device: p.attributes.remove(crate::livekit::MATRIX_DEVICE_ATTRIBUTE),
+                    identity: p.identity,
                 })
                 .collect())
         }
-        async fn participant_infos(&self, _name: &str) -> Result<Vec<ParticipantInfo>, ApiError> {
-            Ok(self.infos.lock().unwrap().clone())
+        async fn participant_infos(&self, name: &str) -> Result<Vec<ParticipantInfo>, ApiError> {
+            Ok(self
+                .rooms
+                .lock()
+                .unwrap()
+                .get(name)
+                .cloned()
+                .unwrap_or_default())
         }
         async fn set_attribute(
             &self,
@@ -734,13 +919,13 @@ pub(crate) mod tests {
             key: &str,
             value: &str,
         ) -> Result<(), ApiError> {
-            if !self
-                .infos
+            let known = self
+                .rooms
                 .lock()
                 .unwrap()
-                .iter()
-                .any(|p| p.identity == identity)
-            {
+                .get(name)
+                .is_some_and(|people| people.iter().any(|p| p.identity == identity));
+            if !known {
                 return Err(ApiError::NotFound);
             }
             self.admin_calls
@@ -761,8 +946,14 @@ pub(crate) mod tests {
                 .push(format!("mute {name} {identity} {track_sid}"));
             Ok(())
         }
-        async fn call_sizes(&self) -> Result<Vec<u32>, ApiError> {
-            Ok(vec![])
+        async fn rooms(&self) -> Result<Vec<(String, u32)>, ApiError> {
+            Ok(self
+                .rooms
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(name, people)| (name.clone(), people.len() as u32))
+                .collect())
         }
         async fn reachable(&self) -> bool {
             true
@@ -798,12 +989,19 @@ pub(crate) mod tests {
         }
     }
 
+    pub const LIVEKIT_SECRET: &str = "secret-secret-secret-secret-secret";
+
+    /// The address tests make their requests from.
+    pub const FROM: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
     pub fn fake_service(livekit: Arc<FakeLiveKit>) -> RtcService {
         RtcService {
             openid: Arc::new(FakeOpenId),
             membership: Arc::new(FakeMembership),
             livekit,
-            minter: TokenMinter::new("devkey", "secret-secret-secret-secret-secret"),
+            minter: TokenMinter::new("devkey", LIVEKIT_SECRET),
+            tickets: Tickets::new(LIVEKIT_SECRET, Duration::from_secs(600)),
+            address_limiter: koinos_net::AddressLimiter::new(1000, 1000),
             turn: TurnMinter::new(
                 "turn-secret",
                 Duration::from_secs(3600),
@@ -814,8 +1012,13 @@ pub(crate) mod tests {
             metrics: Metrics::default(),
             clock: Arc::new(FixedClock(1_000)),
             public_livekit_url: "ws://localhost:7880".into(),
-            max_participants: 6,
-            token_ttl: Duration::from_secs(600),
+            seats: SeatKeeper::default(),
+            seat_rules: SeatRules {
+                max_participants: 6,
+                max_devices_per_user: 2,
+                hold: Duration::from_secs(10),
+            },
+            session_token_ttl: Duration::from_secs(60),
         }
     }
 
@@ -836,11 +1039,11 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn member_gets_a_join_only_token_for_the_room() {
+    async fn a_member_gets_a_ticket_for_the_room_that_livekit_would_refuse() {
         let livekit = Arc::new(FakeLiveKit::default());
         let service = fake_service(livekit.clone());
         let grant = service
-            .issue_token(request("alice-token", "!case:localhost"))
+            .issue_token(request("alice-token", "!case:localhost"), FROM)
             .await
             .unwrap();
         assert_eq!(grant.identity, "@alice:localhost:DEVICE");
@@ -850,21 +1053,20 @@ pub(crate) mod tests {
             *livekit.created.lock().unwrap(),
             vec![grant.livekit_room.clone()]
         );
-
-        let claims = livekit_api::access_token::TokenVerifier::with_api_key(
-            "devkey",
-            "secret-secret-secret-secret-secret",
-        )
-        .verify(&grant.jwt)
-        .unwrap();
-        assert_eq!(claims.sub, grant.identity);
-        assert!(claims.video.room_join);
-        assert_eq!(claims.video.room, grant.livekit_room);
-        assert!(!claims.video.room_admin && !claims.video.room_create && !claims.video.room_list);
-        assert_eq!(
-            claims.attributes["org.koinos.matrix_user_id"],
-            "@alice:localhost"
+        // Not a LiveKit token: LiveKit's key does not verify it.
+        assert!(
+            livekit_api::access_token::TokenVerifier::with_api_key("devkey", LIVEKIT_SECRET)
+                .verify(&grant.jwt)
+                .is_err()
         );
+        let ticket = service
+            .tickets
+            .verify(&grant.jwt, 1_000, Duration::ZERO)
+            .unwrap();
+        assert_eq!(ticket.identity, grant.identity);
+        assert_eq!(ticket.livekit_room, grant.livekit_room);
+        assert_eq!(ticket.matrix_user.as_str(), "@alice:localhost");
+        assert_eq!(ticket.matrix_device, "DEVICE");
     }
 
     #[tokio::test]
@@ -872,7 +1074,7 @@ pub(crate) mod tests {
         let livekit = Arc::new(FakeLiveKit::default());
         let service = fake_service(livekit.clone());
         let err = service
-            .issue_token(request("mallory-token", "!case:localhost"))
+            .issue_token(request("mallory-token", "!case:localhost"), FROM)
             .await
             .unwrap_err();
         assert_eq!(err, ApiError::Forbidden);
@@ -882,17 +1084,21 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn seventh_participant_is_refused_but_a_rejoin_is_not() {
         let livekit = Arc::new(FakeLiveKit::default());
-        *livekit.present.lock().unwrap() = (0..6).map(|i| format!("@u{i}:localhost:D")).collect();
+        let call = livekit_room_name("!case:localhost");
+        let six: Vec<String> = (0..6).map(|i| format!("@u{i}:localhost:D")).collect();
+        livekit.seat(&call, &six.iter().map(String::as_str).collect::<Vec<_>>());
         let service = fake_service(livekit.clone());
         let err = service
-            .issue_token(request("alice-token", "!case:localhost"))
+            .issue_token(request("alice-token", "!case:localhost"), FROM)
             .await
             .unwrap_err();
         assert_eq!(err, ApiError::CallFull { max: 6 });
 
-        livekit.present.lock().unwrap()[0] = "@alice:localhost:DEVICE".into();
+        let mut rejoin: Vec<&str> = six.iter().map(String::as_str).collect();
+        rejoin[0] = "@alice:localhost:DEVICE";
+        livekit.seat(&call, &rejoin);
         service
-            .issue_token(request("alice-token", "!case:localhost"))
+            .issue_token(request("alice-token", "!case:localhost"), FROM)
             .await
             .unwrap();
     }
@@ -901,7 +1107,7 @@ pub(crate) mod tests {
     async fn malformed_fields_are_bad_json_with_the_field_named() {
         let service = fake_service(Arc::new(FakeLiveKit::default()));
         let err = service
-            .issue_token(request("alice-token", "not-a-room"))
+            .issue_token(request("alice-token", "not-a-room"), FROM)
             .await
             .unwrap_err();
         assert!(
@@ -909,12 +1115,65 @@ pub(crate) mod tests {
             "{err:?}"
         );
 
-        let mut bad_device = request("alice-token", "!case:localhost");
-        bad_device.device_id = "has space".into();
-        let err = service.issue_token(bad_device).await.unwrap_err();
+        // Whitespace, a zero-width space, a right-to-left override, a Cyrillic look-alike,
+        // a ':' (which would make the identity ambiguous).
+        for device in [
+            "has space",
+            "DEV\u{200B}",
+            "DEV\u{202E}gnp.exe",
+            "DEVІCE",
+            "A:B",
+            "",
+        ] {
+            let mut bad_device = request("alice-token", "!case:localhost");
+            bad_device.device_id = device.into();
+            let err = service.issue_token(bad_device, FROM).await.unwrap_err();
+            assert!(
+                matches!(&err, ApiError::BadJson(m) if m.contains("device_id")),
+                "{device:?}: {err:?}"
+            );
+        }
+        for device in ["ABCDEFGHIJ", "x-y.z_w~0"] {
+            let mut good = request("alice-token", "!case:localhost");
+            good.device_id = device.into();
+            service.issue_token(good, FROM).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn too_many_requests_from_one_address_are_refused_before_the_homeserver_is_asked() {
+        let mut service = fake_service(Arc::new(FakeLiveKit::default()));
+        service.address_limiter = koinos_net::AddressLimiter::new(3, 1);
+        // Forged tokens: each would cost a homeserver lookup.
+        for _ in 0..3 {
+            assert_eq!(
+                service
+                    .issue_token(request("forged", "!case:localhost"), FROM)
+                    .await
+                    .unwrap_err(),
+                ApiError::Unauthorized
+            );
+        }
+        let err = service
+            .issue_token(request("alice-token", "!case:localhost"), FROM)
+            .await
+            .unwrap_err();
         assert!(
-            matches!(&err, ApiError::BadJson(m) if m.contains("device_id")),
+            matches!(err, ApiError::AddressRateLimited { retry_after_ms } if retry_after_ms > 0),
             "{err:?}"
+        );
+        // Another address is not affected.
+        service
+            .issue_token(
+                request("alice-token", "!case:localhost"),
+                "192.0.2.99".parse().unwrap(),
+            )
+            .await
+            .unwrap();
+        let text = service.render_metrics().await;
+        assert!(
+            text.contains(r#"koinos_control_requests_total{operation="token",outcome="address_rate_limited"} 1"#),
+            "{text}"
         );
     }
 
@@ -925,15 +1184,18 @@ pub(crate) mod tests {
             room_id: "!case:localhost".into(),
             openid_token: request(token, "!case:localhost").openid_token,
         };
-        let creds = service.issue_turn(turn("alice-token")).await.unwrap();
+        let creds = service.issue_turn(turn("alice-token"), FROM).await.unwrap();
         assert_eq!(creds.username, "4600:@alice:localhost");
         assert_eq!(creds.uris, vec!["turn:t:3478".to_string()]);
         assert_eq!(
-            service.issue_turn(turn("mallory-token")).await.unwrap_err(),
+            service
+                .issue_turn(turn("mallory-token"), FROM)
+                .await
+                .unwrap_err(),
             ApiError::Forbidden
         );
         assert_eq!(
-            service.issue_turn(turn("forged")).await.unwrap_err(),
+            service.issue_turn(turn("forged"), FROM).await.unwrap_err(),
             ApiError::Unauthorized
         );
     }
@@ -968,30 +1230,40 @@ pub(crate) mod tests {
     async fn get_token_checks_the_claimed_user_and_slot() {
         let service = fake_service(Arc::new(FakeLiveKit::default()));
         let ok = service
-            .get_token(sfu_request("alice-token", "@alice:localhost", ROOM_SLOT))
+            .get_token(
+                sfu_request("alice-token", "@alice:localhost", ROOM_SLOT),
+                FROM,
+            )
             .await
             .unwrap();
-        let claims = livekit_api::access_token::TokenVerifier::with_api_key(
-            "devkey",
-            "secret-secret-secret-secret-secret",
-        )
-        .verify(&ok.jwt)
-        .unwrap();
-        assert_eq!(claims.sub, "Qy3R17dx0HjiF/Yh1Ub+CPOYXtpsehdZ3DqpBh2SSRg");
-        assert_eq!(claims.video.room, livekit_room_name("!case:localhost"));
+        let ticket = service
+            .tickets
+            .verify(&ok.jwt, 1_000, Duration::ZERO)
+            .unwrap();
+        assert_eq!(
+            ticket.identity,
+            "Qy3R17dx0HjiF/Yh1Ub+CPOYXtpsehdZ3DqpBh2SSRg"
+        );
+        assert_eq!(ticket.livekit_room, livekit_room_name("!case:localhost"));
 
         let spoof = service
-            .get_token(sfu_request("alice-token", "@bob:localhost", ROOM_SLOT))
+            .get_token(
+                sfu_request("alice-token", "@bob:localhost", ROOM_SLOT),
+                FROM,
+            )
             .await;
         assert_eq!(spoof.unwrap_err(), ApiError::Unauthorized);
         let slot = service
-            .get_token(sfu_request("alice-token", "@alice:localhost", "m.call#abc"))
+            .get_token(
+                sfu_request("alice-token", "@alice:localhost", "m.call#abc"),
+                FROM,
+            )
             .await;
         assert!(matches!(slot.unwrap_err(), ApiError::BadJson(m) if m.contains("slot_id")));
         let mut delegated = sfu_request("alice-token", "@alice:localhost", ROOM_SLOT);
         delegated.delay_id = Some("d".into());
         assert!(
-            matches!(service.get_token(delegated).await.unwrap_err(), ApiError::BadJson(m) if m.contains("delay_id"))
+            matches!(service.get_token(delegated, FROM).await.unwrap_err(), ApiError::BadJson(m) if m.contains("delay_id"))
         );
     }
 
@@ -1005,12 +1277,15 @@ pub(crate) mod tests {
             openid_token: request(token, "!case:localhost").openid_token,
         };
         assert_eq!(
-            service.end_call(end("mallory-token")).await.unwrap_err(),
+            service
+                .end_call(end("mallory-token"), FROM)
+                .await
+                .unwrap_err(),
             ApiError::Forbidden
         );
         assert!(livekit.deleted.lock().unwrap().is_empty());
 
-        let ended = service.end_call(end("alice-token")).await.unwrap();
+        let ended = service.end_call(end("alice-token"), FROM).await.unwrap();
         assert_eq!(ended.memberships_cleared, 2);
         assert_eq!(
             *livekit.deleted.lock().unwrap(),
@@ -1024,9 +1299,9 @@ pub(crate) mod tests {
         let service = fake_service(livekit.clone());
         let first = request("alice-token", "!case:localhost");
         let replay = first.clone();
-        service.issue_token(first).await.unwrap();
+        service.issue_token(first, FROM).await.unwrap();
         assert_eq!(
-            service.issue_token(replay.clone()).await.unwrap_err(),
+            service.issue_token(replay.clone(), FROM).await.unwrap_err(),
             ApiError::OpenIdReused
         );
         // Not for TURN either, and nothing was done for the replays.
@@ -1035,7 +1310,7 @@ pub(crate) mod tests {
             openid_token: replay.openid_token,
         };
         assert_eq!(
-            service.issue_turn(turn).await.unwrap_err(),
+            service.issue_turn(turn, FROM).await.unwrap_err(),
             ApiError::OpenIdReused
         );
         assert_eq!(livekit.created.lock().unwrap().len(), 1);
@@ -1053,12 +1328,12 @@ pub(crate) mod tests {
         let service = fake_service(livekit.clone());
         for _ in 0..5 {
             service
-                .issue_token(request("alice-token", "!case:localhost"))
+                .issue_token(request("alice-token", "!case:localhost"), FROM)
                 .await
                 .unwrap();
         }
         let err = service
-            .issue_token(request("alice-token", "!case:localhost"))
+            .issue_token(request("alice-token", "!case:localhost"), FROM)
             .await
             .unwrap_err();
         assert!(
@@ -1069,7 +1344,7 @@ pub(crate) mod tests {
         assert_eq!(livekit.created.lock().unwrap().len(), 5);
         // A forged token never reaches the limiter's key space (401 first).
         let err = service
-            .issue_token(request("forged", "!case:localhost"))
+            .issue_token(request("forged", "!case:localhost"), FROM)
             .await
             .unwrap_err();
         assert_eq!(err, ApiError::Unauthorized);
@@ -1079,7 +1354,7 @@ pub(crate) mod tests {
     async fn homeserver_outage_is_a_refusal() {
         let service = fake_service(Arc::new(FakeLiveKit::default()));
         let err = service
-            .issue_token(request("hs-down", "!case:localhost"))
+            .issue_token(request("hs-down", "!case:localhost"), FROM)
             .await
             .unwrap_err();
         assert_eq!(err, ApiError::Unavailable);
@@ -1088,7 +1363,11 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_gateway_may_set_only_the_fallback_stage() {
         let livekit = Arc::new(FakeLiveKit::default());
-        *livekit.infos.lock().unwrap() = vec![publisher("@bob:localhost:D")];
+        livekit
+            .rooms
+            .lock()
+            .unwrap()
+            .insert("R".into(), vec![publisher("@bob:localhost:D")]);
         let service = fake_service(livekit.clone());
         let set = |key: &str, value: &str| AttributeRequest {
             livekit_room: "R".into(),
@@ -1147,7 +1426,11 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_gateway_may_only_mute_and_only_a_camera() {
         let livekit = Arc::new(FakeLiveKit::default());
-        *livekit.infos.lock().unwrap() = vec![publisher("@bob:localhost:D")];
+        livekit
+            .rooms
+            .lock()
+            .unwrap()
+            .insert("R".into(), vec![publisher("@bob:localhost:D")]);
         let service = fake_service(livekit.clone());
         let mute = |sid: &str, muted: bool| MuteRequest {
             livekit_room: "R".into(),

@@ -23,18 +23,27 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Largest signalling frame accepted from either side; a larger one ends the session.
     pub max_frame_bytes: usize,
-    /// Control's gRPC endpoint: its `WatchRevocations` stream ends the sessions of people
-    /// removed from a case room, and it makes the fallback's and a resume's RoomService calls.
-    /// Empty: neither (control's own LiveKit removal remains; no fallback attribute, no camera
-    /// pause, no room listing after a resume).
+    /// Control's gRPC endpoint. Control admits every session (the client's ticket exchanged for
+    /// a LiveKit token after membership is checked), renews connected clients' tickets, streams
+    /// revocations, and makes the fallback's and a resume's RoomService calls. Required: without
+    /// control the gateway admits nobody.
     pub control_grpc_url: String,
-    /// The gateway credential control expects (its `gateway_credential`): required with a
-    /// `control_grpc_url`.
+    /// The gateway credential control expects (its `gateway_credential`).
     pub control_credential: Option<String>,
     pub control_credential_file: Option<PathBuf>,
-    /// How long a revocation is remembered to refuse the revoked user's older tokens; at least
-    /// control's `call.token_ttl`.
-    pub revocation_memory_secs: u64,
+    /// How often a connected client is handed a renewed ticket (for its next resume), in
+    /// seconds; less than control's `call.token_ttl`.
+    pub ticket_renew_interval_secs: u64,
+    /// A session whose browser sends nothing (livekit-client pings every few seconds) for this
+    /// many seconds is ended.
+    pub browser_silence_timeout_secs: u64,
+    /// Sessions one client address may open at once…
+    pub session_rate_burst: u32,
+    /// …and how many a minute after that (0 disables the limit). Each costs control a check.
+    pub session_rate_per_minute: u32,
+    /// The listener: connection limits and timeouts (WebSocket sessions keep their connection
+    /// slot for as long as they last).
+    pub http: koinos_net::ServeLimits,
     /// The quality ladder: for calls of up to `max_participants` people, camera video each
     /// subscriber receives is at most `max_height` lines. Ascending; the last step applies
     /// beyond it.
@@ -60,7 +69,15 @@ impl Default for Config {
             control_grpc_url: "http://127.0.0.1:50051".into(),
             control_credential: None,
             control_credential_file: None,
-            revocation_memory_secs: 3600,
+            ticket_renew_interval_secs: 240,
+            browser_silence_timeout_secs: 60,
+            session_rate_burst: 120,
+            session_rate_per_minute: 600,
+            http: koinos_net::ServeLimits {
+                max_connections: 4096,
+                max_connections_per_address: 256,
+                ..koinos_net::ServeLimits::default()
+            },
             ladder: vec![
                 LadderStep {
                     max_participants: 2,
@@ -91,6 +108,9 @@ pub enum ConfigError {
 /// Settings of earlier versions, when the gateway held LiveKit's API key and secret.
 const REMOVED_SETTINGS: [&str; 3] = ["api_key", "api_secret", "api_secret_file"];
 
+/// A setting of earlier versions, when the gateway remembered revocations to refuse old tokens.
+const REVOCATION_MEMORY: &str = "revocation_memory_secs";
+
 /// Why an old configuration is refused, and what to write instead (`found`: what it has).
 fn removed_settings_message(found: &[&str]) -> String {
     format!(
@@ -106,8 +126,8 @@ fn removed_settings_message(found: &[&str]) -> String {
 
 impl Config {
     /// Defaults, then the TOML file (if given), then `KOINOS_GATEWAY_*`; returns the control
-    /// credential apart (`None` when control is not followed).
-    pub fn load(file: Option<&std::path::Path>) -> Result<(Self, Option<String>), ConfigError> {
+    /// credential apart.
+    pub fn load(file: Option<&std::path::Path>) -> Result<(Self, String), ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
@@ -128,14 +148,20 @@ impl Config {
         if !found.is_empty() {
             return Err(ConfigError::Invalid(removed_settings_message(&found)));
         }
+        if figment.contains(REVOCATION_MEMORY) {
+            return Err(ConfigError::Invalid(format!(
+                "{REVOCATION_MEMORY} is no longer a gateway setting: the gateway remembers no \
+                 revocations, control admits every session after checking membership again. \
+                 Remove it."
+            )));
+        }
         let config: Config = figment.extract().map_err(Box::new)?;
         let credential = config.validate()?;
         Ok((config, credential))
     }
 
-    /// Checks every setting; returns the control credential (read from its file if need be),
-    /// `None` when `control_grpc_url` is empty.
-    pub fn validate(&self) -> Result<Option<String>, ConfigError> {
+    /// Checks every setting; returns the control credential (read from its file if need be).
+    pub fn validate(&self) -> Result<String, ConfigError> {
         let upstream = url::Url::parse(&self.upstream_url).map_err(|e| {
             ConfigError::Invalid(format!("upstream_url {:?}: {e}", self.upstream_url))
         })?;
@@ -146,12 +172,12 @@ impl Config {
             )));
         }
         let url = &self.control_grpc_url;
-        if !(url.is_empty()
-            || (url.starts_with("http://") || url.starts_with("https://"))
-                && url::Url::parse(url).is_ok_and(|u| u.has_host()))
+        if !((url.starts_with("http://") || url.starts_with("https://"))
+            && url::Url::parse(url).is_ok_and(|u| u.has_host()))
         {
             return Err(ConfigError::Invalid(format!(
-                "control_grpc_url must be an http:// or https:// URL (or empty), got {:?}",
+                "control_grpc_url must be an http:// or https:// URL (control admits every \
+                 session), got {:?}",
                 self.control_grpc_url
             )));
         }
@@ -177,11 +203,27 @@ impl Config {
             ));
         }
         self.fallback.validate().map_err(ConfigError::Invalid)?;
-        if self.revocation_memory_secs < 60 {
+        if !(5..=3000).contains(&self.ticket_renew_interval_secs) {
             return Err(ConfigError::Invalid(
-                "revocation_memory_secs must be at least 60 (control's shortest token TTL)".into(),
+                "ticket_renew_interval_secs must be 5 to 3000 (less than control's call.token_ttl)"
+                    .into(),
             ));
         }
+        if !(15..=600).contains(&self.browser_silence_timeout_secs) {
+            return Err(ConfigError::Invalid(
+                "browser_silence_timeout_secs must be 15 to 600 (livekit-client pings every few \
+                 seconds)"
+                    .into(),
+            ));
+        }
+        if self.session_rate_per_minute > 0 && self.session_rate_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "session_rate_burst must be at least 1 (or session_rate_per_minute = 0 to \
+                 disable the limit)"
+                    .into(),
+            ));
+        }
+        self.http.validate("http").map_err(ConfigError::Invalid)?;
         if self.max_frame_bytes < 64 * 1024 {
             return Err(ConfigError::Invalid(
                 "max_frame_bytes must be at least 65536".into(),
@@ -206,19 +248,16 @@ impl Config {
             }
             (None, None) => None,
         };
-        if self.control_grpc_url.is_empty() {
-            return Ok(None);
-        }
         let Some(credential) = credential else {
             return Err(ConfigError::Invalid(
-                "control_credential (or control_credential_file) is required with a \
-                 control_grpc_url: the same value as control's gateway_credential"
+                "control_credential (or control_credential_file) is required: the same value as \
+                 control's gateway_credential"
                     .into(),
             ));
         };
         koinos_proto::gateway_credential::check("control_credential", &credential)
             .map_err(ConfigError::Invalid)?;
-        Ok(Some(credential))
+        Ok(credential)
     }
 
     pub fn ladder_config(&self) -> crate::ladder::LadderConfig {
@@ -268,14 +307,16 @@ mod tests {
     }
 
     #[test]
-    fn a_control_url_needs_the_credential_and_no_url_needs_none() {
-        assert_eq!(valid().validate().unwrap().as_deref(), Some(CREDENTIAL));
+    fn control_and_its_credential_are_required() {
+        assert_eq!(valid().validate().unwrap(), CREDENTIAL);
         let mut c = valid();
         c.control_credential = None;
         let error = c.validate().unwrap_err().to_string();
         assert!(error.contains("control_credential"), "{error}");
+        let mut c = valid();
         c.control_grpc_url = String::new();
-        assert_eq!(c.validate().unwrap(), None);
+        let error = c.validate().unwrap_err().to_string();
+        assert!(error.contains("control admits every session"), "{error}");
 
         let mut c = valid();
         c.control_credential = Some("too-short".into());
@@ -299,7 +340,7 @@ mod tests {
             control_credential_file: Some(path.clone()),
             ..Config::default()
         };
-        assert_eq!(c.validate().unwrap().as_deref(), Some(CREDENTIAL));
+        assert_eq!(c.validate().unwrap(), CREDENTIAL);
         let _ = std::fs::remove_file(path);
     }
 
@@ -308,8 +349,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("koinos-gw-old-{}.toml", std::process::id()));
         std::fs::write(
             &path,
-            "api_key = \"devkey\"\napi_secret_file = \"/run/secrets/livekit\"\n\
-             control_grpc_url = \"\"\n",
+            "api_key = \"devkey\"\napi_secret_file = \"/run/secrets/livekit\"\n",
         )
         .unwrap();
         let error = Config::load(Some(&path)).unwrap_err().to_string();
@@ -318,6 +358,46 @@ mod tests {
         assert!(error.contains("holds no LiveKit credential"), "{error}");
         assert!(error.contains("control_credential_file"), "{error}");
         assert!(error.contains("gateway_credential"), "{error}");
+    }
+
+    #[test]
+    fn an_old_configuration_with_revocation_memory_says_why_it_went() {
+        let path = std::env::temp_dir().join(format!("koinos-gw-mem-{}.toml", std::process::id()));
+        std::fs::write(&path, "revocation_memory_secs = 3600\n").unwrap();
+        let error = Config::load(Some(&path)).unwrap_err().to_string();
+        let _ = std::fs::remove_file(path);
+        assert!(
+            error.contains("revocation_memory_secs is no longer"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn limits_and_timers_are_checked_by_name() {
+        let mut c = valid();
+        c.ticket_renew_interval_secs = 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("ticket_renew_interval_secs")
+        );
+        let mut c = valid();
+        c.browser_silence_timeout_secs = 1;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("browser_silence_timeout_secs")
+        );
+        let mut c = valid();
+        c.http.header_timeout = std::time::Duration::ZERO;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("http.header_timeout")
+        );
     }
 
     #[test]

@@ -1,13 +1,16 @@
-//! The gateway's side of control's gRPC. The gateway holds no LiveKit credential: what it needs
-//! of LiveKit's RoomService (listing a call after a resume, the fallback's attribute, pausing a
-//! camera) control does on its behalf, and every request carries the gateway credential.
+//! The gateway's side of control's gRPC. The gateway holds no LiveKit credential: control
+//! admits every connection (exchanging the client's ticket for a LiveKit token after checking
+//! membership and seats), renews connected clients' tickets, and makes the RoomService calls
+//! the gateway needs (listing a call after a resume, the fallback's attribute, pausing a
+//! camera). Every request carries the gateway credential.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use koinos_proto::{
     gateway_credential,
     v1::{
-        ListParticipantsRequest, MutePublishedTrackRequest, SetParticipantAttributeRequest,
+        AdmitSessionRequest, ListParticipantsRequest, MutePublishedTrackRequest,
+        RenewTicketRequest, SetParticipantAttributeRequest,
         control_service_client::ControlServiceClient,
     },
 };
@@ -72,6 +75,118 @@ pub fn client(
     ))
 }
 
+/// What control answered for a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// The LiveKit token for this connection (empty when only checking).
+    pub livekit_token: String,
+    pub livekit_room: String,
+    pub identity: String,
+    pub matrix_user: String,
+    /// TURN for the client, put into LiveKit's join and reconnect answers.
+    pub ice_servers: Vec<livekit_protocol::IceServer>,
+}
+
+/// Why control did not admit a connection or renew a ticket, as the browser is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Not a ticket of control's (forged, expired, a LiveKit token): 401.
+    Ticket,
+    /// Its user is not (any more) a joined member of the case: 403.
+    NotMember,
+    /// No seat (call full, too many devices of the user): 409, with control's message.
+    NoSeat(String),
+    /// Control could not decide (homeserver or LiveKit unknown) or could not be reached: 503.
+    Unavailable,
+}
+
+impl Refused {
+    fn from_status(status: &tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::InvalidArgument => Refused::Ticket,
+            tonic::Code::PermissionDenied => Refused::NotMember,
+            tonic::Code::ResourceExhausted => Refused::NoSeat(status.message().to_owned()),
+            _ => Refused::Unavailable,
+        }
+    }
+}
+
+/// What sessions ask of control, behind a trait so that the gateway is testable without it.
+#[async_trait::async_trait]
+pub trait Control: Send + Sync {
+    /// Admits a connection with the client's ticket (`check_only`: say whether it would be,
+    /// taking no seat and minting nothing).
+    async fn admit(&self, ticket: &str, check_only: bool) -> Result<Admitted, Refused>;
+    /// A fresh ticket for a connected client; `Err(NotMember)` means the session must end.
+    async fn renew(&self, ticket: &str) -> Result<String, Refused>;
+    /// RoomService on one call, for a session's policy.
+    fn room(&self, livekit_room: String) -> Arc<dyn RoomApi>;
+}
+
+/// Control over gRPC.
+pub struct GrpcControl {
+    client: Client,
+}
+
+impl GrpcControl {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait::async_trait]
+impl Control for GrpcControl {
+    async fn admit(&self, ticket: &str, check_only: bool) -> Result<Admitted, Refused> {
+        let answer = self
+            .client
+            .clone()
+            .admit_session(AdmitSessionRequest {
+                ticket: ticket.to_owned(),
+                check_only,
+            })
+            .await
+            .map_err(|status| {
+                if Refused::from_status(&status) == Refused::Unavailable {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "control could not admit a session");
+                }
+                Refused::from_status(&status)
+            })?
+            .into_inner();
+        Ok(Admitted {
+            livekit_token: answer.livekit_token,
+            livekit_room: answer.livekit_room,
+            identity: answer.identity,
+            matrix_user: answer.matrix_user,
+            ice_servers: answer
+                .ice_servers
+                .into_iter()
+                .map(|s| livekit_protocol::IceServer {
+                    urls: s.urls,
+                    username: s.username,
+                    credential: s.credential,
+                })
+                .collect(),
+        })
+    }
+
+    async fn renew(&self, ticket: &str) -> Result<String, Refused> {
+        Ok(self
+            .client
+            .clone()
+            .renew_ticket(RenewTicketRequest {
+                ticket: ticket.to_owned(),
+            })
+            .await
+            .map_err(|status| Refused::from_status(&status))?
+            .into_inner()
+            .ticket)
+    }
+
+    fn room(&self, livekit_room: String) -> Arc<dyn RoomApi> {
+        Arc::new(ControlRoom::new(self.client.clone(), livekit_room))
+    }
+}
+
 /// One session's room, through control.
 pub struct ControlRoom {
     client: Client,
@@ -127,24 +242,6 @@ impl RoomApi for ControlRoom {
             })
             .await?;
         Ok(())
-    }
-}
-
-/// Without control (`control_grpc_url` empty) there is nobody to ask.
-pub struct NoControl;
-
-#[async_trait::async_trait]
-impl RoomApi for NoControl {
-    async fn participants(&self) -> anyhow::Result<Vec<livekit_protocol::ParticipantInfo>> {
-        anyhow::bail!("control_grpc_url is empty: the room cannot be listed")
-    }
-
-    async fn set_attribute(&self, _: &str, _: &str, _: &str) -> anyhow::Result<()> {
-        anyhow::bail!("control_grpc_url is empty: the attribute cannot be set")
-    }
-
-    async fn mute_track(&self, _: &str, _: &str, _: bool) -> anyhow::Result<()> {
-        anyhow::bail!("control_grpc_url is empty: the track cannot be muted")
     }
 }
 

@@ -1,12 +1,20 @@
 //! koinos-rtc gateway: sits on the LiveKit signalling path between browsers and LiveKit.
 //!
+//! Nobody reaches LiveKit but through a gateway, and no gateway lets anyone through but on
+//! control's word: clients hold a *ticket* from control, which LiveKit refuses; for every
+//! connection (a join or a resume) the gateway asks control to admit it (membership and seats
+//! checked now) and opens LiveKit's leg with the LiveKit token control minted for that one
+//! connection, which never reaches the client. LiveKit's own refreshed tokens are withheld;
+//! connected clients get renewed tickets from control instead.
+//!
 //! Concurrency model: every browser session is one task ([`relay::run`]) that owns both legs
 //! of that session (browser WebSocket and LiveKit WebSocket) and everything known about it; no
 //! state is shared between sessions, so any number of gateway instances can stand in front of
 //! one LiveKit. The two legs live and die together: when either closes, the task closes the
 //! other, so livekit-client runs its own resume/reconnect against a fresh pair. The one shared
-//! piece, which sessions are open for whom, is owned by the revocation registry's task
-//! (`revocations.rs`) and reached through channels.
+//! piece, which sessions are open for whom and whether the gateway is caught up with control's
+//! revocations, is owned by the revocation registry's task (`revocations.rs`) and reached
+//! through channels.
 
 pub mod config;
 pub mod control;
@@ -18,13 +26,17 @@ pub mod revocations;
 pub mod signal;
 pub mod token;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
     body::Body,
-    extract::{ConnectInfo, OriginalUri, State, WebSocketUpgrade},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    extract::{ConnectInfo, FromRequestParts, OriginalUri, State, WebSocketUpgrade},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -34,12 +46,14 @@ use tokio_tungstenite::tungstenite;
 use tracing::{info, warn};
 
 use crate::{
-    config::Config, fallback::Fallback, ladder::Ladder, metrics::Metrics, relay::RoomApi,
-    revocations::Registry, token::Claims,
+    config::Config,
+    control::{Control, Refused},
+    fallback::Fallback,
+    ladder::Ladder,
+    metrics::Metrics,
+    revocations::{NotAdmitted, Registry},
+    token::Claims,
 };
-
-/// How long a RoomService request through control may take before the session gives up on it.
-const CONTROL_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Gateway {
@@ -51,32 +65,31 @@ struct Inner {
     http: reqwest::Client,
     registry: Registry,
     metrics: Arc<Metrics>,
-    /// Control, for the RoomService requests of sessions; `None` without a `control_grpc_url`.
-    control: Option<control::Client>,
+    /// Control: admits every session, renews tickets, RoomService on the gateway's behalf.
+    control: Arc<dyn Control>,
+    /// Sessions opened per client address (each costs control an admission).
+    sessions_per_address: koinos_net::AddressLimiter,
 }
 
 impl Gateway {
-    /// Must be called within a Tokio runtime (it starts the revocation registry's task).
-    /// `control_credential`: what [`Config::load`] returned.
-    pub fn new(config: Config, control_credential: Option<&str>) -> anyhow::Result<Self> {
-        let control = match control_credential {
-            Some(credential) if !config.control_grpc_url.is_empty() => Some(control::client(
-                &config.control_grpc_url,
-                control::Credential::new(credential)?,
-                Some(CONTROL_REQUEST_TIMEOUT),
-            )?),
-            _ => None,
-        };
-        let registry = Registry::start(Duration::from_secs(config.revocation_memory_secs));
-        Ok(Self {
+    /// Must be called within a Tokio runtime (it starts the revocation registry's task). The
+    /// gateway admits nothing until the registry is told it caught up with control
+    /// ([`revocations::follow_control`] does that).
+    pub fn new(config: Config, control: Arc<dyn Control>) -> Self {
+        let sessions_per_address = koinos_net::AddressLimiter::new(
+            config.session_rate_burst,
+            config.session_rate_per_minute,
+        );
+        Self {
             inner: Arc::new(Inner {
                 config,
                 http: reqwest::Client::new(),
-                registry,
+                registry: Registry::start(),
                 metrics: Arc::new(Metrics::default()),
                 control,
+                sessions_per_address,
             }),
-        })
+        }
     }
 
     /// The registry control's revocations are applied to (see [`revocations::follow_control`]).
@@ -86,6 +99,10 @@ impl Gateway {
 
     pub fn metrics(&self) -> Arc<Metrics> {
         self.inner.metrics.clone()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
     }
 }
 
@@ -102,37 +119,111 @@ pub fn router(gateway: Gateway) -> Router {
             get(|| async { "OK" }).head(|| async { StatusCode::OK }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(gateway)
 }
 
+/// Ready only while caught up with control's revocations: before that (starting, or cut off from
+/// control) the gateway admits no session, so a balancer should send none to it.
+async fn readyz(State(gateway): State<Gateway>) -> Response {
+    if gateway.inner.registry.stats().await.caught_up {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "catching up with control").into_response()
+    }
+}
+
 async fn metrics_text(State(gateway): State<Gateway>) -> Response {
-    let (sessions, rooms) = gateway.inner.registry.stats().await;
+    let stats = gateway.inner.registry.stats().await;
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        gateway.inner.metrics.render(sessions, rooms),
+        gateway.inner.metrics.render(stats),
     )
         .into_response()
 }
 
-fn plain(status: StatusCode, message: &'static str) -> Response {
-    (status, message).into_response()
+/// A request the gateway answers itself, without reaching LiveKit.
+#[derive(Debug, Clone)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+    /// The `sessions_ended` outcome it is counted under.
+    outcome: &'static str,
 }
 
-/// A request the gateway answers itself, without reaching LiveKit.
-#[derive(Debug, Clone, Copy)]
-struct Refusal(StatusCode, &'static str);
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>, outcome: &'static str) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            outcome,
+        }
+    }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        plain(self.0, self.1)
+    fn from_control(refused: Refused) -> Self {
+        match refused {
+            Refused::Ticket => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid token", "refused_token")
+            }
+            Refused::NotMember => Self::new(
+                StatusCode::FORBIDDEN,
+                "not a member of this case",
+                "refused_not_member",
+            ),
+            Refused::NoSeat(message) => Self::new(StatusCode::CONFLICT, message, "refused_no_seat"),
+            Refused::Unavailable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the call service is temporarily unavailable",
+                "refused_control_unavailable",
+            ),
+        }
     }
 }
 
-/// The access token from `?access_token=` or `Authorization: Bearer`, as LiveKit accepts it.
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, self.message).into_response()
+    }
+}
+
+/// The socket's peer: put in by `koinos_net::serve` (or axum's `ConnectInfo` in tests).
+struct Peer(SocketAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<koinos_net::PeerAddr>()
+            .map(|p| p.0)
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0)
+            })
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Ok(Self(peer))
+    }
+}
+
+/// The client's address: the peer, or through a trusted proxy its `X-Forwarded-For`.
+fn client_address(gateway: &Gateway, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    koinos_net::client_address(
+        peer.ip(),
+        forwarded,
+        &gateway.inner.config.http.trusted_proxies,
+    )
+}
+
+/// The client's ticket from `?access_token=` or `Authorization: Bearer`, as LiveKit accepts
+/// tokens.
 fn access_token(uri: &http::Uri, headers: &HeaderMap) -> Option<String> {
     if let Some(query) = uri.query() {
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -153,36 +244,63 @@ fn check_origin(gateway: &Gateway, headers: &HeaderMap) -> Result<(), Refusal> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !gateway.inner.config.origin_allowed(origin) {
         warn!(origin, "session refused: origin not allowed");
-        return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "origin not allowed",
+            "refused_origin",
+        ));
     }
     Ok(())
 }
 
-/// What the gateway checks before anything reaches LiveKit: the origin, and that there is a
-/// token whose claims can key a session. Returns the token and its claims, which are
-/// unverified: only LiveKit's acceptance of this very token makes them true.
+/// What the gateway checks before control is asked: the origin, the client address's rate, and
+/// that there is a ticket whose claims can key a pending session. The claims are unverified:
+/// only control's admission makes them true.
 fn admit(
     gateway: &Gateway,
     uri: &http::Uri,
     headers: &HeaderMap,
+    from: IpAddr,
 ) -> Result<(String, Claims), Refusal> {
     check_origin(gateway, headers)?;
-    let Some(token) = access_token(uri, headers) else {
-        return Err(Refusal(StatusCode::UNAUTHORIZED, "no access token"));
+    if let Err(wait) = gateway
+        .inner
+        .sessions_per_address
+        .check(from, Instant::now())
+    {
+        info!(%from, "session refused: too many from this address");
+        return Err(Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many sessions from this address; retry in {} ms",
+                wait.as_millis() + 1
+            ),
+            "refused_address_limit",
+        ));
+    }
+    let Some(ticket) = access_token(uri, headers) else {
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "no access token",
+            "refused_token",
+        ));
     };
-    match token::unverified(&token) {
-        Some(claims) => Ok((token, claims)),
+    match token::unverified(&ticket) {
+        Some(claims) => Ok((ticket, claims)),
         None => {
-            // LiveKit would refuse it with the same status.
-            info!("session refused: not a LiveKit access token");
-            Err(Refusal(StatusCode::UNAUTHORIZED, "invalid token"))
+            info!("session refused: not a ticket");
+            Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid token",
+                "refused_token",
+            ))
         }
     }
 }
 
 /// The path and query LiveKit gets: the browser's, carrying exactly one `access_token`, the
-/// one the gateway decoded, so that the token LiveKit verifies is the one whose claims key the
-/// session (LiveKit prefers an `Authorization` header, which is therefore never forwarded).
+/// LiveKit token control minted for this connection (LiveKit prefers an `Authorization` header,
+/// which is therefore never forwarded).
 fn upstream_path_and_query(uri: &http::Uri, token: &str) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     if let Some(raw) = uri.query() {
@@ -201,7 +319,7 @@ fn upstream_request(
     uri: &http::Uri,
     token: &str,
     headers: &HeaderMap,
-    peer: SocketAddr,
+    from: IpAddr,
 ) -> Result<tungstenite::handshake::client::Request, Refusal> {
     use tungstenite::client::IntoClientRequest;
     let url = format!(
@@ -211,14 +329,16 @@ fn upstream_request(
     );
     let mut request = url.into_client_request().map_err(|e| {
         warn!(error = %e, "cannot build upstream request");
-        Refusal(StatusCode::BAD_REQUEST, "malformed request")
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "malformed request",
+            "refused_upstream",
+        )
     })?;
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(chain) => format!("{chain}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
     let upstream_headers = request.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    // The client's address as the gateway judged it (LiveKit records it); never a chain the
+    // client wrote itself.
+    if let Ok(value) = HeaderValue::from_str(&from.to_string()) {
         upstream_headers.insert("x-forwarded-for", value);
     }
     if let Some(agent) = headers.get(header::USER_AGENT) {
@@ -242,105 +362,154 @@ fn leave_frame() -> tungstenite::Message {
 
 async fn signal_ws(
     State(gateway): State<Gateway>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Peer(peer): Peer,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     let metrics = gateway.inner.metrics.clone();
-    let (token, claims) = match admit(&gateway, &uri, &headers) {
-        Ok(admitted) => admitted,
-        Err(refusal) => {
-            metrics.session_ended(match refusal.0 {
-                StatusCode::FORBIDDEN => "refused_origin",
-                _ => "refused_token",
-            });
-            return refusal.into_response();
+    match open_session(&gateway, peer, &uri, &headers).await {
+        Ok(opened) => {
+            let max_frame = gateway.inner.config.max_frame_bytes;
+            let context = relay::SessionContext {
+                identity: opened.identity.clone(),
+                path: uri.path().to_owned(),
+                session: opened.session,
+                ladder: Ladder::new(gateway.inner.config.ladder_config(), opened.identity),
+                fallback: Fallback::new(
+                    gateway.inner.config.fallback.clone(),
+                    std::time::Instant::now(),
+                ),
+                metrics,
+                room: gateway.inner.control.room(opened.livekit_room),
+                control: gateway.inner.control.clone(),
+                ticket: opened.ticket,
+                ice_servers: opened.ice_servers,
+                renew_every: Duration::from_secs(gateway.inner.config.ticket_renew_interval_secs),
+                browser_silence: Duration::from_secs(
+                    gateway.inner.config.browser_silence_timeout_secs,
+                ),
+            };
+            let upstream = opened.upstream;
+            ws.max_message_size(max_frame)
+                .max_frame_size(max_frame)
+                .on_upgrade(move |browser| relay::run(browser, upstream, context))
         }
-    };
-    // A practitioner removed from the case still holds a valid LiveKit token; LiveKit would
-    // take it, the gateway does not, and does not even show it to LiveKit. The claims are not
-    // verified yet, which is fine for a refusal: a forged one refuses only its forger.
-    if gateway
+        Err(refusal) => {
+            metrics.session_ended(refusal.outcome);
+            refusal.into_response()
+        }
+    }
+}
+
+/// A session ready to relay: admitted by control, accepted by LiveKit, registered.
+struct Opened {
+    identity: String,
+    livekit_room: String,
+    ticket: String,
+    ice_servers: Vec<livekit_protocol::IceServer>,
+    session: revocations::Session,
+    upstream: relay::Upstream,
+}
+
+async fn open_session(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<Opened, Refusal> {
+    let from = client_address(gateway, peer, headers);
+    let (ticket, claims) = admit(gateway, uri, headers, from)?;
+    // Registered before control decides, so that a revocation meanwhile refuses it.
+    let pending = gateway
         .inner
         .registry
-        .is_revoked(claims.session_key())
+        .begin(claims.session_key())
         .await
+        .map_err(|_| {
+            warn!("session refused: not caught up with control's revocations");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway is catching up with the call service; retry shortly",
+                "refused_catching_up",
+            )
+        })?;
+    let admitted = gateway
+        .inner
+        .control
+        .admit(&ticket, false)
+        .await
+        .map_err(|refused| {
+            info!(claimed_user = %claims.matrix_user, ?refused, "control did not admit the session");
+            Refusal::from_control(refused)
+        })?;
+    if (
+        &admitted.livekit_room,
+        &admitted.matrix_user,
+        &admitted.identity,
+    ) != (&claims.room, &claims.matrix_user, &claims.identity)
     {
-        info!(livekit_room = %claims.room, user = ?claims.matrix_user,
-            "session refused: its token predates a revocation");
-        metrics.session_ended("refused_revoked");
-        return Refusal(StatusCode::FORBIDDEN, "access revoked").into_response();
+        // Control verified the ticket whose claims these are: they cannot differ.
+        warn!("control admitted other claims than the ticket's; refused");
+        return Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid token",
+            "refused_token",
+        ));
     }
-    let request = match upstream_request(&gateway, &uri, &token, &headers, peer) {
-        Ok(request) => request,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let request = upstream_request(gateway, uri, &admitted.livekit_token, headers, from)?;
     let max_frame = gateway.inner.config.max_frame_bytes;
     let ws_config = tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(max_frame))
         .max_frame_size(Some(max_frame));
-    // Open LiveKit's leg first: LiveKit checks the token (signature, expiry, grant) and the room
-    // before upgrading, and the browser must get that answer (401 for a forged token, 404 for a
-    // room that does not exist) rather than an upgrade that dies.
+    // Open LiveKit's leg first: LiveKit checks the token and the room before upgrading, and the
+    // browser must get that answer (404 for a room that does not exist) rather than an upgrade
+    // that dies.
     let mut upstream =
         match tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true).await {
             Ok((stream, _)) => stream,
             Err(tungstenite::Error::Http(response)) => {
                 let status = response.status();
-                info!(%status, claimed_identity = %claims.identity, "LiveKit refused the session");
-                metrics.session_ended(if status == StatusCode::UNAUTHORIZED {
-                    "refused_token"
-                } else {
-                    "refused_upstream"
-                });
+                info!(%status, identity = %admitted.identity, "LiveKit refused the session");
                 let body = response.into_body().unwrap_or_default();
-                return Response::builder()
-                    .status(status)
-                    .body(Body::from(body))
-                    .unwrap_or_else(|_| plain(StatusCode::BAD_GATEWAY, "bad upstream answer"));
+                return Err(Refusal::new(
+                    status,
+                    String::from_utf8_lossy(&body).into_owned(),
+                    "refused_upstream",
+                ));
             }
             Err(e) => {
                 warn!(error = %e, "LiveKit unreachable");
-                metrics.upstream_error();
-                metrics.session_ended("refused_unreachable");
-                return plain(StatusCode::BAD_GATEWAY, "LiveKit unreachable");
+                gateway.inner.metrics.upstream_error();
+                return Err(Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    "LiveKit unreachable",
+                    "refused_unreachable",
+                ));
             }
         };
-    // LiveKit accepted this very token: from here on its claims are LiveKit's word. Registering
-    // checks the revocations again, for one that arrived while LiveKit was being asked.
-    let Some(session) = gateway.inner.registry.open(claims.session_key()).await else {
-        info!(livekit_room = %claims.room, user = ?claims.matrix_user,
-            "session refused: revoked while LiveKit was admitting it");
-        let _ = upstream.send(leave_frame()).await;
-        let _ = upstream.close(None).await;
-        metrics.session_ended("refused_revoked");
-        return Refusal(StatusCode::FORBIDDEN, "access revoked").into_response();
+    let session = match pending.open().await {
+        Ok(session) => session,
+        Err(NotAdmitted::Revoked | NotAdmitted::CatchingUp) => {
+            info!(livekit_room = %claims.room, user = %claims.matrix_user,
+                "session refused: revoked while it was being admitted");
+            let _ = upstream.send(leave_frame()).await;
+            let _ = upstream.close(None).await;
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "access revoked",
+                "refused_revoked",
+            ));
+        }
     };
-    let Claims { identity, room, .. } = claims;
-    let path = uri.path().to_owned();
-    let ladder_config = gateway.inner.config.ladder_config();
-    let fallback_config = gateway.inner.config.fallback.clone();
-    let room: Arc<dyn RoomApi> = match &gateway.inner.control {
-        Some(client) => Arc::new(control::ControlRoom::new(client.clone(), room)),
-        None => Arc::new(control::NoControl),
-    };
-    ws.max_message_size(max_frame)
-        .max_frame_size(max_frame)
-        .on_upgrade(move |browser| {
-            let ladder = Ladder::new(ladder_config, identity.clone());
-            let fallback = Fallback::new(fallback_config, std::time::Instant::now());
-            let context = relay::SessionContext {
-                identity,
-                path,
-                session,
-                ladder,
-                fallback,
-                metrics,
-                room,
-            };
-            relay::run(browser, upstream, context)
-        })
+    Ok(Opened {
+        identity: admitted.identity,
+        livekit_room: admitted.livekit_room,
+        ticket,
+        ice_servers: admitted.ice_servers,
+        session,
+        upstream,
+    })
 }
 
 fn cors_headers(gateway: &Gateway, headers: &HeaderMap, response: &mut Response) {
@@ -369,37 +538,40 @@ async fn preflight(State(gateway): State<Gateway>, headers: HeaderMap) -> Respon
 }
 
 /// `GET /rtc[/v1]/validate`: livekit-client asks this after a failed connection to learn why.
-/// LiveKit's own validate answers (the gateway cannot judge a token); its status and body are
-/// relayed. The browser masks a response without CORS headers as "unreachable", so they are
-/// added here.
+/// Control judges the ticket (without taking a seat); if it would be admitted, LiveKit's own
+/// validate answers for the token control minted (e.g. that the room no longer exists), and its
+/// status and body are relayed. The browser masks a response without CORS headers as
+/// "unreachable", so they are added here.
 async fn validate(
     State(gateway): State<Gateway>,
+    Peer(peer): Peer,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    let token = check_origin(&gateway, &headers).and_then(|()| {
-        access_token(&uri, &headers).ok_or(Refusal(StatusCode::UNAUTHORIZED, "no access token"))
-    });
-    let mut response = match token {
+    let from = client_address(&gateway, peer, &headers);
+    let mut response = match admit(&gateway, &uri, &headers, from) {
         Err(refusal) => refusal.into_response(),
-        Ok(token) => {
-            let url = format!(
-                "{}{}",
-                gateway.inner.config.upstream_http_base(),
-                upstream_path_and_query(&uri, &token)
-            );
-            match gateway.inner.http.request(Method::GET, url).send().await {
-                Ok(upstream) => {
-                    let status = upstream.status();
-                    let body = upstream.bytes().await.unwrap_or_default();
-                    (status, body).into_response()
-                }
-                Err(e) => {
-                    warn!(error = %e.without_url(), "LiveKit unreachable for validate");
-                    plain(StatusCode::BAD_GATEWAY, "LiveKit unreachable")
+        Ok((ticket, _)) => match gateway.inner.control.admit(&ticket, true).await {
+            Err(refused) => Refusal::from_control(refused).into_response(),
+            Ok(admitted) => {
+                let url = format!(
+                    "{}{}",
+                    gateway.inner.config.upstream_http_base(),
+                    upstream_path_and_query(&uri, &admitted.livekit_token)
+                );
+                match gateway.inner.http.request(Method::GET, url).send().await {
+                    Ok(upstream) => {
+                        let status = upstream.status();
+                        let body = upstream.bytes().await.unwrap_or_default();
+                        (status, Body::from(body)).into_response()
+                    }
+                    Err(e) => {
+                        warn!(error = %e.without_url(), "LiveKit unreachable for validate");
+                        (StatusCode::BAD_GATEWAY, "LiveKit unreachable").into_response()
+                    }
                 }
             }
-        }
+        },
     };
     cors_headers(&gateway, &headers, &mut response);
     response
@@ -415,15 +587,21 @@ mod tests {
     };
     use futures_util::StreamExt;
     use livekit_api::access_token::{AccessToken, TokenVerifier, VideoGrants};
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
     use tower::ServiceExt;
 
+    use crate::{control::Admitted, relay::RoomApi, revocations::Revocation};
+
+    /// The secret only LiveKit and control hold; the gateway never sees it.
     const SECRET: &str = "the-livekit-secret-the-livekit-secret";
 
-    fn token(secret: &str, identity: &str) -> String {
-        AccessToken::with_api_key("devkey", secret)
+    /// A client's ticket: a JWT naming `identity`, room `r` and a Matrix user (what the gateway
+    /// can read; whether it is genuine is control's to say).
+    fn ticket(identity: &str) -> String {
+        let user = identity.rsplit_once(':').map_or(identity, |(u, _)| u);
+        AccessToken::with_api_key("koinos-rtc", "the-ticket-key-the-ticket-key")
             .with_identity(identity)
-            .with_attributes([("org.koinos.matrix_user_id", "@bob:localhost")])
+            .with_attributes([("org.koinos.matrix_user_id", user)])
             .with_grants(VideoGrants {
                 room_join: true,
                 room: "r".into(),
@@ -431,6 +609,85 @@ mod tests {
             })
             .to_jwt()
             .unwrap()
+    }
+
+    /// What control mints for an admitted connection.
+    fn livekit_token(identity: &str) -> String {
+        AccessToken::with_api_key("devkey", SECRET)
+            .with_identity(identity)
+            .with_grants(VideoGrants {
+                room_join: true,
+                room: "r".into(),
+                ..Default::default()
+            })
+            .to_jwt()
+            .unwrap()
+    }
+
+    /// Control as a table: whose tickets it admits (by identity), what it refuses, and what it
+    /// was asked.
+    #[derive(Default)]
+    struct FakeControl {
+        refusals: Mutex<Vec<(String, Refused)>>,
+        asked: Mutex<Vec<(String, bool)>>,
+        /// Revoked through this registry while "deciding" (a kick racing the admission).
+        revoke_while_deciding: Mutex<Option<Registry>>,
+    }
+
+    struct NoRoom;
+    #[async_trait::async_trait]
+    impl RoomApi for NoRoom {
+        async fn participants(&self) -> anyhow::Result<Vec<livekit_protocol::ParticipantInfo>> {
+            Ok(vec![])
+        }
+        async fn set_attribute(&self, _: &str, _: &str, _: &str) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn mute_track(&self, _: &str, _: &str, _: bool) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Control for FakeControl {
+        async fn admit(&self, ticket: &str, check_only: bool) -> Result<Admitted, Refused> {
+            let claims = token::unverified(ticket).ok_or(Refused::Ticket)?;
+            self.asked
+                .lock()
+                .unwrap()
+                .push((claims.identity.clone(), check_only));
+            if let Some((_, refused)) = self
+                .refusals
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(identity, _)| *identity == claims.identity)
+            {
+                return Err(refused.clone());
+            }
+            let racing = self.revoke_while_deciding.lock().unwrap().clone();
+            if let Some(registry) = racing {
+                registry.revoke(Revocation {
+                    livekit_room: claims.room.clone(),
+                    matrix_user: Some(claims.matrix_user.clone()),
+                });
+                // Let the registry apply it before answering.
+                registry.stats().await;
+            }
+            Ok(Admitted {
+                livekit_token: livekit_token(&claims.identity),
+                livekit_room: claims.room,
+                identity: claims.identity,
+                matrix_user: claims.matrix_user,
+                ice_servers: vec![],
+            })
+        }
+        async fn renew(&self, ticket: &str) -> Result<String, Refused> {
+            Ok(ticket.to_owned())
+        }
+        fn room(&self, _: String) -> Arc<dyn RoomApi> {
+            Arc::new(NoRoom)
+        }
     }
 
     /// What the fake LiveKit was asked: each request's path, its `access_token`s and whether it
@@ -509,18 +766,20 @@ mod tests {
         (format!("ws://{addr}"), seen)
     }
 
-    fn gateway_in_front_of(upstream_url: &str) -> Gateway {
+    /// A gateway caught up with control, in front of `upstream_url`.
+    async fn gateway_in_front_of(upstream_url: &str, control: Arc<FakeControl>) -> Gateway {
         let config = Config {
             upstream_url: upstream_url.into(),
-            control_grpc_url: String::new(),
             ..Config::default()
         };
-        Gateway::new(config, None).unwrap()
+        let gateway = Gateway::new(config, control);
+        gateway.registry().caught_up(true);
+        gateway
     }
 
     /// Nothing listens there: a request that got past the gateway's own checks gets 502.
-    fn gateway() -> Gateway {
-        gateway_in_front_of("ws://127.0.0.1:9")
+    async fn gateway() -> Gateway {
+        gateway_in_front_of("ws://127.0.0.1:9", Arc::default()).await
     }
 
     async fn get_from(gateway: Gateway, uri: &str, origin: Option<&str>) -> Response {
@@ -542,17 +801,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn validate_relays_livekits_answer_with_cors() {
+    async fn validate_asks_control_then_livekit_with_controls_token() {
         let (upstream, seen) = fake_livekit().await;
-        let gateway = gateway_in_front_of(&upstream);
-        let forged = token("someone-elses-secret-someone-elses", "@bob:localhost:D");
+        let control = Arc::new(FakeControl::default());
+        control
+            .refusals
+            .lock()
+            .unwrap()
+            .push(("@mallory:localhost:M".into(), Refused::NotMember));
+        let gateway = gateway_in_front_of(&upstream, control.clone()).await;
         let response = get_from(
             gateway.clone(),
-            &format!("/rtc/validate?access_token={forged}"),
+            &format!(
+                "/rtc/validate?access_token={}",
+                ticket("@mallory:localhost:M")
+            ),
             Some("http://localhost:8080"),
         )
         .await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(
             response
                 .headers()
@@ -560,45 +827,59 @@ mod tests {
                 .unwrap(),
             "http://localhost:8080"
         );
-        assert_eq!(body_text(response).await, "invalid token: signature");
+        assert!(seen.lock().unwrap().is_empty(), "LiveKit never asked");
 
-        let good = token(SECRET, "@bob:localhost:D");
         let response = get_from(
             gateway,
-            &format!("/rtc/v1/validate?access_token={good}&protocol=16"),
+            &format!(
+                "/rtc/v1/validate?access_token={}&protocol=16",
+                ticket("@bob:localhost:D")
+            ),
             None,
         )
         .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(body_text(response).await, "success");
         let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 2);
-        assert_eq!(seen[1].0, "/rtc/v1/validate");
-        assert_eq!(seen[1].1, [good]);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, "/rtc/v1/validate");
+        assert_eq!(seen[0].1.len(), 1);
+        assert_ne!(seen[0].1[0], ticket("@bob:localhost:D"), "never the ticket");
+        // Checking takes no seat.
+        assert_eq!(
+            *control.asked.lock().unwrap(),
+            [
+                ("@mallory:localhost:M".to_string(), true),
+                ("@bob:localhost:D".to_string(), true)
+            ]
+        );
     }
 
     #[tokio::test]
-    async fn livekit_is_handed_exactly_the_token_the_gateway_read() {
+    async fn livekit_is_handed_the_token_control_minted_and_never_the_ticket() {
         let (upstream, seen) = fake_livekit().await;
-        let read = token(SECRET, "@bob:localhost:D");
-        let other = token(SECRET, "@alice:localhost:D");
-        let request = Request::get(format!(
-            "/rtc/validate?access_token={read}&sdk=js&access_token={other}"
+        let gateway = gateway_in_front_of(&upstream, Arc::default()).await;
+        let url = serve(gateway.clone()).await;
+        let bob = ticket("@bob:localhost:D");
+        let request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "{url}/rtc?access_token={bob}&sdk=js&access_token=other"
         ))
-        .header(header::AUTHORIZATION, format!("Bearer {other}"))
-        .body(Body::empty())
         .unwrap();
-        let response = router(gateway_in_front_of(&upstream))
-            .oneshot(request)
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen[0].1, [read], "one access_token, the first one");
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let seen_now = seen.lock().unwrap().clone();
+        assert_eq!(seen_now[0].1.len(), 1, "one access_token");
         assert!(
-            !seen[0].2,
+            TokenVerifier::with_api_key("devkey", SECRET)
+                .verify(&seen_now[0].1[0])
+                .is_ok(),
+            "control's LiveKit token"
+        );
+        assert!(
+            !seen_now[0].2,
             "no Authorization header, which LiveKit would prefer"
         );
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
 
         // A token given only as a header reaches LiveKit in the query.
         let uri: http::Uri = "/rtc?sdk=js&protocol=16".parse().unwrap();
@@ -612,8 +893,16 @@ mod tests {
     async fn serve(gateway: Gateway) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = router(gateway).into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let stats = gateway.metrics().connections.listener("signalling");
+        let limits = gateway.config().http.clone();
+        let app = router(gateway);
+        tokio::spawn(koinos_net::serve(
+            listener,
+            limits,
+            stats,
+            move |_| app.clone(),
+            std::future::pending(),
+        ));
         format!("ws://{addr}")
     }
 
@@ -633,79 +922,155 @@ mod tests {
         let prefix = format!("koinos_gateway_sessions_ended_total{{outcome=\"{outcome}\"}} ");
         gateway
             .metrics()
-            .render(0, 0)
+            .render(Default::default())
             .lines()
             .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
             .unwrap_or_else(|| "0".into())
     }
 
     #[tokio::test]
-    async fn a_forged_token_gets_livekits_401_and_nothing_is_registered() {
+    async fn controls_refusals_reach_the_browser_and_livekit_never_sees_them() {
         let (upstream, seen) = fake_livekit().await;
-        let gateway = gateway_in_front_of(&upstream);
+        let control = Arc::new(FakeControl::default());
+        control.refusals.lock().unwrap().extend([
+            ("@forger:localhost:F".to_string(), Refused::Ticket),
+            ("@mallory:localhost:M".to_string(), Refused::NotMember),
+            (
+                "@bob:localhost:C".to_string(),
+                Refused::NoSeat("You are already in this call on 2 devices.".into()),
+            ),
+            ("@carol:localhost:D".to_string(), Refused::Unavailable),
+        ]);
+        let gateway = gateway_in_front_of(&upstream, control.clone()).await;
         let url = serve(gateway.clone()).await;
-        let forged = token("someone-elses-secret-someone-elses", "@bob:localhost:D");
-        let refused = connect_status(&format!("{url}/rtc?access_token={forged}")).await;
-        assert_eq!(
-            refused,
-            Err((401, "invalid token: signature".to_owned())),
-            "LiveKit's own refusal, relayed"
-        );
-        assert_eq!(seen.lock().unwrap()[0].1, [forged]);
-        assert_eq!(gateway.registry().stats().await, (0, 0));
-        assert_eq!(ended(&gateway, "refused_token"), "1");
-
-        // Garbage cannot key a session: refused with the same status, LiveKit not bothered.
-        let refused = connect_status(&format!("{url}/rtc?access_token=garbage")).await;
-        assert_eq!(refused.unwrap_err().0, 401);
-        assert_eq!(seen.lock().unwrap().len(), 1);
-
-        // The genuine token is accepted by LiveKit, and only then is the session registered.
-        let good = token(SECRET, "@bob:localhost:D");
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async(format!("{url}/rtc?access_token={good}").as_str())
+        for (identity, status, outcome) in [
+            ("@forger:localhost:F", 401, "refused_token"),
+            ("@mallory:localhost:M", 403, "refused_not_member"),
+            ("@bob:localhost:C", 409, "refused_no_seat"),
+            ("@carol:localhost:D", 503, "refused_control_unavailable"),
+        ] {
+            let refused =
+                connect_status(&format!("{url}/rtc?access_token={}", ticket(identity))).await;
+            assert_eq!(refused.as_ref().unwrap_err().0, status, "{identity}");
+            assert_eq!(ended(&gateway, outcome), "1", "{outcome}");
+        }
+        assert!(
+            connect_status(&format!("{url}/rtc?access_token=garbage"))
                 .await
-                .unwrap();
-        let mut registered = (0, 0);
+                .unwrap_err()
+                .1
+                .contains("invalid token")
+        );
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "LiveKit never saw any of them"
+        );
+        assert_eq!(
+            control.asked.lock().unwrap().len(),
+            4,
+            "garbage never reached control"
+        );
+        assert_eq!(gateway.registry().stats().await.sessions, 0);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_admitted_until_the_gateway_caught_up_with_control() {
+        let (upstream, seen) = fake_livekit().await;
+        let control = Arc::new(FakeControl::default());
+        let gateway = gateway_in_front_of(&upstream, control.clone()).await;
+        gateway.registry().caught_up(false);
+        let url = serve(gateway.clone()).await;
+        let refused = connect_status(&format!(
+            "{url}/rtc?access_token={}",
+            ticket("@bob:localhost:D")
+        ))
+        .await;
+        assert_eq!(refused.unwrap_err().0, 503);
+        assert!(control.asked.lock().unwrap().is_empty());
+        assert!(seen.lock().unwrap().is_empty());
+        let ready = router(gateway.clone())
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ended(&gateway, "refused_catching_up"), "1");
+
+        gateway.registry().caught_up(true);
+        let ready = router(gateway.clone())
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), StatusCode::OK);
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+            "{url}/rtc?access_token={}",
+            ticket("@bob:localhost:D")
+        ))
+        .await
+        .unwrap();
+        let mut registered = Default::default();
         for _ in 0..50 {
             registered = gateway.registry().stats().await;
-            if registered == (1, 1) {
+            if registered.sessions == 1 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(registered, (1, 1));
+        assert_eq!((registered.sessions, registered.rooms), (1, 1));
         ws.close(None).await.unwrap();
         while ws.next().await.is_some() {}
     }
 
     #[tokio::test]
-    async fn a_revoked_users_old_token_is_refused_before_livekit_sees_it() {
-        let (upstream, seen) = fake_livekit().await;
-        let gateway = gateway_in_front_of(&upstream);
+    async fn a_kick_while_control_admits_refuses_the_session_at_once() {
+        let (upstream, _seen) = fake_livekit().await;
+        let control = Arc::new(FakeControl::default());
+        let gateway = gateway_in_front_of(&upstream, control.clone()).await;
+        *control.revoke_while_deciding.lock().unwrap() = Some(gateway.registry());
         let url = serve(gateway.clone()).await;
-        let old = token(SECRET, "@bob:localhost:D");
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
-        gateway.registry().revoke(revocations::Revocation {
-            livekit_room: "r".into(),
-            matrix_user: Some("@bob:localhost".into()),
-            revoked_at_ms: now_ms + 1_000,
-        });
-        let refused = connect_status(&format!("{url}/rtc?access_token={old}")).await;
+        let refused = connect_status(&format!(
+            "{url}/rtc?access_token={}",
+            ticket("@bob:localhost:D")
+        ))
+        .await;
         assert_eq!(refused.unwrap_err().0, 403);
-        assert!(seen.lock().unwrap().is_empty(), "LiveKit never saw it");
         assert_eq!(ended(&gateway, "refused_revoked"), "1");
-        assert_eq!(gateway.registry().stats().await, (0, 0));
+        assert_eq!(gateway.registry().stats().await.sessions, 0);
+    }
+
+    #[tokio::test]
+    async fn too_many_sessions_from_one_address_are_refused_before_control_is_asked() {
+        let (upstream, _seen) = fake_livekit().await;
+        let control = Arc::new(FakeControl::default());
+        control
+            .refusals
+            .lock()
+            .unwrap()
+            .push(("@x:localhost:X".into(), Refused::Ticket));
+        let config = Config {
+            upstream_url: upstream,
+            session_rate_burst: 3,
+            session_rate_per_minute: 1,
+            ..Config::default()
+        };
+        let gateway = Gateway::new(config, control.clone());
+        gateway.registry().caught_up(true);
+        let url = serve(gateway.clone()).await;
+        let forged = ticket("@x:localhost:X");
+        for _ in 0..3 {
+            let refused = connect_status(&format!("{url}/rtc?access_token={forged}")).await;
+            assert_eq!(refused.unwrap_err().0, 401);
+        }
+        let refused = connect_status(&format!("{url}/rtc?access_token={forged}")).await;
+        assert_eq!(refused.unwrap_err().0, 429);
+        assert_eq!(control.asked.lock().unwrap().len(), 3);
+        assert_eq!(ended(&gateway, "refused_address_limit"), "1");
     }
 
     #[tokio::test]
     async fn foreign_origin_is_refused() {
         let response = get_from(
-            gateway(),
-            &format!("/rtc/validate?access_token={}", token(SECRET, "x")),
+            gateway().await,
+            &format!("/rtc/validate?access_token={}", ticket("@x:l:X")),
             Some("https://evil.example"),
         )
         .await;
@@ -721,7 +1086,9 @@ mod tests {
     #[tokio::test]
     async fn missing_token_is_401() {
         assert_eq!(
-            get_from(gateway(), "/rtc/validate", None).await.status(),
+            get_from(gateway().await, "/rtc/validate", None)
+                .await
+                .status(),
             StatusCode::UNAUTHORIZED
         );
     }
@@ -729,8 +1096,8 @@ mod tests {
     #[tokio::test]
     async fn validate_without_livekit_is_502() {
         let response = get_from(
-            gateway(),
-            &format!("/rtc/v1/validate?access_token={}", token(SECRET, "x")),
+            gateway().await,
+            &format!("/rtc/v1/validate?access_token={}", ticket("@x:l:X")),
             None,
         )
         .await;
@@ -739,7 +1106,7 @@ mod tests {
 
     #[tokio::test]
     async fn head_root_answers() {
-        let response = router(gateway())
+        let response = router(gateway().await)
             .oneshot(Request::head("/").body(Body::empty()).unwrap())
             .await
             .unwrap();

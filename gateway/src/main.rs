@@ -1,8 +1,11 @@
-use std::{net::SocketAddr, path::PathBuf};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use koinos_gateway::{Gateway, config::Config, router};
+use koinos_gateway::{Gateway, config::Config, control::GrpcControl, router};
 use tracing::{error, info};
+
+/// How long an admission or a RoomService request through control may take.
+const CONTROL_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Args {
     config: Option<PathBuf>,
@@ -74,34 +77,31 @@ async fn main() {
 async fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let (config, control_credential) = Config::load(config_path.as_deref())?;
     let listen = config.listen;
-    info!(%listen, upstream = %config.upstream_url, "starting koinos-gateway");
-    let control_url = config.control_grpc_url.clone();
-    let gateway = Gateway::new(config, control_credential.as_deref())?;
-    match control_credential {
-        Some(credential) => {
-            tokio::spawn(koinos_gateway::revocations::follow_control(
-                control_url,
-                koinos_gateway::control::Credential::new(&credential)?,
-                gateway.registry(),
-                gateway.metrics(),
-            ));
-        }
-        None => tracing::warn!(
-            "control_grpc_url is empty: revocations are not followed, and the audio-only \
-             fallback can neither mark participants nor pause cameras"
-        ),
-    }
+    info!(%listen, upstream = %config.upstream_url, control = %config.control_grpc_url, "starting koinos-gateway");
+    let credential = koinos_gateway::control::Credential::new(&control_credential)?;
+    // Admissions and RoomService requests are bounded; the revocation stream lives as long as
+    // control does, on its own connection.
+    let requests = koinos_gateway::control::client(
+        &config.control_grpc_url,
+        credential.clone(),
+        Some(CONTROL_REQUEST_TIMEOUT),
+    )?;
+    let stream = koinos_gateway::control::client(&config.control_grpc_url, credential, None)?;
+    let limits = config.http.clone();
+    let gateway = Gateway::new(config, Arc::new(GrpcControl::new(requests)));
+    tokio::spawn(koinos_gateway::revocations::follow_control(
+        stream,
+        gateway.registry(),
+        gateway.metrics(),
+    ));
+    let stats = gateway.metrics().connections.listener("signalling");
     let app = router(gateway);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .context("server failed")?;
+    koinos_net::serve(listener, limits, stats, |_| app.clone(), shutdown())
+        .await
+        .context("server failed")?;
     Ok(())
 }
 

@@ -42,6 +42,11 @@ struct HeightLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabel {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabel {
     stage: &'static str,
 }
@@ -67,6 +72,12 @@ pub struct Metrics {
     fallbacks_left: Family<FromLabel, Counter>,
     fallback_seconds: Histogram,
     in_fallback: Gauge,
+    policed: Family<ActionLabel, Counter>,
+    renewals: Family<Outcome, Counter>,
+    json_frames: Family<Direction, Counter>,
+    caught_up: Gauge,
+    /// Per-listener connection series (`signalling`), see `koinos_net`.
+    pub connections: koinos_net::ConnectionFamilies,
 }
 
 impl Default for Metrics {
@@ -148,8 +159,46 @@ impl Default for Metrics {
             "Sessions in the audio-only fallback now",
             in_fallback.clone(),
         );
+        let policed = Family::<ActionLabel, Counter>::default();
+        registry.register(
+            "policed",
+            "Client requests and server messages the gateway kept from their destination \
+             (simulate_dropped, unmute_refused, refresh_token_withheld)",
+            policed.clone(),
+        );
+        let renewals = Family::<Outcome, Counter>::default();
+        registry.register(
+            "ticket_renewals",
+            "Tickets renewed for connected clients through control, by outcome (renewed, \
+             not_member: the session ended; expired; failed: retried)",
+            renewals.clone(),
+        );
+        let json_frames = Family::<Direction, Counter>::default();
+        registry.register(
+            "json_frames",
+            "Signalling frames in LiveKit's JSON encoding (a client speaking JSON), translated",
+            json_frames.clone(),
+        );
+        let caught_up = Gauge::default();
+        registry.register(
+            "revocations_caught_up",
+            "1 while caught up with control's revocations (new sessions are admitted), 0 while \
+             not (starting, or cut off from control: every new session is refused)",
+            caught_up.clone(),
+        );
+        let connections = koinos_net::ConnectionStats::register(&mut registry);
         // Series exist from the start (at 0), so that rates and alerts work before the first
         // event rather than seeing an absent series.
+        for action in [
+            "simulate_dropped",
+            "unmute_refused",
+            "refresh_token_withheld",
+        ] {
+            let _ = policed.get_or_create(&ActionLabel { action });
+        }
+        for outcome in ["renewed", "not_member", "expired", "failed"] {
+            let _ = renewals.get_or_create(&Outcome { outcome });
+        }
         for stage in ["incoming_video", "camera"] {
             let _ = fallbacks_entered.get_or_create(&StageLabel { stage });
         }
@@ -174,6 +223,11 @@ impl Default for Metrics {
             relay_latency,
             upstream_errors,
             revocations,
+            policed,
+            renewals,
+            json_frames,
+            caught_up,
+            connections,
         }
     }
 }
@@ -240,9 +294,25 @@ impl Metrics {
         self.in_fallback.dec();
     }
 
-    pub fn render(&self, sessions: usize, rooms: usize) -> String {
-        self.sessions.set(sessions as i64);
-        self.rooms.set(rooms as i64);
+    /// Something a client sent, or LiveKit sent a client, did not get through.
+    pub fn policed(&self, action: &'static str) {
+        self.policed.get_or_create(&ActionLabel { action }).inc();
+    }
+
+    pub fn ticket_renewal(&self, outcome: &'static str) {
+        self.renewals.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    pub fn json_frame(&self, direction: &'static str) {
+        self.json_frames
+            .get_or_create(&Direction { direction })
+            .inc();
+    }
+
+    pub fn render(&self, stats: crate::revocations::Stats) -> String {
+        self.sessions.set(stats.sessions as i64);
+        self.rooms.set(stats.rooms as i64);
+        self.caught_up.set(i64::from(stats.caught_up));
         koinos_proto::prometheus_text::render(&self.registry)
     }
 }
@@ -264,7 +334,11 @@ mod tests {
         metrics.fallback_entered("incoming_video");
         metrics.fallback_entered("camera");
         metrics.fallback_left("camera", Duration::from_secs(42));
-        let text = metrics.render(3, 1);
+        let text = metrics.render(crate::revocations::Stats {
+            sessions: 3,
+            rooms: 1,
+            caught_up: true,
+        });
         for expected in [
             r#"koinos_gateway_track_settings_total{source="injected",height="540"} 1"#,
             r#"koinos_gateway_frames_total{direction="upstream"} 1"#,
@@ -277,6 +351,8 @@ mod tests {
             r#"koinos_gateway_fallbacks_left_total{from="camera"} 1"#,
             "koinos_gateway_fallback_seconds_count 1",
             "koinos_gateway_sessions_in_fallback 0",
+            "koinos_gateway_revocations_caught_up 1",
+            r#"koinos_gateway_policed_total{action="refresh_token_withheld"} 0"#,
             "# TYPE koinos_gateway_frames_total counter",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
@@ -293,7 +369,8 @@ mod tests {
         metrics.upstream_error();
         metrics.revocation();
         metrics.fallback_left("camera", Duration::from_secs(1));
-        koinos_proto::prometheus_text::families(&metrics.render(0, 0))
+        metrics.json_frame("upstream");
+        koinos_proto::prometheus_text::families(&metrics.render(Default::default()))
     }
 
     #[test]

@@ -1,9 +1,19 @@
 //! One signalling session: the browser's WebSocket and LiveKit's, relayed both ways.
 //!
-//! The task owns both legs. Binary frames are decoded (see [`crate::signal`]) and their
-//! original bytes forwarded; WebSocket-level ping/pong stays on each leg (each peer answers its
-//! own), since livekit-client keeps the session alive with signalling-level pings that do pass
-//! through. A close, an error or an undecodable frame on either leg ends both.
+//! The task owns both legs. Every frame is decoded (see [`crate::signal`]), binary or JSON
+//! text alike, and goes through the session's policy; binary frames are forwarded as their
+//! original bytes, a JSON client's requests are re-encoded for LiveKit (which is only ever
+//! spoken to in binary) and LiveKit's answers translated back to JSON for it. WebSocket-level
+//! ping/pong stays on each leg (each peer answers its own), since livekit-client keeps the
+//! session alive with signalling-level pings that do pass through; a browser that sends nothing
+//! at all for `browser_silence` is gone. A close, an error or an undecodable frame on either leg
+//! ends both.
+//!
+//! What the client is given of LiveKit's answers is control's, not LiveKit's: the ICE servers
+//! of a join or reconnect answer are control's TURN credentials (one source, with control's
+//! lifetime), LiveKit's `refresh_token` (a LiveKit token it signs by itself) is withheld, and
+//! every `renew_every` the client is handed a renewed ticket from control instead, only while
+//! its user is still a member of the case (otherwise the session ends).
 //!
 //! Besides the two legs, the task owns the session's policy state — the [`Ladder`] and the
 //! [`Fallback`] — and wakes on the fallback's timer. What it asks of LiveKit's RoomService
@@ -11,7 +21,7 @@
 //! per-session task so that a slow call never stalls the relay.
 
 use axum::extract::ws::{self, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt, stream::SplitSink};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -22,19 +32,31 @@ use livekit_protocol::{
 };
 use prost::Message as _;
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::sync::mpsc;
 
 use crate::{
+    control::{Control, Refused},
     fallback::{self, Fallback, Stage, Step},
     ladder::Ladder,
     metrics::Metrics,
     revocations::Session,
-    signal::{ClientVerdict, decode_client_frame, decode_server_frame},
+    signal::{
+        ClientVerdict, decode_client_frame, decode_client_text, decode_server_frame,
+        decode_server_text, encode_server_text, with_ice_servers,
+    },
 };
 
-type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// LiveKit's leg.
+pub type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long to wait before asking control again after a renewal it could not answer.
+const RENEW_RETRY: Duration = Duration::from_secs(30);
 
 /// What a session asks of LiveKit's RoomService about its own room, behind a trait so the
 /// relay is testable without LiveKit. The gateway holds no LiveKit credential: the real one
@@ -92,6 +114,8 @@ enum End {
     BadFrame(String),
     #[error("access revoked by control")]
     Revoked,
+    #[error("the browser sent nothing for {0:?}")]
+    BrowserSilent(Duration),
 }
 
 /// Everything one session's task owns besides its two sockets.
@@ -103,6 +127,22 @@ pub struct SessionContext {
     pub fallback: Fallback,
     pub metrics: Arc<Metrics>,
     pub room: Arc<dyn RoomApi>,
+    pub control: Arc<dyn Control>,
+    /// The client's ticket, renewed as the session goes.
+    pub ticket: String,
+    /// Control's TURN credentials for the client, put into join and reconnect answers.
+    pub ice_servers: Vec<livekit_protocol::IceServer>,
+    pub renew_every: Duration,
+    pub browser_silence: Duration,
+}
+
+/// What the relay loop needs besides the policy and the sockets.
+struct Lease {
+    control: Arc<dyn Control>,
+    ticket: String,
+    ice_servers: Vec<livekit_protocol::IceServer>,
+    renew_every: Duration,
+    browser_silence: Duration,
 }
 
 pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext) {
@@ -114,7 +154,19 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
         fallback,
         metrics,
         room,
+        control,
+        ticket,
+        ice_servers,
+        renew_every,
+        browser_silence,
     } = context;
+    let lease = Lease {
+        control,
+        ticket,
+        ice_servers,
+        renew_every,
+        browser_silence,
+    };
     let span = info_span!("session", %identity, %path);
     async move {
         info!("session open");
@@ -128,11 +180,12 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
             admin,
             metrics: metrics.clone(),
         };
-        let end = relay(browser, upstream, session, policy, room.as_ref()).await;
+        let end = relay(browser, upstream, session, policy, room.as_ref(), lease).await;
         metrics.session_ended(match &end {
             End::BrowserClosed | End::UpstreamClosed => "closed",
             End::Revoked => "revoked",
             End::BadFrame(_) => "bad_frame",
+            End::BrowserSilent(_) => "browser_silent",
             End::BrowserError(_) => "browser_error",
             End::UpstreamError(_) => {
                 metrics.upstream_error();
@@ -151,16 +204,37 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
 }
 
 /// What livekit-client is told when its user is removed: a leave it must not reconnect from.
-fn removed_frame() -> ws::Message {
-    let leave = SignalResponse {
+fn removed() -> SignalResponse {
+    SignalResponse {
         message: Some(signal_response::Message::Leave(LeaveRequest {
             can_reconnect: false,
             reason: DisconnectReason::ParticipantRemoved as i32,
             action: leave_request::Action::Disconnect as i32,
             ..Default::default()
         })),
-    };
-    ws::Message::Binary(leave.encode_to_vec().into())
+    }
+}
+
+/// How the browser speaks: LiveKit answers a client in the encoding of its last request, and
+/// so does the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Binary,
+    Json,
+}
+
+impl Encoding {
+    /// The message in this encoding. A message with a value LiveKit's JSON cannot name (an enum
+    /// value newer than our protocol crate) cannot be given to a JSON client: that ends its
+    /// session, with the reason logged, rather than pass it on unread.
+    fn frame(self, response: &SignalResponse) -> Result<ws::Message, End> {
+        match self {
+            Encoding::Binary => Ok(ws::Message::Binary(response.encode_to_vec().into())),
+            Encoding::Json => encode_server_text(response)
+                .map(|text| ws::Message::Text(text.into()))
+                .map_err(|e| End::BadFrame(format!("cannot translate to JSON: {e}"))),
+        }
+    }
 }
 
 fn settings_frame(settings: UpdateTrackSettings) -> tungstenite::Message {
@@ -249,6 +323,7 @@ impl Policy {
                 // The camera is paused for the network's sake: the client's unmute is refused
                 // and the client told so, keeping its view of the track true.
                 info!(track = %mute.sid, "camera unmute refused during the audio-only fallback");
+                self.metrics.policed("unmute_refused");
                 ClientAction::Replace(Out {
                     upstream: vec![],
                     browser: vec![SignalResponse {
@@ -433,96 +508,189 @@ impl Policy {
     }
 }
 
+type BrowserSink = SplitSink<WebSocket, ws::Message>;
+type UpstreamSink = SplitSink<Upstream, tungstenite::Message>;
+
+/// Sends what the policy asked for; a failure ends the session.
+async fn send_out(
+    out: Out,
+    to_upstream: &mut UpstreamSink,
+    to_browser: &mut BrowserSink,
+    encoding: Encoding,
+    metrics: &Metrics,
+) -> Result<(), End> {
+    for (source, settings) in out.upstream {
+        metrics.settings_sent(source, settings.height);
+        to_upstream
+            .send(settings_frame(settings))
+            .await
+            .map_err(|e| End::UpstreamError(e.to_string()))?;
+    }
+    for response in out.browser {
+        to_browser
+            .send(encoding.frame(&response)?)
+            .await
+            .map_err(|e| End::BrowserError(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// A decoded client request, or why the relay stops or skips.
+enum FromClient {
+    Request(Box<SignalRequest>, tungstenite::Message),
+    Skip,
+}
+
+/// Decodes a browser frame in either encoding. The frame for LiveKit is always binary: the
+/// original bytes, or a JSON request re-encoded.
+fn from_client(
+    message: ws::Message,
+    encoding: &mut Encoding,
+    metrics: &Metrics,
+) -> Result<FromClient, End> {
+    let (verdict, request, forward) = match message {
+        ws::Message::Binary(bytes) => {
+            *encoding = Encoding::Binary;
+            let (verdict, request) =
+                decode_client_frame(&bytes).map_err(|e| End::BadFrame(e.to_string()))?;
+            (verdict, request, tungstenite::Message::Binary(bytes))
+        }
+        ws::Message::Text(text) => {
+            *encoding = Encoding::Json;
+            metrics.json_frame("upstream");
+            let (verdict, request) =
+                decode_client_text(text.as_str()).map_err(|e| End::BadFrame(e.to_string()))?;
+            let bytes = request.encode_to_vec();
+            (verdict, request, tungstenite::Message::Binary(bytes.into()))
+        }
+        ws::Message::Close(_) => return Err(End::BrowserClosed),
+        ws::Message::Ping(_) | ws::Message::Pong(_) => return Ok(FromClient::Skip),
+    };
+    match verdict {
+        ClientVerdict::Forward(kind) => {
+            debug!(kind, "client frame");
+            Ok(FromClient::Request(Box::new(request), forward))
+        }
+        ClientVerdict::Drop(kind) => {
+            warn!(kind, "dropped a client request the server must not see");
+            metrics.policed("simulate_dropped");
+            Ok(FromClient::Skip)
+        }
+    }
+}
+
 async fn relay(
     browser: WebSocket,
     upstream: Upstream,
     mut session: Session,
     mut policy: Policy,
     room: &dyn RoomApi,
+    mut lease: Lease,
 ) -> End {
     let (mut to_browser, mut from_browser) = browser.split();
     let (mut to_upstream, mut from_upstream) = upstream.split();
     let metrics = policy.metrics.clone();
-
-    /// Sends what the policy asked for; a failure ends the session.
-    macro_rules! send_out {
-        ($out:expr) => {{
-            let out: Out = $out;
-            let mut failed = None;
-            for (source, settings) in out.upstream {
-                metrics.settings_sent(source, settings.height);
-                if let Err(e) = to_upstream.send(settings_frame(settings)).await {
-                    failed = Some(End::UpstreamError(e.to_string()));
-                    break;
-                }
-            }
-            if failed.is_none() {
-                for response in out.browser {
-                    if let Err(e) = to_browser
-                        .send(ws::Message::Binary(response.encode_to_vec().into()))
-                        .await
-                    {
-                        failed = Some(End::BrowserError(e.to_string()));
-                        break;
-                    }
-                }
-            }
-            failed
-        }};
-    }
+    let mut encoding = Encoding::Binary;
+    let mut heard_from_browser = Instant::now();
+    let mut renew_at = Instant::now() + lease.renew_every;
+    let (renewed_tx, mut renewed) = mpsc::channel::<Result<String, Refused>>(1);
+    let mut renewing = false;
 
     let end = loop {
         let deadline = policy.fallback.deadline();
         tokio::select! {
             _ = &mut session.revoked => {
-                let _ = to_browser.send(removed_frame()).await;
+                if let Ok(frame) = encoding.frame(&removed()) {
+                    let _ = to_browser.send(frame).await;
+                }
                 break End::Revoked;
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                 let out = policy.on_timer();
                 policy.count_subscriptions();
-                if let Some(end) = send_out!(out) {
+                if let Err(end) = send_out(out, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
                     break end;
+                }
+            }
+            _ = tokio::time::sleep_until((heard_from_browser + lease.browser_silence).into()) => {
+                break End::BrowserSilent(lease.browser_silence);
+            }
+            // Asked beside the relay: control being slow never holds up a frame.
+            _ = tokio::time::sleep_until(renew_at.into()), if !renewing => {
+                renewing = true;
+                let (control, ticket, done) = (lease.control.clone(), lease.ticket.clone(), renewed_tx.clone());
+                tokio::spawn(async move {
+                    let _ = done.send(control.renew(&ticket).await).await;
+                }.in_current_span());
+            }
+            Some(result) = renewed.recv() => {
+                renewing = false;
+                match result {
+                    Ok(ticket) => {
+                        metrics.ticket_renewal("renewed");
+                        lease.ticket = ticket.clone();
+                        renew_at = Instant::now() + lease.renew_every;
+                        let refresh = SignalResponse {
+                            message: Some(signal_response::Message::RefreshToken(ticket)),
+                        };
+                        let frame = match encoding.frame(&refresh) {
+                            Ok(frame) => frame,
+                            Err(end) => break end,
+                        };
+                        if let Err(e) = to_browser.send(frame).await {
+                            break End::BrowserError(e.to_string());
+                        }
+                    }
+                    Err(Refused::NotMember) => {
+                        metrics.ticket_renewal("not_member");
+                        info!("ticket not renewed: no longer a member of the case");
+                        if let Ok(frame) = encoding.frame(&removed()) {
+                            let _ = to_browser.send(frame).await;
+                        }
+                        break End::Revoked;
+                    }
+                    Err(Refused::Ticket) => {
+                        // Too old to renew (control was away for long): the session goes on,
+                        // the client asks control for a new ticket if it has to reconnect.
+                        metrics.ticket_renewal("expired");
+                        warn!("ticket too old to renew; the client will need a new one to resume");
+                        renew_at = Instant::now() + Duration::from_secs(86_400 * 365);
+                    }
+                    Err(Refused::NoSeat(_) | Refused::Unavailable) => {
+                        metrics.ticket_renewal("failed");
+                        renew_at = Instant::now() + RENEW_RETRY;
+                    }
                 }
             }
             message = from_browser.next() => {
                 let arrived = Instant::now();
+                heard_from_browser = arrived;
                 let message = match message {
                     None => break End::BrowserClosed,
                     Some(Err(e)) => break End::BrowserError(e.to_string()),
                     Some(Ok(m)) => m,
                 };
-                let (forward, then) = match message {
-                    ws::Message::Binary(bytes) => match decode_client_frame(&bytes) {
-                        Ok((ClientVerdict::Forward(kind), request)) => {
-                            debug!(kind, len = bytes.len(), "client frame");
-                            let action = policy.on_client(&request);
-                            policy.count_subscriptions();
-                            match action {
-                                ClientAction::Forward(then) => (tungstenite::Message::Binary(bytes), then),
-                                ClientAction::Replace(instead) => {
-                                    if let Some(end) = send_out!(instead) {
-                                        break end;
-                                    }
-                                    continue;
-                                }
-                            }
+                let (request, forward) = match from_client(message, &mut encoding, &metrics) {
+                    Err(end) => break end,
+                    Ok(FromClient::Skip) => continue,
+                    Ok(FromClient::Request(request, forward)) => (*request, forward),
+                };
+                let action = policy.on_client(&request);
+                policy.count_subscriptions();
+                let then = match action {
+                    ClientAction::Forward(then) => then,
+                    ClientAction::Replace(instead) => {
+                        if let Err(end) = send_out(instead, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
+                            break end;
                         }
-                        Ok((ClientVerdict::Drop(kind), _)) => {
-                            warn!(kind, "dropped a client request the server must not see");
-                            continue;
-                        }
-                        Err(e) => break End::BadFrame(e.to_string()),
-                    },
-                    ws::Message::Text(text) => (tungstenite::Message::Text(text.as_str().into()), Out::default()),
-                    ws::Message::Close(_) => break End::BrowserClosed,
-                    ws::Message::Ping(_) | ws::Message::Pong(_) => continue,
+                        continue;
+                    }
                 };
                 if let Err(e) = to_upstream.send(forward).await {
                     break End::UpstreamError(e.to_string());
                 }
                 metrics.frame_relayed("upstream", arrived.elapsed());
-                if let Some(end) = send_out!(then) {
+                if let Err(end) = send_out(then, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
                     break end;
                 }
             }
@@ -533,31 +701,63 @@ async fn relay(
                     Some(Err(e)) => break End::UpstreamError(e.to_string()),
                     Some(Ok(m)) => m,
                 };
-                let (forward, response) = match message {
-                    tungstenite::Message::Binary(bytes) => match decode_server_frame(&bytes) {
-                        Ok((kind, response)) => {
-                            debug!(kind, len = bytes.len(), "server frame");
-                            (ws::Message::Binary(bytes), Some(response))
-                        }
-                        Err(e) => break End::BadFrame(e.to_string()),
-                    },
-                    tungstenite::Message::Text(text) => (ws::Message::Text(text.as_str().into()), None),
+                let (bytes, decoded) = match message {
+                    tungstenite::Message::Binary(bytes) => {
+                        let decoded = decode_server_frame(&bytes);
+                        (Some(bytes), decoded)
+                    }
+                    tungstenite::Message::Text(text) => (None, decode_server_text(text.as_str())),
                     tungstenite::Message::Close(_) => break End::UpstreamClosed,
                     tungstenite::Message::Ping(_)
                     | tungstenite::Message::Pong(_)
                     | tungstenite::Message::Frame(_) => continue,
+                };
+                let (kind, mut response) = match decoded {
+                    Ok(decoded) => decoded,
+                    Err(e) => break End::BadFrame(e.to_string()),
+                };
+                debug!(kind, "server frame");
+                if kind == "refresh_token" {
+                    // A LiveKit token LiveKit signed by itself: the client gets control's
+                    // renewed tickets instead.
+                    metrics.policed("refresh_token_withheld");
+                    continue;
+                }
+                let forward = match (encoding, bytes) {
+                    (Encoding::Binary, Some(bytes)) if matches!(kind, "join" | "reconnect") => {
+                        ws::Message::Binary(
+                            with_ice_servers(&bytes, &lease.ice_servers)
+                                .map_or(bytes, Into::into),
+                        )
+                    }
+                    (Encoding::Binary, Some(bytes)) => ws::Message::Binary(bytes),
+                    (encoding, _) => {
+                        use signal_response::Message as M;
+                        match &mut response.message {
+                            Some(M::Join(join)) => join.ice_servers = lease.ice_servers.clone(),
+                            Some(M::Reconnect(reconnect)) => {
+                                reconnect.ice_servers = lease.ice_servers.clone()
+                            }
+                            _ => {}
+                        }
+                        if encoding == Encoding::Json {
+                            metrics.json_frame("downstream");
+                        }
+                        match encoding.frame(&response) {
+                            Ok(frame) => frame,
+                            Err(end) => break end,
+                        }
+                    }
                 };
                 if let Err(e) = to_browser.send(forward).await {
                     break End::BrowserError(e.to_string());
                 }
                 metrics.frame_relayed("downstream", arrived.elapsed());
                 // After the frame that prompted it (never before `join`): what the policy says.
-                if let Some(response) = response {
-                    let out = policy.on_server(&response, room).await;
-                    policy.count_subscriptions();
-                    if let Some(end) = send_out!(out) {
-                        break end;
-                    }
+                let out = policy.on_server(&response, room).await;
+                policy.count_subscriptions();
+                if let Err(end) = send_out(out, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
+                    break end;
                 }
             }
         }
@@ -662,6 +862,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_json_client_meets_the_same_policy_as_a_binary_one() {
+        let room = FakeRoom::default();
+        let join = response(signal_response::Message::Join(JoinResponse {
+            participant: Some(person("me", "PA_me", "TR_mine")),
+            other_participants: vec![person("a", "PA_a", "TR_a"), person("b", "PA_b", "TR_b")],
+            ..Default::default()
+        }));
+        let asks_for_1080 = r#"{"trackSetting":{"trackSids":["TR_a"],"quality":"HIGH","width":1920,"height":1080}}"#;
+        let (_, from_json) = decode_client_text(asks_for_1080).unwrap();
+        let binary = SignalRequest {
+            message: from_json.message.clone(),
+        }
+        .encode_to_vec();
+        let (_, from_binary) = decode_client_frame(&binary).unwrap();
+        let mut answers = Vec::new();
+        for request in [from_json, from_binary] {
+            let (mut policy, _requests) = policy(FallbackConfig::default());
+            policy.on_server(&join, &room).await;
+            let ClientAction::Replace(out) = policy.on_client(&request) else {
+                panic!("settings above the cap are never forwarded as they are");
+            };
+            answers.push(
+                out.upstream
+                    .iter()
+                    .map(|(source, s)| (*source, s.track_sids.clone(), s.height, s.quality))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(answers[0], answers[1]);
+        // Three people: the cap is 540 (the layer is unknown here, so the cap itself).
+        assert!(
+            answers[0]
+                .iter()
+                .all(|(source, _, height, _)| *source == "clamped" && *height <= 540),
+            "{answers:?}"
+        );
+        // And simulate, in JSON, is dropped like in binary.
+        let (verdict, _) = decode_client_text(r#"{"simulate":{"serverLeave":true}}"#).unwrap();
+        assert_eq!(verdict, ClientVerdict::Drop("simulate"));
+    }
+
+    #[tokio::test]
     async fn a_bad_link_of_this_participant_disables_its_video_and_tells_everyone_why() {
         let room = FakeRoom::default();
         // Immediate hysteresis so that the test needs no clock.
@@ -747,7 +989,7 @@ mod tests {
             ..Default::default()
         });
         let gauge = |policy: &Policy, height: u32| -> String {
-            let text = policy.metrics.render(0, 0);
+            let text = policy.metrics.render(Default::default());
             let prefix = format!("koinos_gateway_subscriptions{{height=\"{height}\"}} ");
             text.lines()
                 .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
@@ -1009,7 +1251,19 @@ mod tests {
         enum Event {
             FromServer(Vec<u8>),
             FromClient(Vec<u8>),
+            /// LiveKit's JSON encoding: every message must meet the same policy.
+            FromClientText(String),
             Timer,
+        }
+
+        /// A request as JSON text, or damaged text.
+        fn damaged_text(text: String) -> impl Strategy<Value = String> {
+            let len = text.chars().count();
+            prop_oneof![
+                6 => Just(text.clone()),
+                1 => (0..=len).prop_map(move |cut| text.chars().take(cut).collect()),
+                1 => ".{0,200}",
+            ]
         }
 
         fn event() -> impl Strategy<Value = Event> {
@@ -1022,6 +1276,11 @@ mod tests {
                     .prop_map(|m| SignalRequest { message: Some(m) }.encode_to_vec())
                     .prop_flat_map(damaged)
                     .prop_map(Event::FromClient),
+                2 => client_message()
+                    // Enum values outside the protocol have no JSON name: not sendable as JSON.
+                    .prop_filter_map("JSON-encodable", |m| serde_json::to_string(&SignalRequest { message: Some(m) }).ok())
+                    .prop_flat_map(damaged_text)
+                    .prop_map(Event::FromClientText),
                 1 => Just(Event::Timer),
             ]
         }
@@ -1040,6 +1299,29 @@ mod tests {
             }
             for response in &out.browser {
                 decode_server_frame(&response.encode_to_vec()).expect("our own responses decode");
+            }
+        }
+
+        /// A decoded client frame through the policy, as `relay` does whatever its encoding.
+        fn client(
+            policy: &mut Policy,
+            decoded: Result<(ClientVerdict, SignalRequest), crate::signal::FrameError>,
+        ) {
+            match decoded {
+                Ok((ClientVerdict::Forward(_), request)) => {
+                    let out = match policy.on_client(&request) {
+                        ClientAction::Forward(out) | ClientAction::Replace(out) => out,
+                    };
+                    assert_well_formed(&out);
+                }
+                Ok((ClientVerdict::Drop(kind), request)) => {
+                    assert_eq!(kind, "simulate");
+                    assert!(matches!(
+                        request.message,
+                        Some(signal_request::Message::Simulate(_))
+                    ));
+                }
+                Err(_) => {}
             }
         }
 
@@ -1073,16 +1355,8 @@ mod tests {
                                     assert_well_formed(&out);
                                 }
                             }
-                            Event::FromClient(bytes) => match decode_client_frame(&bytes) {
-                                Ok((ClientVerdict::Forward(_), request)) => {
-                                    let out = match policy.on_client(&request) {
-                                        ClientAction::Forward(out) | ClientAction::Replace(out) => out,
-                                    };
-                                    assert_well_formed(&out);
-                                }
-                                Ok((ClientVerdict::Drop(kind), _)) => assert_eq!(kind, "simulate"),
-                                Err(_) => {}
-                            },
+                            Event::FromClient(bytes) => client(&mut policy, decode_client_frame(&bytes)),
+                            Event::FromClientText(text) => client(&mut policy, decode_client_text(&text)),
                             Event::Timer => {
                                 let out = policy.on_timer();
                                 assert_well_formed(&out);

@@ -1,30 +1,32 @@
-//! What the gateway reads from a LiveKit access token, without verifying it: the gateway holds
-//! no LiveKit credential. LiveKit verifies this very token on the leg the gateway opens before it
-//! accepts the browser's upgrade (the gateway hands LiveKit exactly the token it decoded), so
-//! the claims key a session's policy only once LiveKit has accepted that leg. Before that they
-//! may only refuse: a refusal based on a forged claim refuses nobody but the forger.
+//! What the gateway reads from a client's ticket before control has looked at it: the gateway
+//! holds neither LiveKit's key nor control's ticket key. The claims only register the session
+//! as pending (so that a revocation arriving while control decides refuses it) and refuse what
+//! cannot be a ticket without bothering control; control verifies the ticket and answers with
+//! the session's real identity and room, which must match. A refusal based on a forged claim
+//! refuses nobody but the forger.
 
 use std::collections::HashMap;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Deserialize;
 
-use crate::revocations::{MATRIX_USER_ATTRIBUTE, SessionKey};
+use crate::revocations::SessionKey;
+
+/// The Matrix user a ticket (and a LiveKit participant) belongs to, set by control.
+pub const MATRIX_USER_ATTRIBUTE: &str = "org.koinos.matrix_user_id";
 
 /// Tokens are a few hundred bytes; anything much larger is not one of control's.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// The claims a session's policy is keyed by.
+/// What a ticket claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
     /// The LiveKit identity (`sub`).
     pub identity: String,
-    /// The LiveKit room the token grants (`video.room`).
+    /// The LiveKit room (`video.room`).
     pub room: String,
-    /// The Matrix user control put in the token's attributes.
-    pub matrix_user: Option<String>,
-    /// Unix seconds the token is valid from (`nbf`, else `iat`): a revocation after it covers it.
-    pub not_before: i64,
+    /// The Matrix user control put in the ticket.
+    pub matrix_user: String,
 }
 
 impl Claims {
@@ -32,7 +34,6 @@ impl Claims {
         SessionKey {
             livekit_room: self.room.clone(),
             matrix_user: self.matrix_user.clone(),
-            token_nbf: self.not_before,
         }
     }
 }
@@ -41,8 +42,6 @@ impl Claims {
 struct Payload {
     #[serde(default)]
     sub: String,
-    nbf: Option<f64>,
-    iat: Option<f64>,
     #[serde(default)]
     video: Video,
     #[serde(default)]
@@ -55,9 +54,8 @@ struct Video {
     room: String,
 }
 
-/// The claims of a JWT's payload, signature unchecked. `None` for anything that is not a token
-/// naming an identity and a room: such a token cannot key a session, and LiveKit would refuse it
-/// too (a token without a room would let LiveKit take the room from the URL instead).
+/// The claims of a JWT's payload, signature unchecked. `None` for anything that is not a ticket
+/// naming an identity, a room and a Matrix user (control would refuse it).
 pub fn unverified(token: &str) -> Option<Claims> {
     if token.len() > MAX_TOKEN_BYTES {
         return None;
@@ -70,14 +68,14 @@ pub fn unverified(token: &str) -> Option<Claims> {
     };
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
     let mut payload: Payload = serde_json::from_slice(&bytes).ok()?;
-    if payload.sub.is_empty() || payload.video.room.is_empty() {
+    let matrix_user = payload.attributes.remove(MATRIX_USER_ATTRIBUTE)?;
+    if payload.sub.is_empty() || payload.video.room.is_empty() || matrix_user.is_empty() {
         return None;
     }
     Some(Claims {
         identity: payload.sub,
         room: payload.video.room,
-        matrix_user: payload.attributes.remove(MATRIX_USER_ATTRIBUTE),
-        not_before: payload.nbf.or(payload.iat).unwrap_or(0.0) as i64,
+        matrix_user,
     })
 }
 
@@ -101,17 +99,12 @@ mod tests {
 
     #[test]
     fn claims_are_read_whatever_the_signature() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        // The gateway cannot tell these apart; LiveKit can, and refuses the second.
-        for secret in ["the-livekit-secret", "someone-elses-secret"] {
+        // The gateway cannot tell these apart; control can, and refuses the second.
+        for secret in ["the-ticket-key", "someone-elses-key"] {
             let claims = unverified(&token(secret, "R", "@alice:localhost:DEV")).unwrap();
             assert_eq!(claims.identity, "@alice:localhost:DEV");
             assert_eq!(claims.room, "R");
-            assert_eq!(claims.matrix_user.as_deref(), Some("@alice:localhost"));
-            assert!((claims.not_before - now).abs() <= 5, "{claims:?}");
+            assert_eq!(claims.matrix_user, "@alice:localhost");
             assert_eq!(claims.session_key().livekit_room, "R");
         }
     }
@@ -138,11 +131,13 @@ mod tests {
         ] {
             assert_eq!(unverified(&bad), None, "{bad}");
         }
-        let minimal = unverified(&format!(
-            "h.{}.s",
-            encode(r#"{"sub":"me","video":{"room":"R"},"iat":12}"#)
-        ))
-        .unwrap();
-        assert_eq!((minimal.matrix_user, minimal.not_before), (None, 12));
+        // No Matrix user: not one of control's tickets.
+        assert_eq!(
+            unverified(&format!(
+                "h.{}.s",
+                encode(r#"{"sub":"me","video":{"room":"R"},"iat":12}"#)
+            )),
+            None
+        );
     }
 }
