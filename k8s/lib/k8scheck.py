@@ -191,7 +191,8 @@ def dashboard_promql(args: list[str]) -> None:
 SECRET_HOLDERS = {
     "livekit-api": {"livekit", "koinos-control"},
     "gateway-credential": {"koinos-control", "koinos-gateway"},
-    "turn-secret": {"coturn", "livekit", "koinos-control"},
+    # TURN credentials come from control only (one source, control's TTL): LiveKit mints none.
+    "turn-secret": {"coturn", "koinos-control"},
     "homeserver-service-account": {"koinos-control", "koinos-rtc-service-account"},
     "tuwunel-registration": {"tuwunel", "koinos-rtc-service-account"},
     "turn-tls": {"coturn"},
@@ -217,7 +218,7 @@ def served_paths(source: Path) -> set[str]:
 def health_endpoints() -> dict[str, set[str]]:
     return {
         "control": served_paths(ROOT / "control" / "src" / "rest.rs") & {"/healthz", "/readyz"},
-        "gateway": served_paths(ROOT / "gateway" / "src" / "lib.rs") & {"/healthz"},
+        "gateway": served_paths(ROOT / "gateway" / "src" / "lib.rs") & {"/healthz", "/readyz"},
         "livekit": {"/"},
         "tuwunel": {"/_tuwunel/server_version", "/_matrix/client/versions"},
     }
@@ -854,9 +855,12 @@ def check_cross(objs: list[dict]) -> None:
                            for p in rule["http"]["paths"]):
         problems.append(f"the Ingress must route {public}/rtc to the gateway (control's livekit.public_url)")
     turn_uris = {re.match(r"^turns?:([^:?]+):(\d+)", u).groups() for u in control["turn"]["uris"]}
-    lk_turn = {(t["host"], str(t["port"])) for t in livekit["rtc"]["turn_servers"]}
-    if not lk_turn <= turn_uris:
-        problems.append(f"LiveKit's turn_servers {sorted(lk_turn)} are not among control's turn.uris {sorted(turn_uris)}")
+    if livekit["rtc"].get("turn_servers"):
+        problems.append("LiveKit must mint no TURN credentials (rtc.turn_servers): control is their one "
+                        "source, with its TTL, and the gateway hands them out in LiveKit's join answer")
+    if "no-tcp-relay" not in turnconf.split():
+        problems.append("coturn must run with no-tcp-relay: a TCP relay reaches every TCP port of the "
+                        "exempted LiveKit nodes (their API among them)")
     ports = {k: v for k, v in re.findall(r"^(listening-port|tls-listening-port)=(\d+)", turnconf, re.M)}
     if {p for _, p in turn_uris} - set(ports.values()):
         problems.append(f"control's TURN ports {sorted(p for _, p in turn_uris)} are not coturn's {ports}")
@@ -866,8 +870,8 @@ def check_cross(objs: list[dict]) -> None:
         fail("\n".join(problems))
     say("cross-checks: Tuwunel keys known and its well_known.livekit_url, server_name, client URL "
         "and OpenID lifetime match control; in-cluster URLs name real Services and ports; the page's "
-        "origin is allowed by the gateway; /rtc goes to the gateway; TURN hosts and ports agree "
-        "between control, LiveKit and coturn; auto_create off")
+        "origin is allowed by the gateway; /rtc goes to the gateway; TURN ports agree between control "
+        "and coturn, only control mints TURN credentials, coturn relays UDP only; auto_create off")
 
 
 def configs(args: list[str]) -> None:
