@@ -1,0 +1,21 @@
+//! What the black-box tests of control, the gateway and the load tester share: they all drive
+//! the running dev stack (`dev/stack e2e` starts it) as its users and its attackers would, and
+//! each would otherwise carry its own copy of how to log in, make a case, ask control for a
+//! ticket, open a LiveKit signalling session or read a metric.
+//!
+//! - [`stack`]: where the dev stack is, its secrets, the demo case, logs dumped on failure;
+//! - [`matrix`]: homeserver accounts, OpenID tokens, case rooms, kicks, call memberships;
+//! - [`control`]: control's REST and gRPC as clients and gateways use them;
+//! - [`signal`]: LiveKit signalling sessions (through a gateway, or straight to LiveKit with a
+//!   token minted for the test), in binary or in LiveKit's JSON;
+//! - [`prom`]: scraping and checking Prometheus metrics;
+//! - [`process`]: a side gateway of the test's own, started on a free port.
+
+pub mod control;
+pub mod matrix;
+pub mod process;
+pub mod prom;
+pub mod signal;
+pub mod stack;
+
+pub use serde_json::{Value, json};
