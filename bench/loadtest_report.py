@@ -310,6 +310,31 @@ def main():
             w("- **Misses the target**: the fallback did not both happen and end within the run.")
     w("")
 
+    # 7. The hostile participant.
+    w("## 7. A hostile participant: does the server's policy hold?")
+    w("")
+    w("One participant of a six-person call (and the lossy one of the fallback run) speaks LiveKit's")
+    w("protocol as a misbehaving client would (`koinos-loadtest --hostile`): LiveKit's JSON encoding,")
+    w("settings asking for 1080 lines, `simulate` (a server shutdown), unmuting the camera the fallback")
+    w("paused, and every token it was handed presented to LiveKit directly.")
+    w("")
+    verdicts = []
+    for name in ("hostile", "fallback"):
+        report = get(name)
+        for run in (report or {}).get("summary", {}).get("hostile", []):
+            verdicts.extend((name, v) for v in run["verdicts"] if v["held"] is not None)
+    if not verdicts:
+        w("- The hostile runs failed or tried nothing: no verdict.")
+    else:
+        w("| run | behaviour | held | what happened |")
+        w("|---|---|---|---|")
+        for name, v in verdicts:
+            w(f"| {name} | {v['behaviour']} | {'yes' if v['held'] else '**no**'} | {v['detail']} |")
+        broken = [v for _, v in verdicts if not v["held"]]
+        w("")
+        w("- **The policy was broken**: see the rows marked no." if broken else "- The policy held against every behaviour tried.")
+    w("")
+
     # 5. Token issuance.
     w("## 5. Token issuance")
     w("")

@@ -1,20 +1,21 @@
 //! `join-bench`: what the gateway adds to joining a call. Opens LiveKit signalling sessions
 //! alternately straight at LiveKit and through the gateway, in the same run, and times each from
 //! the WebSocket connect to LiveKit's `join` answer (token check, room lookup, participant
-//! creation, and for the gateway: its own token check, origin check, revocation lookup and the
-//! second WebSocket). Reports p50/p90/p99 for both and their ratio. Media is not involved: the
-//! gateway never carries media, so its cost per participant is signalling only.
+//! creation, and for the gateway: its origin check, control's admission of the ticket —
+//! membership and seats checked, a LiveKit token minted — and the second WebSocket). Reports
+//! p50/p90/p99 for both and their ratio. Media is not involved: the gateway never carries media,
+//! so its cost per participant is signalling only.
 //!
-//! Needs the dev stack (`dev/stack start`); reads the LiveKit API secret from `.dev/secrets/`.
+//! alice's ticket for "Demo case" comes from control once (OpenID → `/api/rtc/token`); the direct
+//! joins use a LiveKit token for the same participant minted with LiveKit's secret (control hands
+//! clients none). Needs the dev stack (`dev/stack start`); reads `.dev/secrets/` and
+//! `.dev/state/demo.json`.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
-use livekit_api::{
-    access_token::{AccessToken, VideoGrants},
-    services::room::{CreateRoomOptions, RoomClient},
-};
+use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_protocol::{SignalRequest, SignalResponse, signal_request, signal_response};
 use prost::Message as _;
 use tokio_tungstenite::tungstenite::Message;
@@ -87,6 +88,38 @@ async fn join_once(base: &str, jwt: &str) -> Result<Duration> {
     Ok(elapsed)
 }
 
+/// alice's ticket for `room_id`, as the page gets one (OpenID token → control).
+async fn ticket(room_id: &str) -> Result<serde_json::Value> {
+    let http = reqwest::Client::new();
+    let login: serde_json::Value = http
+        .post("http://127.0.0.1:8008/_matrix/client/v3/login")
+        .json(&serde_json::json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "koinos-dev", "device_id": "JOINBENCH"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let access = login["access_token"].as_str().context("alice's login")?;
+    let openid: serde_json::Value = http
+        .post("http://127.0.0.1:8008/_matrix/client/v3/user/@alice:localhost/openid/request_token")
+        .bearer_auth(access)
+        .json(&serde_json::json!({}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let grant: serde_json::Value = http
+        .post("http://127.0.0.1:8080/api/rtc/token")
+        .json(&serde_json::json!({"room_id": room_id, "openid_token": openid, "device_id": "JOINBENCH"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    if grant["jwt"].is_null() {
+        bail!("control refused alice's ticket: {grant}");
+    }
+    Ok(grant)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index].as_secs_f64() * 1000.0
@@ -107,32 +140,49 @@ async fn run() -> Result<()> {
         .with_context(|| format!("{secret_path}: is the dev stack set up?"))?
         .trim()
         .to_owned();
-    let room = "koinos-join-bench";
-    let http = args.livekit.replacen("ws", "http", 1);
-    RoomClient::with_api_key(&http, "devkey", &secret)
-        .create_room(room, CreateRoomOptions::default())
-        .await
-        .context("CreateRoom (is LiveKit up?)")?;
+    let demo: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/state/demo.json", args.dev_dir))
+            .context("the demo case (is the dev stack up?)")?,
+    )?;
+    let room_id = demo["room_id"].as_str().context("demo.json room_id")?;
+    let grant = ticket(room_id).await?;
+    let room = grant["livekit_room"]
+        .as_str()
+        .context("livekit_room")?
+        .to_owned();
+    let identity = grant["identity"].as_str().context("identity")?.to_owned();
+    let ticket = grant["jwt"].as_str().context("jwt")?.to_owned();
+    let livekit_token = AccessToken::with_api_key("devkey", &secret)
+        .with_identity(&identity)
+        .with_attributes([
+            ("org.koinos.matrix_user_id", "@alice:localhost"),
+            ("org.koinos.matrix_device_id", "JOINBENCH"),
+        ])
+        .with_grants(VideoGrants {
+            room_join: true,
+            room: room.clone(),
+            ..Default::default()
+        })
+        .to_jwt()?;
 
     let mut direct = Vec::with_capacity(args.joins);
     let mut gateway = Vec::with_capacity(args.joins);
     for n in 0..args.joins {
-        let jwt = AccessToken::with_api_key("devkey", &secret)
-            .with_identity(&format!("bench-{n}"))
-            .with_grants(VideoGrants {
-                room_join: true,
-                room: room.into(),
-                ..Default::default()
-            })
-            .to_jwt()?;
         // Alternate which goes first so neither side always meets a warmer LiveKit.
         let (first, second) = if n % 2 == 0 {
             (&args.livekit, &args.gateway)
         } else {
             (&args.gateway, &args.livekit)
         };
-        let a = join_once(first, &jwt).await?;
-        let b = join_once(second, &jwt).await?;
+        let token_for = |base: &String| {
+            if base == &args.livekit {
+                &livekit_token
+            } else {
+                &ticket
+            }
+        };
+        let a = join_once(first, token_for(first)).await?;
+        let b = join_once(second, token_for(second)).await?;
         if n % 2 == 0 {
             direct.push(a);
             gateway.push(b);

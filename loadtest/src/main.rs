@@ -4,6 +4,7 @@
 
 mod accounts;
 mod cpu;
+mod hostile;
 mod loss;
 mod media;
 mod participant;
@@ -75,6 +76,18 @@ struct Options {
     /// Stop the whole run at the first participant that fails.
     #[arg(long)]
     fail_fast: bool,
+    /// Participant INDEX of every call misbehaves (hostile.rs): LiveKit's JSON encoding,
+    /// settings above the cap, `simulate`, unmuting a paused camera, its tokens tried at
+    /// LiveKit directly. The report says whether the server's policy held. Repeatable.
+    #[arg(long, value_name = "INDEX")]
+    hostile: Vec<usize>,
+    /// LiveKit's own signalling URL (where a hostile participant presents its tokens).
+    #[arg(long, value_name = "WS_URL", default_value = "ws://127.0.0.1:7881")]
+    livekit_url: String,
+    /// With --direct: the file holding LiveKit's API secret. Control hands out tickets only a
+    /// gateway can use, so going straight to LiveKit needs a LiveKit token minted here.
+    #[arg(long, default_value = ".dev/secrets/livekit_api_secret")]
+    livekit_secret_file: PathBuf,
 }
 
 impl Options {
@@ -90,6 +103,16 @@ impl Options {
         }
         if self.duration == 0 {
             bail!("--duration must be at least 1 second");
+        }
+        if let Some(index) = self.hostile.iter().find(|i| **i >= self.participants) {
+            bail!(
+                "--hostile names participant {index} but calls have {} (0 to {})",
+                self.participants,
+                self.participants - 1
+            );
+        }
+        if !self.hostile.is_empty() && self.direct.is_some() {
+            bail!("--hostile tests the gateway's policy: it goes with the gateway, not --direct");
         }
         for spec in &self.loss {
             if spec.participant >= self.participants {
@@ -156,6 +179,13 @@ async fn run(options: Options) -> Result<bool> {
         &options.service_password_file,
         "the service account's password",
     )?;
+    let direct_secret = match &options.direct {
+        Some(_) => Some(Arc::new(read_secret(
+            &options.livekit_secret_file,
+            "LiveKit's API secret (for --direct)",
+        )?)),
+        None => None,
+    };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -258,6 +288,9 @@ async fn run(options: Options) -> Result<bool> {
                 .find(|l| l.participant == in_room)
                 .cloned()
                 .map(loss::Schedule::new),
+            hostile: options.hostile.contains(&in_room),
+            livekit_url: options.livekit_url.clone(),
+            direct_secret: direct_secret.clone(),
         };
         let connected = connected_tx.clone();
         let done = done_tx.clone();

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use livekit_protocol as lk;
 use lk::{signal_request, signal_response};
@@ -45,6 +45,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::accounts::{self, Account, Homeserver};
+use crate::hostile::HostileReport;
 use crate::loss::{LossInterceptor, LossSpec, Schedule};
 use crate::media::{AUDIO_FRAME, LAYERS, Media, VIDEO_FPS};
 use crate::vp8;
@@ -72,6 +73,14 @@ pub struct Plan {
     pub run_started: Instant,
     /// Receive loss injected into this participant, if any.
     pub loss: Option<Arc<Schedule>>,
+    /// This participant misbehaves (see `hostile.rs`).
+    pub hostile: bool,
+    /// LiveKit's own signalling URL: where the hostile participant presents its tokens, and
+    /// where `--direct` connects.
+    pub livekit_url: String,
+    /// With `--direct`: LiveKit's API secret, to mint the LiveKit token control never hands out
+    /// (control answers with a ticket only a gateway can use).
+    pub direct_secret: Option<Arc<String>>,
 }
 
 /// What one remote track delivered to this participant.
@@ -121,6 +130,8 @@ pub struct Observations {
     /// When the run told everyone to leave: the call as it stood then is what the run measured
     /// (during the departures the call shrinks and the ladder rightly raises its caps).
     pub leave_ms: u64,
+    /// What the hostile participant tried and got (see `hostile.rs`).
+    pub hostile: Option<HostileReport>,
 }
 
 enum Event {
@@ -198,30 +209,53 @@ pub async fn run(
         let mut o = observations.lock().unwrap();
         o.token_ms = Some(ms_since(started));
         o.identity = token.identity.clone();
+        if plan.hostile {
+            o.hostile = Some(HostileReport::default());
+        }
     }
+    let mut held_tokens = vec![token.jwt.clone()];
     let base = plan.signal_url.clone().unwrap_or(token.url.clone());
     observations.lock().unwrap().signal_url = base.clone();
+    // Straight at LiveKit, the ticket is no use: a LiveKit token for the same participant.
+    let access = match &plan.direct_secret {
+        Some(secret) => direct_token(secret, &token, &plan.account)?,
+        None => token.jwt.clone(),
+    };
     let url = format!(
         "{}/rtc?access_token={}&protocol=16&sdk=rust&version=0.1.0&auto_subscribe=1&adaptive_stream=0",
         base.trim_end_matches('/'),
-        token.jwt
+        access
     );
     let (socket, _) = tokio_tungstenite::connect_async(url)
         .await
         .with_context(|| format!("cannot open LiveKit signalling at {base}"))?;
     let (mut sink, mut stream) = socket.split();
     let (requests, mut outgoing) = mpsc::unbounded_channel::<signal_request::Message>();
-    let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            let bytes = lk::SignalRequest {
-                message: Some(message),
+    let json = plan.hostile;
+    let sent_json = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = tokio::spawn({
+        let sent_json = Arc::clone(&sent_json);
+        async move {
+            while let Some(message) = outgoing.recv().await {
+                let request = lk::SignalRequest {
+                    message: Some(message),
+                };
+                let frame = if json {
+                    sent_json.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Message::Text(
+                        serde_json::to_string(&request)
+                            .expect("a request serialises")
+                            .into(),
+                    )
+                } else {
+                    Message::Binary(request.encode_to_vec().into())
+                };
+                if sink.send(frame).await.is_err() {
+                    break;
+                }
             }
-            .encode_to_vec();
-            if sink.send(Message::Binary(bytes.into())).await.is_err() {
-                break;
-            }
+            let _ = sink.close().await;
         }
-        let _ = sink.close().await;
     });
 
     let join = loop {
@@ -229,14 +263,12 @@ pub async fn run(
             .await
             .context("no answer to the join within 20 s")?
             .context("the signalling socket closed before the join")??;
-        if let Message::Binary(bytes) = frame {
-            match lk::SignalResponse::decode(bytes)?.message {
-                Some(signal_response::Message::Join(join)) => break join,
-                Some(signal_response::Message::Leave(leave)) => {
-                    bail!("LiveKit refused the join (reason {})", leave.reason)
-                }
-                _ => continue,
+        match decode_frame(frame, &observations)?.and_then(|r| r.message) {
+            Some(signal_response::Message::Join(join)) => break join,
+            Some(signal_response::Message::Leave(leave)) => {
+                bail!("LiveKit refused the join (reason {})", leave.reason)
             }
+            _ => continue,
         }
     };
     observations.lock().unwrap().joined_ms = Some(ms_since(started));
@@ -332,6 +364,17 @@ pub async fn run(
     let mut ping = tokio::time::interval(Duration::from_secs(join.ping_interval.max(1) as u64));
     let mut fallback_stage = String::new();
     let mut video_mid_value = String::new();
+    // The hostile participant's own camera, the cameras it receives, and what it tried.
+    let mut own_camera = String::new();
+    let mut cameras: std::collections::BTreeSet<String> = join
+        .other_participants
+        .iter()
+        .flat_map(|p| p.tracks.iter())
+        .filter(|t| is_camera(t))
+        .map(|t| t.sid.clone())
+        .collect();
+    let mut misbehave = tokio::time::interval(Duration::from_secs(2));
+    let mut simulated_at: Option<Instant> = None;
 
     let outcome: Result<()> = async {
         loop {
@@ -346,11 +389,48 @@ pub async fn run(
                     }
                     return Ok(());
                 }
+                _ = misbehave.tick(), if plan.hostile && connected_at.is_some() => {
+                    for sid in &cameras {
+                        requests.send(signal_request::Message::TrackSetting(lk::UpdateTrackSettings {
+                            track_sids: vec![sid.clone()],
+                            quality: lk::VideoQuality::High as i32,
+                            width: 1920,
+                            height: 1080,
+                            ..Default::default()
+                        }))?;
+                        hostile(&observations, |h| h.above_cap_requests += 1);
+                    }
+                    if simulated_at.is_none() {
+                        simulated_at = Some(Instant::now());
+                        requests.send(signal_request::Message::Simulate(lk::SimulateScenario {
+                            scenario: Some(lk::simulate_scenario::Scenario::ServerLeave(true)),
+                        }))?;
+                        hostile(&observations, |h| h.simulate_sent = true);
+                    }
+                    if fallback_stage == "camera" && !own_camera.is_empty() {
+                        requests.send(signal_request::Message::Mute(lk::MuteTrackRequest {
+                            sid: own_camera.clone(),
+                            muted: false,
+                        }))?;
+                        hostile(&observations, |h| h.unmute_attempts += 1);
+                    }
+                }
                 frame = stream.next() => {
-                    let frame = frame.ok_or_else(|| anyhow!("the signalling socket closed"))??;
-                    let Message::Binary(bytes) = frame else { continue };
-                    match lk::SignalResponse::decode(bytes)?.message {
-                        Some(signal_response::Message::TrackPublished(_)) => {
+                    let Some(frame) = frame.transpose()? else {
+                        if simulated_at.is_some_and(|at| at.elapsed() < Duration::from_secs(5)) {
+                            hostile(&observations, |h| h.simulate_obeyed = true);
+                        }
+                        bail!("the signalling socket closed");
+                    };
+                    let Some(response) = decode_frame(frame, &observations)? else { continue };
+                    match response.message {
+                        Some(signal_response::Message::RefreshToken(refreshed)) => {
+                            held_tokens.push(refreshed);
+                        }
+                        Some(signal_response::Message::TrackPublished(published_track)) => {
+                            if published_track.cid == video_cid {
+                                own_camera = published_track.track.map(|t| t.sid).unwrap_or_default();
+                            }
                             published += 1;
                             if published == 2 && !offered {
                                 offered = true;
@@ -392,6 +472,14 @@ pub async fn run(
                         }
                         Some(signal_response::Message::Update(update)) => {
                             for p in update.participants {
+                                cameras.extend(p.tracks.iter().filter(|t| p.sid != my_sid && is_camera(t)).map(|t| t.sid.clone()));
+                                if p.sid == my_sid
+                                    && fallback_stage == "camera"
+                                    && p.tracks.iter().any(|t| t.sid == own_camera && !t.muted)
+                                    && p.attributes.get(FALLBACK_ATTRIBUTE).map(String::as_str) == Some("camera")
+                                {
+                                    hostile(&observations, |h| h.unmuted_while_paused = true);
+                                }
                                 if p.sid == my_sid {
                                     let stage = p.attributes.get(FALLBACK_ATTRIBUTE).cloned().unwrap_or_default();
                                     if stage != fallback_stage {
@@ -410,7 +498,12 @@ pub async fn run(
                                 observations.lock().unwrap().last_quality = Some(quality);
                             }
                         }
-                        Some(signal_response::Message::Leave(leave)) => bail!("LiveKit ended the session (reason {})", leave.reason),
+                        Some(signal_response::Message::Leave(leave)) => {
+                            if simulated_at.is_some_and(|at| at.elapsed() < Duration::from_secs(5)) {
+                                hostile(&observations, |h| h.simulate_obeyed = true);
+                            }
+                            bail!("LiveKit ended the session (reason {})", leave.reason)
+                        }
                         _ => {}
                     }
                 }
@@ -464,7 +557,102 @@ pub async fn run(
     let _ = publisher.close().await;
     let _ = subscriber.close().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if plan.hostile {
+        let sent = sent_json.load(std::sync::atomic::Ordering::Relaxed);
+        let mut accepted = 0;
+        for held in &held_tokens {
+            if livekit_accepts(&plan.livekit_url, held).await {
+                accepted += 1;
+            }
+        }
+        hostile(&observations, |h| {
+            h.json_frames_sent = sent;
+            h.tokens_held = held_tokens.len() as u64;
+            h.tokens_livekit_accepted = accepted;
+        });
+    }
     outcome
+}
+
+/// Updates the hostile participant's report.
+fn hostile(observations: &Mutex<Observations>, update: impl FnOnce(&mut HostileReport)) {
+    if let Some(report) = observations.lock().unwrap().hostile.as_mut() {
+        update(report);
+    }
+}
+
+/// A server frame in either encoding (LiveKit answers a JSON client in JSON).
+fn decode_frame(
+    frame: Message,
+    observations: &Mutex<Observations>,
+) -> Result<Option<lk::SignalResponse>> {
+    Ok(match frame {
+        Message::Binary(bytes) => Some(lk::SignalResponse::decode(bytes)?),
+        Message::Text(text) => {
+            hostile(observations, |h| h.json_frames_received += 1);
+            Some(serde_json::from_str(&text).context("a JSON signalling frame")?)
+        }
+        _ => None,
+    })
+}
+
+fn is_camera(track: &lk::TrackInfo) -> bool {
+    track.r#type == lk::TrackType::Video as i32
+        && track.source != lk::TrackSource::ScreenShare as i32
+}
+
+/// Whether LiveKit, asked directly, lets `token` in (upgrades the signalling socket).
+async fn livekit_accepts(livekit_url: &str, token: &str) -> bool {
+    let url = format!(
+        "{}/rtc?access_token={token}&protocol=16&sdk=rust&auto_subscribe=0",
+        livekit_url.trim_end_matches('/')
+    );
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    {
+        Ok(Ok((mut socket, _))) => {
+            let _ = socket.close(None).await;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A LiveKit token for `token`'s participant, signed with LiveKit's secret: what `--direct`
+/// presents to LiveKit (HS256, LiveKit's claims, the attributes control would set).
+fn direct_token(secret: &str, token: &accounts::RtcToken, account: &Account) -> Result<String> {
+    use base64::Engine as _;
+    let claims: serde_json::Value = {
+        let payload = token
+            .jwt
+            .split('.')
+            .nth(1)
+            .context("the ticket is not a JWT")?;
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let body = serde_json::json!({
+        "iss": "devkey", "sub": token.identity, "name": claims["name"], "nbf": now, "exp": now + 600,
+        "video": {"room": claims["video"]["room"], "roomJoin": true, "canPublish": true,
+                  "canSubscribe": true, "canPublishData": true},
+        "attributes": {"org.koinos.matrix_user_id": account.user_id, "org.koinos.matrix_device_id": account.device_id},
+    });
+    let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let signed = format!(
+        "{}.{}",
+        b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+        b64(&serde_json::to_vec(&body)?)
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    Ok(format!(
+        "{signed}.{}",
+        b64(ring::hmac::sign(&key, signed.as_bytes()).as_ref())
+    ))
 }
 
 async fn flush(

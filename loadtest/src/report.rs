@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cpu::Usage;
+use crate::hostile::{Verdict, verdicts};
 use crate::participant::{Observations, RemoteTrack};
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +71,15 @@ pub struct Summary {
     pub fallback_switches: usize,
     /// For every participant with injected loss: how the gateway's audio-only fallback followed it.
     pub fallback: Vec<FallbackRun>,
+    /// For every hostile participant: whether the server's policy held, behaviour by behaviour.
+    pub hostile: Vec<HostileRun>,
+}
+
+/// The server's policy against one hostile participant (`hostile.rs`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostileRun {
+    pub identity: String,
+    pub verdicts: Vec<Verdict>,
 }
 
 /// The audio-only fallback against one participant's injected loss.
@@ -205,6 +215,17 @@ impl Report {
                 f.entered
             );
         }
+        for run in &s.hostile {
+            let _ = writeln!(out, "  hostile participant {}", run.identity);
+            for v in &run.verdicts {
+                let held = match v.held {
+                    Some(true) => "held",
+                    Some(false) => "BROKEN",
+                    None => "not tried",
+                };
+                let _ = writeln!(out, "    {held:<9} {}: {}", v.behaviour, v.detail);
+            }
+        }
         for (name, usage) in &self.cpu {
             let _ = writeln!(
                 out,
@@ -263,6 +284,10 @@ fn summarize(participants: &[Observations], duration_secs: u64) -> Summary {
         first_audio_ms: Percentiles::of(first_audio),
         ladder: ladder_convergence(participants),
         fallback: participants.iter().filter_map(fallback_run).collect(),
+        hostile: participants
+            .iter()
+            .filter_map(|p| hostile_run(p, participants))
+            .collect(),
         final_heights,
         loss_percent,
         receive_kbps: bytes as f64 * 8.0 / 1000.0 / duration_secs.max(1) as f64 / connected as f64,
@@ -289,6 +314,27 @@ fn after_connect(
             Some(first.saturating_sub(p.token_ms?))
         })
         .collect()
+}
+
+/// The verdicts on a hostile participant, from what it received before the run told everyone
+/// to leave (the call's size then sets the cap).
+fn hostile_run(p: &Observations, all: &[Observations]) -> Option<HostileRun> {
+    let report = p.hostile.as_ref()?;
+    let call_size = all
+        .iter()
+        .filter(|o| o.room_id == p.room_id && o.media_connected_ms.is_some())
+        .count();
+    let heights: Vec<u16> = p
+        .remote
+        .values()
+        .filter(|t| t.kind == "video")
+        .filter_map(|t| t.resolutions.iter().rfind(|(at, _, _)| *at <= p.leave_ms))
+        .map(|(_, _, h)| *h)
+        .collect();
+    Some(HostileRun {
+        identity: p.identity.clone(),
+        verdicts: verdicts(report, call_size, &heights),
+    })
 }
 
 fn fallback_run(p: &Observations) -> Option<FallbackRun> {
