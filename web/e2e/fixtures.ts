@@ -114,6 +114,16 @@ export const test = base.extend<Fixtures>({
         viewport: { width: 1280, height: 800 },
       });
       contexts.push(context);
+      // Every page of every test runs under control's Content-Security-Policy: what it blocks
+      // is recorded (and fails the test at the end), so that a policy that breaks the page,
+      // livekit-client's worker or matrix-js-sdk is caught wherever it shows.
+      await context.addInitScript(() => {
+        const w = window as unknown as { __cspViolations: string[] };
+        w.__cspViolations = [];
+        document.addEventListener("securitypolicyviolation", (e) => {
+          w.__cspViolations.push(`${e.effectiveDirective} blocked ${e.blockedURI || "(inline)"}`);
+        });
+      });
       const page = await context.newPage();
       page.on("console", (msg) => push(label, `[console.${msg.type()}] ${msg.text()}`));
       page.on("pageerror", (err) => push(label, `[pageerror] ${err.stack ?? err.message}`));
@@ -124,6 +134,15 @@ export const test = base.extend<Fixtures>({
       return page;
     });
 
+    const violations: string[] = [];
+    for (const context of contexts) {
+      for (const page of context.pages()) {
+        const seen = await page
+          .evaluate(() => (window as unknown as { __cspViolations?: string[] }).__cspViolations ?? [])
+          .catch(() => [] as string[]);
+        violations.push(...seen.map((v) => `${page.url()}: ${v}`));
+      }
+    }
     // Leave calls politely before closing, so memberships do not linger for the next run.
     for (const context of contexts) {
       for (const page of context.pages()) {
@@ -142,6 +161,9 @@ export const test = base.extend<Fixtures>({
       setNetworkLoss(0);
     }
 
+    if (violations.length > 0 && testInfo.status === testInfo.expectedStatus) {
+      throw new Error(`Content-Security-Policy violations:\n${violations.join("\n")}`);
+    }
     if (testInfo.status !== testInfo.expectedStatus) {
       for (const [label, lines] of logs) {
         const body = lines.join("\n");

@@ -1,6 +1,7 @@
 import { useEffect, useState } from "react";
 import { RoomStateEvent, type MatrixClient, type Room } from "matrix-js-sdk";
 import { MatrixRTCSessionEvent, type CallMembership, type MatrixRTCSession } from "matrix-js-sdk/lib/matrixrtc";
+import { isOwnMembership, recentlyErasedByOthers } from "./membershipTrust";
 
 export interface CallParticipantInfo {
   /** `<user_id>:<device_id>`, also the LiveKit identity of that device. */
@@ -27,10 +28,18 @@ export function displayNameOf(room: Room, userId: string): string {
   return room.getMember(userId)?.name ?? userId;
 }
 
+/**
+ * Who is in the call: the memberships the page believes (see `membershipTrust.ts`): none
+ * written into someone else's slot, and a colleague's membership someone else just erased
+ * still counted.
+ */
 function describe(room: Room, memberships: CallMembership[], myUserId: string, myDeviceId: string): CallParticipantInfo[] {
   const seen = new Set<string>();
   const out: CallParticipantInfo[] = [];
-  for (const m of memberships) {
+  const believed = memberships
+    .filter((m) => isOwnMembership(room, m.eventId))
+    .map((m) => ({ userId: m.userId, deviceId: m.deviceId }));
+  for (const m of [...believed, ...recentlyErasedByOthers(room)]) {
     const key = `${m.userId}:${m.deviceId}`;
     if (seen.has(key)) continue;
     seen.add(key);
@@ -68,13 +77,16 @@ export function useRtcSession(client: MatrixClient, room: Room, myUserId: string
       console.warn("Could not compute call memberships", err);
       settle();
     });
-    // Display names can change (or arrive late) independently of the call.
+    // Display names can change (or arrive late) independently of the call; an erasure by
+    // someone else is believed after a while (see membershipTrust.ts).
     const onMembers = (): void => setNamesRevision((n) => n + 1);
     room.on(RoomStateEvent.Members, onMembers);
+    const recheck = window.setInterval(onMembers, 10_000);
     return () => {
       cancelled = true;
       session.off(MatrixRTCSessionEvent.MembershipsChanged, onChanged);
       room.off(RoomStateEvent.Members, onMembers);
+      window.clearInterval(recheck);
     };
   }, [session, room]);
 
