@@ -632,3 +632,48 @@ async fn the_page_is_served_with_the_headers_a_security_reviewer_expects() {
         assert_eq!(headers["referrer-policy"], "no-referrer");
     }
 }
+
+/// What coturn's own test client says when it relays to `peer` (`-e`) with these credentials,
+/// over a UDP or (`tcp_relay`) an RFC 6062 TCP allocation.
+fn relay_attempt(username: &str, password: &str, peer: &str, tcp_relay: bool) -> String {
+    let mut command = std::process::Command::new("timeout");
+    command.args(["20", "turnutils_uclient", "-u", username, "-w", password]);
+    command.args(["-n", "1", "-m", "1", "-l", "100"]);
+    if tcp_relay {
+        command.arg("-T");
+    } else {
+        // Any port: coturn filters by address only (the client listens there itself).
+        command.args(["-e", peer, "-r", "3497"]);
+    }
+    let output = command
+        .arg("127.0.0.1")
+        .output()
+        .expect("turnutils_uclient (from the coturn package) runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test]
+async fn the_dev_turn_relay_reaches_livekits_media_address_only() {
+    let _logs = LogsOnFailure(&["coturn"]);
+    let (status, creds) =
+        post_json("turn", &json!({"room_id": demo_room(), "openid_token": openid("erin").await})).await;
+    assert_eq!(status, 200, "{creds}");
+    let (username, password) = (
+        creds["username"].as_str().unwrap(),
+        creds["password"].as_str().unwrap(),
+    );
+    // LiveKit's media address (127.0.0.1 in the dev stack): relayed.
+    let to_livekit = relay_attempt(username, password, "127.0.0.1", false);
+    assert!(!to_livekit.contains("403"), "{to_livekit}");
+    assert!(to_livekit.contains("tot_send_msgs=1"), "{to_livekit}");
+    // Any other loopback address: refused by coturn.
+    let elsewhere = relay_attempt(username, password, "127.0.0.2", false);
+    assert!(elsewhere.contains("403 (Forbidden IP)"), "{elsewhere}");
+    // A TCP relay (which would reach control's REST port, LiveKit's API, Synapse…): refused.
+    let tcp = relay_attempt(username, password, "127.0.0.1", true);
+    assert!(tcp.contains("442"), "{tcp}");
+}
