@@ -27,6 +27,16 @@ pub struct LiveParticipant {
     pub matrix_device: Option<String>,
 }
 
+impl From<ParticipantInfo> for LiveParticipant {
+    fn from(mut info: ParticipantInfo) -> Self {
+        Self {
+            matrix_user: info.attributes.remove(MATRIX_USER_ATTRIBUTE),
+            matrix_device: info.attributes.remove(MATRIX_DEVICE_ATTRIBUTE),
+            identity: info.identity,
+        }
+    }
+}
+
 impl LiveParticipant {
     /// Whether this participant is `user`'s `device` (by attributes, or by a
     /// `<user_id>:<device_id>` identity for participants that carry none).
@@ -155,11 +165,7 @@ impl LiveKitRooms for LiveKitService {
             .participant_infos(name)
             .await?
             .into_iter()
-            .map(|mut p| LiveParticipant {
-                matrix_user: p.attributes.remove(MATRIX_USER_ATTRIBUTE),
-                matrix_device: p.attributes.remove(MATRIX_DEVICE_ATTRIBUTE),
-                identity: p.identity,
-            })
+            .map(LiveParticipant::from)
             .collect())
     }
 

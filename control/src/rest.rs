@@ -129,18 +129,9 @@ impl FromRequestParts<AppState> for ClientAddr {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        // Without a socket (router tests) the caller is "unspecified", one shared bucket.
-        let peer = parts
-            .extensions
-            .get::<koinos_net::PeerAddr>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        Ok(Self(koinos_net::client_address(
-            peer,
-            forwarded,
+        Ok(Self(koinos_net::caller(
+            &parts.extensions,
+            &parts.headers,
             &state.trusted_proxies,
         )))
     }

@@ -896,11 +896,7 @@ pub(crate) mod tests {
                 .participant_infos(name)
                 .await?
                 .into_iter()
-                .map(|mut p| LiveParticipant {
-                    matrix_user: p.attributes.remove(crate::livekit::MATRIX_USER_ATTRIBUTE),
-                    matrix_device: p.attributes.remove(crate::livekit::MATRIX_DEVICE_ATTRIBUTE),
-                    identity: p.identity,
-                })
+                .map(LiveParticipant::from)
                 .collect())
         }
         async fn participant_infos(&self, name: &str) -> Result<Vec<ParticipantInfo>, ApiError> {

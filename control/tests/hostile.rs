@@ -659,8 +659,11 @@ fn relay_attempt(username: &str, password: &str, peer: &str, tcp_relay: bool) ->
 #[tokio::test]
 async fn the_dev_turn_relay_reaches_livekits_media_address_only() {
     let _logs = LogsOnFailure(&["coturn"]);
-    let (status, creds) =
-        post_json("turn", &json!({"room_id": demo_room(), "openid_token": openid("erin").await})).await;
+    let (status, creds) = post_json(
+        "turn",
+        &json!({"room_id": demo_room(), "openid_token": openid("erin").await}),
+    )
+    .await;
     assert_eq!(status, 200, "{creds}");
     let (username, password) = (
         creds["username"].as_str().unwrap(),

@@ -27,7 +27,7 @@ pub mod signal;
 pub mod token;
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -35,7 +35,7 @@ use std::{
 use axum::{
     Router,
     body::Body,
-    extract::{ConnectInfo, FromRequestParts, OriginalUri, State, WebSocketUpgrade},
+    extract::{FromRequestParts, OriginalUri, State, WebSocketUpgrade},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::get,
@@ -190,36 +190,22 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// The socket's peer: put in by `koinos_net::serve` (or axum's `ConnectInfo` in tests).
-struct Peer(SocketAddr);
+/// The client's address: the socket's peer, or through a trusted proxy its `X-Forwarded-For`.
+struct Caller(IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
+impl FromRequestParts<Gateway> for Caller {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<koinos_net::PeerAddr>()
-            .map(|p| p.0)
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0)
-            })
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        Ok(Self(peer))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gateway: &Gateway,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(koinos_net::caller(
+            &parts.extensions,
+            &parts.headers,
+            &gateway.inner.config.http.trusted_proxies,
+        )))
     }
-}
-
-/// The client's address: the peer, or through a trusted proxy its `X-Forwarded-For`.
-fn client_address(gateway: &Gateway, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    koinos_net::client_address(
-        peer.ip(),
-        forwarded,
-        &gateway.inner.config.http.trusted_proxies,
-    )
 }
 
 /// The client's ticket from `?access_token=` or `Authorization: Bearer`, as LiveKit accepts
@@ -362,13 +348,13 @@ fn leave_frame() -> tungstenite::Message {
 
 async fn signal_ws(
     State(gateway): State<Gateway>,
-    Peer(peer): Peer,
+    Caller(from): Caller,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     let metrics = gateway.inner.metrics.clone();
-    match open_session(&gateway, peer, &uri, &headers).await {
+    match open_session(&gateway, from, &uri, &headers).await {
         Ok(opened) => {
             let max_frame = gateway.inner.config.max_frame_bytes;
             let context = relay::SessionContext {
@@ -414,11 +400,10 @@ struct Opened {
 
 async fn open_session(
     gateway: &Gateway,
-    peer: SocketAddr,
+    from: IpAddr,
     uri: &http::Uri,
     headers: &HeaderMap,
 ) -> Result<Opened, Refusal> {
-    let from = client_address(gateway, peer, headers);
     let (ticket, claims) = admit(gateway, uri, headers, from)?;
     // Registered before control decides, so that a revocation meanwhile refuses it.
     let pending = gateway
@@ -544,11 +529,10 @@ async fn preflight(State(gateway): State<Gateway>, headers: HeaderMap) -> Respon
 /// "unreachable", so they are added here.
 async fn validate(
     State(gateway): State<Gateway>,
-    Peer(peer): Peer,
+    Caller(from): Caller,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    let from = client_address(&gateway, peer, &headers);
     let mut response = match admit(&gateway, &uri, &headers, from) {
         Err(refusal) => refusal.into_response(),
         Ok((ticket, _)) => match gateway.inner.control.admit(&ticket, true).await {

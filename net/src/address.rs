@@ -109,6 +109,23 @@ pub fn client_address(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[Cidr
     client
 }
 
+/// The caller of a request served by [`crate::serve`]: its socket peer (the [`PeerAddr`]
+/// extension; unspecified without one, e.g. a router driven without a socket), or through a
+/// trusted proxy its `X-Forwarded-For`.
+///
+/// [`PeerAddr`]: crate::PeerAddr
+pub fn caller(
+    extensions: &http::Extensions,
+    headers: &http::HeaderMap,
+    trusted: &[Cidr],
+) -> IpAddr {
+    let peer = extensions
+        .get::<crate::PeerAddr>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    client_address(peer, forwarded, trusted)
+}
+
 /// The key an address is counted under: IPv6 clients get a /64 each (one host's share of a
 /// typical allocation), so that rotating through a subnet buys nothing.
 fn bucket_key(ip: IpAddr) -> IpAddr {

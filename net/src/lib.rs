@@ -12,5 +12,5 @@
 mod address;
 mod serve;
 
-pub use address::{AddressLimiter, Cidr, client_address};
+pub use address::{AddressLimiter, Cidr, caller, client_address};
 pub use serve::{BodyTimedOut, ConnectionFamilies, ConnectionStats, PeerAddr, ServeLimits, serve};
