@@ -20,6 +20,8 @@ pub fn loadtest(args: &[&str]) -> Output {
         .arg(dev.join("secrets/registration_shared_secret"))
         .arg("--service-password-file")
         .arg(dev.join("secrets/service_password"))
+        .arg("--livekit-secret-file")
+        .arg(dev.join("secrets/livekit_api_secret"))
         .args(args)
         .output()
         .expect("run koinos-loadtest")
