@@ -8,9 +8,11 @@ import { EventTimeline, EventType, type MatrixEvent, type Room } from "matrix-js
  * membership to its sender. So a member can put a fake membership into a colleague's slot, or
  * erase a colleague's real one with `{}`. The page believes a membership only when its sender is
  * the user its state key names (control clears fakes, see control's `membership.rs`), and does
- * not believe an erasure written by someone else for a short while: the owner's client notices
- * its membership is gone and sends it again at once (matrix-js-sdk), so only a client that is
- * really gone stays gone.
+ * not believe, for a short while, an erasure written by someone else who may not remove members
+ * (power level below the room's kick level): the owner's client notices its membership is gone
+ * and sends it again at once (matrix-js-sdk), so only a client that is really gone stays gone.
+ * Erasures by those who may — a host ending the call, control's account clearing a ghost — are
+ * believed, as control believes them.
  *
  * The state-key spellings are control's `state_key_owner` (`control/src/membership.rs`):
  * `_@user:server_DEVICE_m.call`, `@user:server_DEVICE`, `@user:server`.
@@ -47,11 +49,19 @@ export interface ErasedMembership {
   deviceId: string;
 }
 
+/** Whether `userId` may remove members from the room (a host, or control's account). */
+function mayKick(room: Room, userId: string): boolean {
+  const level = room.getMember(userId)?.powerLevel ?? 0;
+  return room.getLiveTimeline().getState(EventTimeline.FORWARDS)?.hasSufficientPowerLevelFor("kick", level) ?? false;
+}
+
 export function recentlyErasedByOthers(room: Room, now: number = Date.now()): ErasedMembership[] {
   const out: ErasedMembership[] = [];
   for (const event of callMemberEvents(room)) {
     const owner = stateKeyOwner(event.getStateKey() ?? "");
-    if (!owner || owner === event.getSender()) continue;
+    const sender = event.getSender() ?? "";
+    if (!owner || owner === sender) continue;
+    if (mayKick(room, sender)) continue;
     if (Object.keys(event.getContent()).length > 0) continue;
     if (now - event.getTs() > ERASURE_DISBELIEF_MS) continue;
     const prev = event.getPrevContent() as { application?: unknown; device_id?: unknown };
