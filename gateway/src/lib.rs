@@ -616,6 +616,8 @@ mod tests {
         asked: Mutex<Vec<(String, bool)>>,
         /// Revoked through this registry while "deciding" (a kick racing the admission).
         revoke_while_deciding: Mutex<Option<Registry>>,
+        /// What sessions' RoomService requests go to (default: an empty room).
+        room: Mutex<Option<Arc<dyn RoomApi>>>,
     }
 
     struct NoRoom;
@@ -670,7 +672,11 @@ mod tests {
             Ok(ticket.to_owned())
         }
         fn room(&self, _: String) -> Arc<dyn RoomApi> {
-            Arc::new(NoRoom)
+            self.room
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| Arc::new(NoRoom))
         }
     }
 
@@ -706,6 +712,15 @@ mod tests {
     /// only it and control hold): `/rtc` upgrades a valid one and refuses the rest with 401,
     /// the validate endpoints answer 200 "success" or 401.
     async fn fake_livekit() -> (String, Seen) {
+        fake_livekit_with(|mut socket| async move { while socket.recv().await.is_some() {} }).await
+    }
+
+    /// [`fake_livekit`] whose signalling sessions are `session`.
+    async fn fake_livekit_with<F, Fut>(session: F) -> (String, Seen)
+    where
+        F: Fn(axum::extract::ws::WebSocket) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let seen: Seen = Arc::default();
         let rtc = {
             let seen = seen.clone();
@@ -714,11 +729,10 @@ mod tests {
                   Query(query): Query<Vec<(String, String)>>,
                   ws: FakeUpgrade| {
                 let valid = livekit_check(&seen, &uri, &headers, query);
+                let session = session.clone();
                 async move {
                     if valid {
-                        ws.on_upgrade(
-                            |mut socket| async move { while socket.recv().await.is_some() {} },
-                        )
+                        ws.on_upgrade(session)
                     } else {
                         (StatusCode::UNAUTHORIZED, "invalid token: signature").into_response()
                     }
@@ -1000,6 +1014,194 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!((registered.sessions, registered.rooms), (1, 1));
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    }
+
+    /// A room whose listing hangs until `release` (control stopped in the middle of a resume).
+    struct StalledRoom {
+        release: tokio::sync::Notify,
+        listing: Vec<livekit_protocol::ParticipantInfo>,
+    }
+
+    #[async_trait::async_trait]
+    impl RoomApi for StalledRoom {
+        async fn participants(&self) -> anyhow::Result<Vec<livekit_protocol::ParticipantInfo>> {
+            self.release.notified().await;
+            Ok(self.listing.clone())
+        }
+        async fn set_attribute(&self, _: &str, _: &str, _: &str) -> anyhow::Result<()> {
+            Ok(())
+        }
+        async fn mute_track(&self, _: &str, _: &str, _: bool) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resume_relays_both_ways_while_control_has_not_listed_the_room() {
+        use livekit_protocol::{
+            ParticipantInfo, Ping, SignalRequest, SignalResponse, TrackInfo, TrackSource,
+            TrackType, UpdateTrackSettings, signal_request::Message as Req,
+            signal_response::Message as Resp,
+        };
+        use prost::Message as _;
+        use tungstenite::Message;
+
+        // LiveKit answers a resume, then every ping, and keeps what it was sent.
+        let requests: Arc<Mutex<Vec<SignalRequest>>> = Arc::default();
+        let kept = requests.clone();
+        let (upstream, _seen) = fake_livekit_with(move |mut socket| {
+            let kept = kept.clone();
+            async move {
+                let resumed = SignalResponse {
+                    message: Some(Resp::Reconnect(Default::default())),
+                };
+                let _ = socket
+                    .send(axum::extract::ws::Message::Binary(
+                        resumed.encode_to_vec().into(),
+                    ))
+                    .await;
+                while let Some(Ok(axum::extract::ws::Message::Binary(bytes))) = socket.recv().await
+                {
+                    let request = SignalRequest::decode(bytes).unwrap();
+                    if let Some(Req::PingReq(ping)) = &request.message {
+                        let pong = SignalResponse {
+                            message: Some(Resp::PongResp(livekit_protocol::Pong {
+                                last_ping_timestamp: ping.timestamp,
+                                timestamp: 1,
+                            })),
+                        };
+                        let _ = socket
+                            .send(axum::extract::ws::Message::Binary(
+                                pong.encode_to_vec().into(),
+                            ))
+                            .await;
+                    }
+                    kept.lock().unwrap().push(request);
+                }
+            }
+        })
+        .await;
+        let person = |identity: &str, camera: &str| ParticipantInfo {
+            identity: identity.into(),
+            sid: format!("PA_{identity}"),
+            state: livekit_protocol::participant_info::State::Active as i32,
+            tracks: vec![TrackInfo {
+                sid: camera.into(),
+                r#type: TrackType::Video as i32,
+                source: TrackSource::Camera as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let room = Arc::new(StalledRoom {
+            release: tokio::sync::Notify::new(),
+            // Three people: the cap is 540.
+            listing: vec![
+                person("@bob:localhost:D", "TR_bob"),
+                person("@alice:localhost:A", "TR_alice"),
+                person("@carol:localhost:C", "TR_carol"),
+            ],
+        });
+        let control = Arc::new(FakeControl::default());
+        *control.room.lock().unwrap() = Some(room.clone());
+        let gateway = gateway_in_front_of(&upstream, control).await;
+        let url = serve(gateway.clone()).await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+            "{url}/rtc?access_token={}&reconnect=1&sid=PA_bob",
+            ticket("@bob:localhost:D")
+        ))
+        .await
+        .unwrap();
+        let first = loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+                .await
+                .expect("LiveKit's answer to the resume")
+                .unwrap()
+                .unwrap();
+            if let Message::Binary(bytes) = frame {
+                break SignalResponse::decode(bytes).unwrap().message;
+            }
+        };
+        assert!(matches!(first, Some(Resp::Reconnect(_))), "{first:?}");
+
+        // The listing hangs. A subscription setting above the cap waits for it; a ping does not.
+        let send = |request: Req| {
+            Message::Binary(
+                SignalRequest {
+                    message: Some(request),
+                }
+                .encode_to_vec()
+                .into(),
+            )
+        };
+        ws.send(send(Req::TrackSetting(UpdateTrackSettings {
+            track_sids: vec!["TR_alice".into()],
+            height: 1080,
+            width: 1920,
+            ..Default::default()
+        })))
+        .await
+        .unwrap();
+        for timestamp in [1, 2] {
+            ws.send(send(Req::PingReq(Ping { timestamp, rtt: 0 })))
+                .await
+                .unwrap();
+            let pong = loop {
+                let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+                    .await
+                    .expect("a pong within 5 s while control is away")
+                    .unwrap()
+                    .unwrap();
+                if let Message::Binary(bytes) = frame
+                    && let Some(Resp::PongResp(pong)) =
+                        SignalResponse::decode(bytes).unwrap().message
+                {
+                    break pong;
+                }
+            };
+            assert_eq!(pong.last_ping_timestamp, timestamp);
+        }
+        let settings = |requests: &[SignalRequest]| {
+            requests
+                .iter()
+                .filter_map(|r| match &r.message {
+                    Some(Req::TrackSetting(s)) => Some((s.track_sids.clone(), s.height)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            settings(&requests.lock().unwrap()),
+            vec![],
+            "the setting waits for the ladder"
+        );
+
+        // The listing comes: the held setting reaches LiveKit within the cap, never above it.
+        room.release.notify_one();
+        let mut capped = false;
+        for _ in 0..100 {
+            let now = settings(&requests.lock().unwrap());
+            assert!(now.iter().all(|(_, height)| *height <= 540), "{now:?}");
+            if now
+                .iter()
+                .any(|(sids, _)| sids.contains(&"TR_alice".to_string()))
+            {
+                capped = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(capped, "{:?}", settings(&requests.lock().unwrap()));
+        let listed = gateway
+            .metrics()
+            .render(Default::default())
+            .lines()
+            .any(|l| {
+                l.starts_with("koinos_gateway_resume_listing_seconds_count{outcome=\"listed\"} 1")
+            });
+        assert!(listed);
         ws.close(None).await.unwrap();
         while ws.next().await.is_some() {}
     }

@@ -76,6 +76,7 @@ pub struct Metrics {
     renewals: Family<Outcome, Counter>,
     json_frames: Family<Direction, Counter>,
     caught_up: Gauge,
+    resume_listings: Family<Outcome, Histogram>,
     /// Per-listener connection series (`signalling`), see `koinos_net`.
     pub connections: koinos_net::ConnectionFamilies,
 }
@@ -186,6 +187,15 @@ impl Default for Metrics {
              not (starting, or cut off from control: every new session is refused)",
             caught_up.clone(),
         );
+        let resume_listings = Family::<Outcome, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 4.0, 9))
+        });
+        registry.register(
+            "resume_listing_seconds",
+            "After a session resumed: how long LiveKit's listing of the room took to come \
+             through control, by outcome (listed, failed); the relay carries on meanwhile",
+            resume_listings.clone(),
+        );
         let connections = koinos_net::ConnectionStats::register(&mut registry);
         // Series exist from the start (at 0), so that rates and alerts work before the first
         // event rather than seeing an absent series.
@@ -208,6 +218,9 @@ impl Default for Metrics {
         for outcome in ["closed", "revoked"] {
             let _ = session_outcomes.get_or_create(&Outcome { outcome });
         }
+        for outcome in ["listed", "failed"] {
+            let _ = resume_listings.get_or_create(&Outcome { outcome });
+        }
         Self {
             registry,
             fallbacks_entered,
@@ -227,6 +240,7 @@ impl Default for Metrics {
             renewals,
             json_frames,
             caught_up,
+            resume_listings,
             connections,
         }
     }
@@ -292,6 +306,14 @@ impl Metrics {
         self.fallbacks_left.get_or_create(&FromLabel { from }).inc();
         self.fallback_seconds.observe(spent.as_secs_f64());
         self.in_fallback.dec();
+    }
+
+    /// LiveKit's listing after a resume came in (or failed) `took` after it was asked for.
+    pub fn resume_listed(&self, listed: bool, took: Duration) {
+        let outcome = if listed { "listed" } else { "failed" };
+        self.resume_listings
+            .get_or_create(&Outcome { outcome })
+            .observe(took.as_secs_f64());
     }
 
     /// Something a client sent, or LiveKit sent a client, did not get through.

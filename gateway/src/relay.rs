@@ -18,7 +18,9 @@
 //! Besides the two legs, the task owns the session's policy state — the [`Ladder`] and the
 //! [`Fallback`] — and wakes on the fallback's timer. What it asks of LiveKit's RoomService
 //! (attributes, muting the camera; through control, see [`RoomApi`]) goes, in order, to a small
-//! per-session task so that a slow call never stalls the relay.
+//! per-session task so that a slow call never stalls the relay. The listing of the room after a
+//! resume is asked beside the loop as well ([`Resuming`]): frames keep flowing both ways while
+//! it is awaited, and what the policy would make of them waits for it, in order.
 
 use axum::extract::ws::{self, WebSocket};
 use futures_util::{SinkExt, StreamExt, stream::SplitSink};
@@ -180,7 +182,7 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
             admin,
             metrics: metrics.clone(),
         };
-        let end = relay(browser, upstream, session, policy, room.as_ref(), lease).await;
+        let end = relay(browser, upstream, session, policy, room, lease).await;
         metrics.session_ended(match &end {
             End::BrowserClosed | End::UpstreamClosed => "closed",
             End::Revoked => "revoked",
@@ -276,6 +278,23 @@ enum ClientAction {
     Replace(Out),
 }
 
+/// What becomes of a server frame, once relayed.
+enum ServerStep {
+    /// Send `Out`.
+    Out(Out),
+    /// A resume: the policy needs LiveKit's listing of the room ([`Policy::on_listing`]) before
+    /// anything that follows.
+    ListRoom,
+}
+
+/// What the policy has yet to see while the listing after a resume is awaited, in arrival order.
+enum Deferred {
+    /// A server frame, already relayed to the browser.
+    Server(Box<SignalResponse>),
+    /// A client request the policy may change ([`Policy::watches`]): held, not yet forwarded.
+    Client(Box<SignalRequest>, tungstenite::Message, Instant),
+}
+
 /// The session's policy: the ladder, the fallback, and the RoomService requests they lead to.
 struct Policy {
     ladder: Ladder,
@@ -289,6 +308,19 @@ struct Policy {
 }
 
 impl Policy {
+    /// Whether [`Policy::on_client`] may change or answer this request (the others are
+    /// forwarded as they are).
+    fn watches(request: &SignalRequest) -> bool {
+        matches!(
+            request.message,
+            Some(
+                signal_request::Message::TrackSetting(_)
+                    | signal_request::Message::Subscription(_)
+                    | signal_request::Message::Mute(_)
+            )
+        )
+    }
+
     fn on_client(&mut self, request: &SignalRequest) -> ClientAction {
         match &request.message {
             Some(signal_request::Message::TrackSetting(settings)) => {
@@ -338,38 +370,14 @@ impl Policy {
         }
     }
 
-    async fn on_server(&mut self, response: &SignalResponse, room: &dyn RoomApi) -> Out {
+    /// A server frame, after it went to the browser. A resume needs LiveKit's listing of the
+    /// room first ([`Policy::on_listing`]); the relay asks for it beside its loop.
+    fn on_server(&mut self, response: &SignalResponse) -> ServerStep {
         use signal_response::Message as M;
         match &response.message {
-            Some(M::Reconnect(_)) => {
-                // A resume: this session's first view of the room comes from LiveKit.
-                match room.participants().await {
-                    Ok(participants) => {
-                        let own = participants
-                            .iter()
-                            .find(|p| p.identity == self.ladder.own_identity());
-                        let stage = own
-                            .and_then(|p| p.attributes.get(fallback::ATTRIBUTE))
-                            .map_or(Stage::Normal, |value| Stage::from_attribute(value));
-                        let mut out = Out::default();
-                        if stage != Stage::Normal {
-                            info!(stage = stage.label(), "resumed in the audio-only fallback");
-                            self.fallback.resume_in(stage, Instant::now());
-                            self.metrics.fallback_resumed();
-                            out = Out::settings("fallback", self.ladder.set_paused(true));
-                        }
-                        out.and(Out::settings(
-                            self.injected(),
-                            self.ladder.on_resume(&participants),
-                        ))
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "cannot list the room after a resume; caps follow the next updates");
-                        Out::settings(self.injected(), self.ladder.on_server(response))
-                    }
-                }
-            }
-            Some(M::ConnectionQuality(update)) => {
+            // A resume: this session's first view of the room comes from LiveKit.
+            Some(M::Reconnect(_)) => ServerStep::ListRoom,
+            Some(M::ConnectionQuality(update)) => ServerStep::Out({
                 let own = self.ladder.own_sid();
                 match update
                     .updates
@@ -387,8 +395,8 @@ impl Policy {
                     }
                     None => Out::default(),
                 }
-            }
-            Some(M::StreamStateUpdate(update)) => {
+            }),
+            Some(M::StreamStateUpdate(update)) => ServerStep::Out({
                 let resumed = update
                     .stream_states
                     .iter()
@@ -402,8 +410,8 @@ impl Policy {
                     );
                 }
                 Out::settings("fallback", resumed)
-            }
-            _ => {
+            }),
+            _ => ServerStep::Out({
                 let settings = self.ladder.on_server(response);
                 if !settings.is_empty() {
                     info!(
@@ -417,6 +425,39 @@ impl Policy {
                     }
                 }
                 Out::settings(self.injected(), settings)
+            }),
+        }
+    }
+
+    /// LiveKit's listing of the room after the resume `reconnect` (or why there is none).
+    fn on_listing(
+        &mut self,
+        listing: anyhow::Result<Vec<livekit_protocol::ParticipantInfo>>,
+        reconnect: &SignalResponse,
+    ) -> Out {
+        match listing {
+            Ok(participants) => {
+                let own = participants
+                    .iter()
+                    .find(|p| p.identity == self.ladder.own_identity());
+                let stage = own
+                    .and_then(|p| p.attributes.get(fallback::ATTRIBUTE))
+                    .map_or(Stage::Normal, |value| Stage::from_attribute(value));
+                let mut out = Out::default();
+                if stage != Stage::Normal {
+                    info!(stage = stage.label(), "resumed in the audio-only fallback");
+                    self.fallback.resume_in(stage, Instant::now());
+                    self.metrics.fallback_resumed();
+                    out = Out::settings("fallback", self.ladder.set_paused(true));
+                }
+                out.and(Out::settings(
+                    self.injected(),
+                    self.ladder.on_resume(&participants),
+                ))
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot list the room after a resume; caps follow the next updates");
+                Out::settings(self.injected(), self.ladder.on_server(reconnect))
             }
         }
     }
@@ -579,12 +620,60 @@ fn from_client(
     }
 }
 
+/// A client request through the policy: forwarded (unless the policy answers it instead), then
+/// what the policy adds.
+async fn client_request(
+    request: &SignalRequest,
+    forward: tungstenite::Message,
+    arrived: Instant,
+    policy: &mut Policy,
+    to_upstream: &mut UpstreamSink,
+    to_browser: &mut BrowserSink,
+    encoding: Encoding,
+) -> Result<(), End> {
+    let metrics = policy.metrics.clone();
+    let action = policy.on_client(request);
+    policy.count_subscriptions();
+    let then = match action {
+        ClientAction::Forward(then) => then,
+        ClientAction::Replace(instead) => {
+            return send_out(instead, to_upstream, to_browser, encoding, &metrics).await;
+        }
+    };
+    to_upstream
+        .send(forward)
+        .await
+        .map_err(|e| End::UpstreamError(e.to_string()))?;
+    metrics.frame_relayed("upstream", arrived.elapsed());
+    send_out(then, to_upstream, to_browser, encoding, &metrics).await
+}
+
+/// Asks for LiveKit's listing of the room beside the relay; the answer comes on `listed`.
+fn list_room(room: &Arc<dyn RoomApi>, listed: &mpsc::Sender<Listing>) {
+    let (room, listed) = (room.clone(), listed.clone());
+    tokio::spawn(
+        async move {
+            let _ = listed.send(room.participants().await).await;
+        }
+        .in_current_span(),
+    );
+}
+
+type Listing = anyhow::Result<Vec<livekit_protocol::ParticipantInfo>>;
+
+/// A resume whose listing is awaited: its `reconnect` answer and what the policy has yet to see.
+struct Resuming {
+    reconnect: SignalResponse,
+    deferred: std::collections::VecDeque<Deferred>,
+    since: Instant,
+}
+
 async fn relay(
     browser: WebSocket,
     upstream: Upstream,
     mut session: Session,
     mut policy: Policy,
-    room: &dyn RoomApi,
+    room: Arc<dyn RoomApi>,
     mut lease: Lease,
 ) -> End {
     let (mut to_browser, mut from_browser) = browser.split();
@@ -595,6 +684,11 @@ async fn relay(
     let mut renew_at = Instant::now() + lease.renew_every;
     let (renewed_tx, mut renewed) = mpsc::channel::<Result<String, Refused>>(1);
     let mut renewing = false;
+    let (listed_tx, mut listed) = mpsc::channel::<Listing>(1);
+    // After a resume, until LiveKit's listing of the room is in. The relay goes on meanwhile
+    // (control being slow or stopped never holds up a frame); what the policy would decide
+    // waits for the listing, in order, as do the client requests it may change.
+    let mut resuming: Option<Resuming> = None;
 
     let end = loop {
         let deadline = policy.fallback.deadline();
@@ -662,6 +756,48 @@ async fn relay(
                     }
                 }
             }
+            Some(listing) = listed.recv() => {
+                let Some(Resuming { reconnect, mut deferred, since }) = resuming.take() else {
+                    continue;
+                };
+                metrics.resume_listed(listing.is_ok(), since.elapsed());
+                let out = policy.on_listing(listing, &reconnect);
+                policy.count_subscriptions();
+                if let Err(end) = send_out(out, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
+                    break end;
+                }
+                // What waited, in order, until one of them is another resume.
+                let mut failed = None;
+                while let Some(event) = deferred.pop_front() {
+                    let result = match event {
+                        Deferred::Server(response) => match policy.on_server(&response) {
+                            ServerStep::ListRoom => {
+                                list_room(&room, &listed_tx);
+                                resuming = Some(Resuming {
+                                    reconnect: *response,
+                                    deferred: std::mem::take(&mut deferred),
+                                    since: Instant::now(),
+                                });
+                                Ok(())
+                            }
+                            ServerStep::Out(out) => {
+                                policy.count_subscriptions();
+                                send_out(out, &mut to_upstream, &mut to_browser, encoding, &metrics).await
+                            }
+                        },
+                        Deferred::Client(request, forward, arrived) => {
+                            client_request(&request, forward, arrived, &mut policy, &mut to_upstream, &mut to_browser, encoding).await
+                        }
+                    };
+                    if let Err(end) = result {
+                        failed = Some(end);
+                        break;
+                    }
+                }
+                if let Some(end) = failed {
+                    break end;
+                }
+            }
             message = from_browser.next() => {
                 let arrived = Instant::now();
                 heard_from_browser = arrived;
@@ -675,22 +811,13 @@ async fn relay(
                     Ok(FromClient::Skip) => continue,
                     Ok(FromClient::Request(request, forward)) => (*request, forward),
                 };
-                let action = policy.on_client(&request);
-                policy.count_subscriptions();
-                let then = match action {
-                    ClientAction::Forward(then) => then,
-                    ClientAction::Replace(instead) => {
-                        if let Err(end) = send_out(instead, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
-                            break end;
-                        }
-                        continue;
-                    }
-                };
-                if let Err(e) = to_upstream.send(forward).await {
-                    break End::UpstreamError(e.to_string());
+                if let Some(resuming) = &mut resuming
+                    && Policy::watches(&request)
+                {
+                    resuming.deferred.push_back(Deferred::Client(Box::new(request), forward, arrived));
+                    continue;
                 }
-                metrics.frame_relayed("upstream", arrived.elapsed());
-                if let Err(end) = send_out(then, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
+                if let Err(end) = client_request(&request, forward, arrived, &mut policy, &mut to_upstream, &mut to_browser, encoding).await {
                     break end;
                 }
             }
@@ -754,10 +881,25 @@ async fn relay(
                 }
                 metrics.frame_relayed("downstream", arrived.elapsed());
                 // After the frame that prompted it (never before `join`): what the policy says.
-                let out = policy.on_server(&response, room).await;
-                policy.count_subscriptions();
-                if let Err(end) = send_out(out, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
-                    break end;
+                if let Some(resuming) = &mut resuming {
+                    resuming.deferred.push_back(Deferred::Server(Box::new(response)));
+                    continue;
+                }
+                match policy.on_server(&response) {
+                    ServerStep::ListRoom => {
+                        list_room(&room, &listed_tx);
+                        resuming = Some(Resuming {
+                            reconnect: response,
+                            deferred: Default::default(),
+                            since: Instant::now(),
+                        });
+                    }
+                    ServerStep::Out(out) => {
+                        policy.count_subscriptions();
+                        if let Err(end) = send_out(out, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
+                            break end;
+                        }
+                    }
                 }
             }
         }
@@ -843,6 +985,15 @@ mod tests {
         (policy, requests)
     }
 
+    /// A server frame through the policy as the relay takes it, the listing after a resume
+    /// answered at once.
+    async fn serve(policy: &mut Policy, response: &SignalResponse, room: &dyn RoomApi) -> Out {
+        match policy.on_server(response) {
+            ServerStep::Out(out) => out,
+            ServerStep::ListRoom => policy.on_listing(room.participants().await, response),
+        }
+    }
+
     fn response(message: signal_response::Message) -> SignalResponse {
         SignalResponse {
             message: Some(message),
@@ -879,7 +1030,7 @@ mod tests {
         let mut answers = Vec::new();
         for request in [from_json, from_binary] {
             let (mut policy, _requests) = policy(FallbackConfig::default());
-            policy.on_server(&join, &room).await;
+            serve(&mut policy, &join, &room).await;
             let ClientAction::Replace(out) = policy.on_client(&request) else {
                 panic!("settings above the cap are never forwarded as they are");
             };
@@ -917,17 +1068,23 @@ mod tests {
             other_participants: vec![person("a", "PA_a", "TR_a")],
             ..Default::default()
         }));
-        assert_eq!(policy.on_server(&join, &room).await.upstream.len(), 1);
+        assert_eq!(serve(&mut policy, &join, &room).await.upstream.len(), 1);
 
         // Someone else's bad link is not ours to act on.
-        let out = policy
-            .on_server(&quality("PA_a", ConnectionQuality::Lost), &room)
-            .await;
+        let out = serve(
+            &mut policy,
+            &quality("PA_a", ConnectionQuality::Lost),
+            &room,
+        )
+        .await;
         assert!(out.upstream.is_empty());
 
-        let out = policy
-            .on_server(&quality("PA_me", ConnectionQuality::Poor), &room)
-            .await;
+        let out = serve(
+            &mut policy,
+            &quality("PA_me", ConnectionQuality::Poor),
+            &room,
+        )
+        .await;
         let sent: Vec<_> = out
             .upstream
             .iter()
@@ -940,9 +1097,12 @@ mod tests {
         ));
 
         // Still poor: the camera goes too (its own track, learnt from `join`).
-        policy
-            .on_server(&quality("PA_me", ConnectionQuality::Poor), &room)
-            .await;
+        serve(
+            &mut policy,
+            &quality("PA_me", ConnectionQuality::Poor),
+            &room,
+        )
+        .await;
         policy.on_timer();
         assert!(matches!(
             requests.try_recv(),
@@ -1000,13 +1160,16 @@ mod tests {
             other_participants: vec![person("a", "PA_a", "TR_a"), person("b", "PA_b", "TR_b")],
             ..Default::default()
         }));
-        policy.on_server(&join, &room).await;
+        serve(&mut policy, &join, &room).await;
         policy.count_subscriptions();
         assert_eq!(gauge(&policy, 540), "2");
 
-        policy
-            .on_server(&quality("PA_me", ConnectionQuality::Poor), &room)
-            .await;
+        serve(
+            &mut policy,
+            &quality("PA_me", ConnectionQuality::Poor),
+            &room,
+        )
+        .await;
         policy.count_subscriptions();
         assert_eq!(gauge(&policy, 540), "0");
         assert_eq!(gauge(&policy, 0), "2");
@@ -1030,7 +1193,7 @@ mod tests {
         let resumed = response(signal_response::Message::Reconnect(
             ReconnectResponse::default(),
         ));
-        let out = policy.on_server(&resumed, &room).await;
+        let out = serve(&mut policy, &resumed, &room).await;
         assert_eq!(policy.fallback.stage(), Stage::CameraPaused);
         assert!(!out.upstream.is_empty());
         assert!(
@@ -1351,7 +1514,7 @@ mod tests {
                         match event {
                             Event::FromServer(bytes) => {
                                 if let Ok((_, response)) = decode_server_frame(&bytes) {
-                                    let out = policy.on_server(&response, &room).await;
+                                    let out = serve(&mut policy, &response, &room).await;
                                     assert_well_formed(&out);
                                 }
                             }

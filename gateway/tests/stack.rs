@@ -5,11 +5,15 @@ use std::time::Duration;
 
 use koinos_testkit::{
     control::{tickets_once_control_is_in, token_request},
+    door::Door,
     matrix::{login, new_case},
     process::SideGateway,
     prom::metric,
     signal::{Session, first_signal, http_status, livekit_token},
-    stack::{CONTROL, GATEWAY_HTTP, GATEWAY_WS, LogsOnFailure, demo_room, eventually, secret},
+    stack::{
+        CONTROL, CONTROL_GRPC, Frozen, GATEWAY_HTTP, GATEWAY_WS, LogsOnFailure, PAGE_ORIGIN,
+        demo_room, eventually, secret,
+    },
 };
 use livekit_api::services::room::RoomClient;
 use livekit_protocol::signal_response;
@@ -222,4 +226,80 @@ async fn a_gateway_with_the_wrong_credential_is_refused_by_control_and_admits_no
         !log.contains("not-the-gateway-credential"),
         "the credential never reaches the log"
     );
+}
+
+#[tokio::test]
+async fn a_session_resuming_while_control_is_frozen_still_relays_both_ways() {
+    let _logs = LogsOnFailure::stack();
+    let (ticket, _) = demo_ticket("bob", "FROZENRESUME").await;
+    let first = Session::join(GATEWAY_WS, &ticket).await;
+    let sid = first.me().sid.clone();
+    // A gateway of the test's own whose LiveKit leg passes a door the test holds: the resume
+    // is admitted by control, and LiveKit's answer waits until control is frozen.
+    let door = Door::shut("127.0.0.1:7881").await;
+    let credential = koinos_testkit::stack::dev_dir().join("secrets/gateway_credential");
+    let side = SideGateway::start(
+        GATEWAY_BIN,
+        "frozen-resume",
+        &format!(
+            "upstream_url = \"ws://{}\"\nallowed_origins = [\"{PAGE_ORIGIN}\"]\n\
+             control_grpc_url = \"{CONTROL_GRPC}\"\ncontrol_credential_file = \"{}\"\n",
+            door.address,
+            credential.display()
+        ),
+    )
+    .await;
+    assert!(side.ready().await, "{}", side.log_text());
+    let listings = |outcome: &'static str| {
+        let http = side.http.clone();
+        async move {
+            metric(
+                &format!("{http}/metrics"),
+                &format!("koinos_gateway_resume_listing_seconds_count{{outcome=\"{outcome}\"}} "),
+            )
+            .await
+        }
+    };
+
+    let mut resumed = Session::open(&side.ws, &ticket, &format!("&reconnect=1&sid={sid}"))
+        .await
+        .expect("control admits the resume");
+    let frozen = Frozen::component("control");
+    door.open();
+    let answer = resumed
+        .wait_for(Duration::from_secs(10), |m| {
+            matches!(
+                m,
+                signal_response::Message::Reconnect(_) | signal_response::Message::Leave(_)
+            )
+        })
+        .await;
+    assert!(
+        matches!(answer, Some(signal_response::Message::Reconnect(_))),
+        "LiveKit resumes the session: {answer:?}"
+    );
+    // The gateway has asked frozen control for the room's listing. Pings go up to LiveKit and
+    // its pongs come down all the same.
+    for _ in 0..3 {
+        assert!(
+            resumed.answers_ping().await,
+            "both legs relay while the listing waits: {}",
+            side.log_text()
+        );
+    }
+    assert_eq!(
+        (listings("listed").await, listings("failed").await),
+        (0.0, 0.0),
+        "the listing was still waiting on control"
+    );
+
+    drop(frozen);
+    assert!(
+        eventually(15, || async { listings("listed").await == 1.0 }).await,
+        "the listing comes once control is back: {}",
+        side.log_text()
+    );
+    assert!(resumed.answers_ping().await);
+    resumed.leave().await;
+    drop(first);
 }

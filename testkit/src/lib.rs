@@ -3,15 +3,18 @@
 //! each would otherwise carry its own copy of how to log in, make a case, ask control for a
 //! ticket, open a LiveKit signalling session or read a metric.
 //!
-//! - [`stack`]: where the dev stack is, its secrets, the demo case, logs dumped on failure;
+//! - [`stack`]: where the dev stack is, its secrets, the demo case, logs dumped on failure, one
+//!   of its components frozen;
 //! - [`matrix`]: homeserver accounts, OpenID tokens, case rooms, kicks, call memberships;
 //! - [`control`]: control's REST and gRPC as clients and gateways use them;
 //! - [`signal`]: LiveKit signalling sessions (through a gateway, or straight to LiveKit with a
 //!   token minted for the test), in binary or in LiveKit's JSON;
 //! - [`prom`]: scraping and checking Prometheus metrics;
-//! - [`process`]: a side gateway of the test's own, started on a free port.
+//! - [`process`]: a side gateway of the test's own, started on a free port;
+//! - [`door`]: a TCP door that holds a server's frames after its HTTP answer until opened.
 
 pub mod control;
+pub mod door;
 pub mod matrix;
 pub mod process;
 pub mod prom;

@@ -95,3 +95,54 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A component of the dev stack frozen with SIGSTOP (a process that stopped answering, its
+/// sockets still open), thawed with SIGCONT when dropped, also when the test fails.
+pub struct Frozen {
+    pid: String,
+}
+
+impl Frozen {
+    /// Freezes `name` (`control`, `livekit`, …: the supervisor's program name).
+    pub fn component(name: &str) -> Frozen {
+        let pid = supervisorctl(&["pid", name]);
+        assert!(
+            !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()) && pid != "0",
+            "no pid for {name}: {pid:?}"
+        );
+        signal(&pid, "-STOP");
+        Frozen { pid }
+    }
+}
+
+/// The dev stack's supervisor (`dev/stack ctl`): `restart synapse`, `pid control`, …; its
+/// output.
+pub fn supervisorctl(args: &[&str]) -> String {
+    let cache = std::env::var_os("KOINOS_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/koinos-rtc"))
+        })
+        .expect("HOME or KOINOS_CACHE");
+    let output = std::process::Command::new(cache.join("venv/bin/supervisorctl"))
+        .arg("-c")
+        .arg(dev_dir().join("supervisord.conf"))
+        .args(args)
+        .output()
+        .expect("runs supervisorctl (dev/stack setup installs it)");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(&self.pid, "-CONT");
+    }
+}
+
+fn signal(pid: &str, which: &str) {
+    let status = std::process::Command::new("kill")
+        .args([which, pid])
+        .status()
+        .expect("runs kill");
+    assert!(status.success(), "kill {which} {pid}");
+}
