@@ -51,6 +51,7 @@ test("a dropped connection shows 'Reconnecting' while it is down, then 'Reconnec
 });
 
 test("a connection that does not come back ends in a clear message with Rejoin, which brings the person back", async ({ openUserPage }) => {
+  test.setTimeout(300_000);
   const balancer = new Balancer(GATEWAY);
   try {
     const alice = await openUserPage("alice");
@@ -64,7 +65,10 @@ test("a connection that does not come back ends in a clear message with Rejoin, 
     balancer.refusing = true;
     balancer.cut();
     await expect(alice.getByTestId("call_status")).toHaveText("Connection lost. Reconnecting…");
-    // livekit-client retries for about 45 s before it gives up.
+    // livekit-client retries for 12 s; then the page re-joins on its own with fresh tickets for
+    // a minute (recovery.ts), saying so in the same place, before it gives up.
+    await expect(alice.getByTestId("call_status")).toHaveText("Reconnecting the call…", { timeout: 30_000 });
+    await expect(alice.getByTestId("call_status")).toHaveAttribute("data-connection", "reconnecting");
     const ended = alice.getByTestId("call_ended");
     await expect(ended).toContainText("The connection to the call was lost.", { timeout: 120_000 });
     await expect(alice.getByTestId("tile")).toHaveCount(0);

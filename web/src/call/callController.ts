@@ -11,12 +11,23 @@ import {
   DisconnectReason,
   Room,
   RoomEvent,
+  Track,
   VideoPresets,
 } from "livekit-client";
 import type { AppConfig } from "../config/config";
 import { AppErrorException, MESSAGES, appError, toAppError, type AppError } from "../errors/errors";
 import { DEFAULT_CHOICES, mediaErrorOf, type MediaChoices } from "./mediaChoices";
+import { MediaWatch } from "./mediaWatch";
 import { fallbackStageOf, type FallbackStage } from "./networkFallback";
+import {
+  CallReconnectPolicy,
+  JOIN_RETRY_FOR_MS,
+  REJOIN_FOR_MS,
+  joinIsRetryable,
+  rejoinDelayMs,
+  rejoinGaveUpText,
+  rejoinIsHopeless,
+} from "./recovery";
 import { requestEndCall, requestRtcToken, requestTurnServer } from "./rtcToken";
 
 declare global {
@@ -31,7 +42,8 @@ declare global {
 
 export type CallPhase = "joining" | "connected" | "disconnected" | "leaving" | "left" | "failed";
 
-export type ConnectionStatus = "connecting" | "connected" | "reconnecting" | "reconnected" | "disconnected";
+/** `interrupted`: connected, but the others' sound and picture stopped arriving (mediaWatch.ts). */
+export type ConnectionStatus = "connecting" | "connected" | "interrupted" | "reconnecting" | "reconnected" | "disconnected";
 
 export interface CallSnapshot {
   phase: CallPhase;
@@ -62,6 +74,7 @@ export function createLivekitRoom(choices: MediaChoices = DEFAULT_CHOICES): Room
   return new Room({
     adaptiveStream: false,
     dynacast: true,
+    reconnectPolicy: new CallReconnectPolicy(),
     publishDefaults: {
       videoSimulcastLayers: [VideoPresets.h360, VideoPresets.h540],
     },
@@ -165,6 +178,16 @@ export class CallController {
   private leaving = false;
   private rtcJoined = false;
   private started = false;
+  private readonly mediaWatch = new MediaWatch();
+  private mediaTimer: ReturnType<typeof setInterval> | undefined;
+  private sampling = false;
+  /** The page is re-joining by itself after the media server lost the call (recovery.ts). */
+  private rejoining = false;
+  /** ICE servers fetched with the first join, reused by the page's own re-joins. */
+  private iceConfig: Promise<RTCConfiguration> | undefined;
+  /** Whether the practitioner wants microphone and camera on (kept across a re-join). */
+  private micWanted: boolean;
+  private cameraWanted: boolean;
 
   /** What this call was joined with (a rejoin reuses it). */
   readonly choices: MediaChoices;
@@ -174,6 +197,8 @@ export class CallController {
     this.matrixRoom = matrixRoom;
     this.config = config;
     this.choices = choices;
+    this.micWanted = choices.audioEnabled;
+    this.cameraWanted = choices.videoEnabled;
     this.session = client.matrixRTC.getRoomSession(matrixRoom);
   }
 
@@ -235,40 +260,20 @@ export class CallController {
       this.rtcJoined = true;
       this.throwIfLeaving();
 
-      // (b) LiveKit JWT from control, for which we prove our Matrix identity with an OpenID
-      // token. Control redeems each OpenID token once, so every request gets a fresh one.
-      const deviceId = this.client.getDeviceId();
-      if (!deviceId) throw new AppErrorException(appError("auth", MESSAGES.authExpired));
-      // (c) LiveKit.
+      // (b) A ticket from control, for which we prove our Matrix identity with an OpenID
+      // token, then (c) LiveKit.
       const room = createLivekitRoom(this.choices);
       this.lkRoom = room;
       window.__koinosRoom = room;
       this.attachRoomListeners(room);
       // Fetched alongside the token (it never rejects: without it LiveKit's ICE servers serve).
-      const iceConfig = this.iceConfiguration();
-      for (let attempt = 1; ; attempt++) {
-        const openId = await this.client.getOpenIdToken();
-        this.throwIfLeaving();
-        const token = await requestRtcToken(this.config.rtcServiceUrl, this.matrixRoom.roomId, deviceId, openId);
-        this.throwIfLeaving();
-        this.update({ statusText: "Connecting to the media server…" });
-        try {
-          await room.connect(token.url, token.jwt, { rtcConfig: await iceConfig });
-          break;
-        } catch (err) {
-          // LiveKit closes an empty call's room after its departure timeout; a token issued in
-          // that instant names a room that is gone. A new token request re-creates it.
-          if (attempt === 1 && isRoomGone(err)) {
-            console.warn("The call's media room closed while joining; retrying once", err);
-            continue;
-          }
-          throw new AppErrorException(livekitConnectError(err));
-        }
-      }
+      this.iceConfig = this.iceConfiguration();
+      await this.connectWaitingForService(room);
       this.throwIfLeaving();
       this.update({ phase: "connected", connection: "connected", statusText: "Connected." });
+      this.mediaTimer = setInterval(() => void this.sampleMedia(), 1_000);
 
-      await this.enableDefaultMedia(room);
+      await this.enableDefaultMedia(room, this.choices);
     } catch (err) {
       if (this.leaving) return;
       const appErr = toAppError(err);
@@ -276,6 +281,55 @@ export class CallController {
       await this.teardown(3000);
       this.update({ phase: "failed", connection: "disconnected", statusText: appErr.message, error: appErr });
       throw new AppErrorException(appErr);
+    }
+  }
+
+  /**
+   * The first join: a call service that cannot be reached (control or LiveKit restarting) is
+   * waited for with back-off, for `JOIN_RETRY_FOR_MS`, saying so; any other refusal is final.
+   */
+  private async connectWaitingForService(room: Room): Promise<void> {
+    const started = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.connect(room);
+        return;
+      } catch (err) {
+        this.throwIfLeaving();
+        if (!joinIsRetryable(toAppError(err)) || Date.now() - started >= JOIN_RETRY_FOR_MS) throw err;
+        console.warn(`Joining failed (attempt ${attempt}); retrying`, err);
+        this.update({ statusText: "The call service is temporarily unavailable; retrying…" });
+        await new Promise((resolve) => setTimeout(resolve, rejoinDelayMs(attempt)));
+        this.throwIfLeaving();
+      }
+    }
+  }
+
+  /**
+   * Asks control for a ticket and connects `room` with it. Control redeems each OpenID token
+   * once, so every request gets a fresh one.
+   */
+  private async connect(room: Room): Promise<void> {
+    const deviceId = this.client.getDeviceId();
+    if (!deviceId) throw new AppErrorException(appError("auth", MESSAGES.authExpired));
+    for (let attempt = 1; ; attempt++) {
+      const openId = await this.client.getOpenIdToken();
+      this.throwIfLeaving();
+      const token = await requestRtcToken(this.config.rtcServiceUrl, this.matrixRoom.roomId, deviceId, openId);
+      this.throwIfLeaving();
+      if (!this.rejoining) this.update({ statusText: "Connecting to the media server…" });
+      try {
+        await room.connect(token.url, token.jwt, { rtcConfig: await (this.iceConfig ?? {}) });
+        return;
+      } catch (err) {
+        // LiveKit closes an empty call's room after its departure timeout; a token issued in
+        // that instant names a room that is gone. A new token request re-creates it.
+        if (attempt === 1 && isRoomGone(err)) {
+          console.warn("The call's media room closed while joining; retrying once", err);
+          continue;
+        }
+        throw new AppErrorException(livekitConnectError(err));
+      }
     }
   }
 
@@ -301,9 +355,9 @@ export class CallController {
   }
 
   /** Publishes what the lobby asked for; a device that fails is a notice, not a failed call. */
-  private async enableDefaultMedia(room: Room): Promise<void> {
+  private async enableDefaultMedia(room: Room, choices: MediaChoices): Promise<void> {
     const notices: AppError[] = [];
-    if (this.choices.audioEnabled) {
+    if (choices.audioEnabled) {
       try {
         await room.localParticipant.setMicrophoneEnabled(true);
       } catch (err) {
@@ -311,7 +365,7 @@ export class CallController {
         notices.push(mediaErrorOf(err, "microphone"));
       }
     }
-    if (this.choices.videoEnabled) {
+    if (choices.videoEnabled) {
       try {
         await room.localParticipant.setCameraEnabled(true);
       } catch (err) {
@@ -364,14 +418,126 @@ export class CallController {
       })
       .on(RoomEvent.Disconnected, (reason?: DisconnectReason) => {
         // While joining, a failed attempt is handled where `connect()` rejects (retry or error).
-        if (this.leaving || this.snapshot.phase === "joining") return;
+        if (this.leaving || this.rejoining || this.snapshot.phase === "joining" || room !== this.lkRoom) return;
         console.warn("LiveKit disconnected", reason);
-        // Gone for good (LiveKit already gave up resuming): do not leave a ghost membership behind.
-        void this.leaveRtc(5000);
-        if (window.__koinosRoom === room) window.__koinosRoom = undefined;
         const outcome = disconnectOutcome(reason);
-        this.update({ phase: "disconnected", connection: "disconnected", statusText: outcome.text, rejoinable: outcome.rejoinable });
+        // livekit-client gave up on this connection (the media server lost the call, or is
+        // away): the page joins again by itself, keeping its place in the case room's call.
+        if (outcome.rejoinable) {
+          void this.rejoin(room);
+          return;
+        }
+        this.endedByServer(room, outcome.text, false);
       });
+  }
+
+  /** The call is over for this page: no ghost membership left behind, what happened shown. */
+  private endedByServer(room: Room, text: string, rejoinable: boolean): void {
+    clearInterval(this.mediaTimer);
+    void this.leaveRtc(5000);
+    if (window.__koinosRoom === room) window.__koinosRoom = undefined;
+    this.update({ phase: "disconnected", connection: "disconnected", statusText: text, rejoinable });
+  }
+
+  /**
+   * Joins the call again after livekit-client gave up on `lost` (recovery.ts): a fresh ticket
+   * (control re-creates the LiveKit room), a new connection with the devices and mute state of
+   * the old one. The MatrixRTC membership stays as it is, so the case room sees no leave/join.
+   */
+  private async rejoin(lost: Room): Promise<void> {
+    this.rejoining = true;
+    clearTimeout(this.reconnectedTimer);
+    const choices: MediaChoices = {
+      audioEnabled: this.micWanted,
+      // A camera the gateway paused for the network comes back on (the fallback starts over).
+      videoEnabled: this.cameraWanted,
+      audioDeviceId: lost.getActiveDevice("audioinput") ?? this.choices.audioDeviceId,
+      videoDeviceId: lost.getActiveDevice("videoinput") ?? this.choices.videoDeviceId,
+      audioOutputDeviceId: lost.getActiveDevice("audiooutput") ?? this.choices.audioOutputDeviceId,
+    };
+    lost.removeAllListeners();
+    this.cameraPausedByNetwork = false;
+    this.update({ connection: "reconnecting", statusText: "Reconnecting the call…", fallback: "none", fallbackRecovered: false });
+    const started = Date.now();
+    let lastError: AppError | undefined;
+    for (let attempt = 0; ; attempt++) {
+      const wait = rejoinDelayMs(attempt);
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      if (this.leaving) return;
+      const room = createLivekitRoom(choices);
+      try {
+        await this.connect(room);
+      } catch (err) {
+        void room.disconnect(true);
+        if (this.leaving) return;
+        lastError = toAppError(err);
+        console.warn(`Re-joining the call failed (attempt ${attempt + 1})`, err);
+        if (rejoinIsHopeless(lastError) || Date.now() - started >= REJOIN_FOR_MS) {
+          this.rejoining = false;
+          this.lkRoom = undefined;
+          this.endedByServer(lost, rejoinGaveUpText(lastError), !rejoinIsHopeless(lastError));
+          return;
+        }
+        continue;
+      }
+      if (this.leaving) {
+        void room.disconnect(true);
+        return;
+      }
+      this.rejoining = false;
+      this.mediaWatch.reset();
+      this.lkRoom = room;
+      window.__koinosRoom = room;
+      this.attachRoomListeners(room);
+      this.update({ connection: "reconnected", statusText: "Reconnected.", audioBlocked: !room.canPlaybackAudio });
+      this.reconnectedTimer = setTimeout(() => {
+        if (this.snapshot.connection === "reconnected") this.update({ connection: "connected", statusText: "Connected." });
+      }, 10_000);
+      console.info(`Re-joined the call after ${Date.now() - started} ms (attempt ${attempt + 1})`);
+      await this.enableDefaultMedia(room, choices);
+      return;
+    }
+  }
+
+  /**
+   * One sample for the media watch: bytes received over the remote tracks that should be
+   * sending (subscribed, unmuted; video neither paused by LiveKit nor by our own fallback).
+   */
+  private async sampleMedia(): Promise<void> {
+    const room = this.lkRoom;
+    if (this.sampling || this.rejoining || !room || room.state !== ConnectionState.Connected) return;
+    this.sampling = true;
+    try {
+      let bytes = 0;
+      let expected = false;
+      const videoPausedForUs = this.snapshot.fallback !== "none";
+      for (const participant of room.remoteParticipants.values()) {
+        for (const pub of participant.trackPublications.values()) {
+          const track = pub.track;
+          if (!pub.isSubscribed || !track || pub.isMuted) continue;
+          if (pub.kind === Track.Kind.Video && (videoPausedForUs || track.streamState === Track.StreamState.Paused)) continue;
+          expected = true;
+          const report = await track.getRTCStatsReport();
+          report?.forEach((stat: { type?: string; bytesReceived?: number }) => {
+            if (stat.type === "inbound-rtp") bytes += stat.bytesReceived ?? 0;
+          });
+        }
+      }
+      if (room !== this.lkRoom || this.rejoining) return;
+      const stalled = this.mediaWatch.observe({ at: Date.now(), bytes, expected });
+      const connection = this.snapshot.connection;
+      if (stalled && (connection === "connected" || connection === "reconnected")) {
+        console.warn("No media from the call for 2 s although connected");
+        clearTimeout(this.reconnectedTimer);
+        this.update({ connection: "interrupted", statusText: "The others' sound and picture stopped arriving. Reconnecting…" });
+      } else if (!stalled && connection === "interrupted") {
+        this.update({ connection: "connected", statusText: "Connected." });
+      }
+    } catch (err) {
+      console.debug("Could not read the call's media statistics", err);
+    } finally {
+      this.sampling = false;
+    }
   }
 
   /** livekit-client lost the connection and is getting it back (media may keep flowing meanwhile). */
@@ -413,6 +579,7 @@ export class CallController {
     const lp = room.localParticipant;
     try {
       await lp.setMicrophoneEnabled(!lp.isMicrophoneEnabled);
+      this.micWanted = lp.isMicrophoneEnabled;
       this.clearMediaNotice();
     } catch (err) {
       console.warn("Microphone toggle failed", err);
@@ -429,6 +596,7 @@ export class CallController {
     const lp = room.localParticipant;
     try {
       await lp.setCameraEnabled(!lp.isCameraEnabled);
+      this.cameraWanted = lp.isCameraEnabled;
       this.clearMediaNotice();
     } catch (err) {
       console.warn("Camera toggle failed", err);
@@ -473,6 +641,7 @@ export class CallController {
 
   private async teardown(timeoutMs: number): Promise<void> {
     activeCalls.delete(this);
+    clearInterval(this.mediaTimer);
     clearTimeout(this.recoveredTimer);
     clearTimeout(this.reconnectedTimer);
     const room = this.lkRoom;
