@@ -1,5 +1,5 @@
-import { execFileSync } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -483,25 +483,52 @@ export async function publishedDevice(page: Page, source: "microphone" | "camera
 
 /**
  * A TCP load balancer for a test, in front of gateway instances: new connections go to the
- * instance chosen now (`target`); `cut` drops the live ones, and while `refusing` new ones are
- * accepted and dropped at once, as when the network between browser and server is down.
+ * instance chosen now (`target`), or, when nothing accepts there (a killed instance), to the
+ * `fallback` as a load balancer's passive health check would; `cut` drops the live ones, and
+ * while `refusing` new ones are accepted and dropped at once, as when the network between
+ * browser and server is down.
  */
 export class Balancer {
   private readonly server: net.Server;
   private readonly live = new Set<net.Socket>();
   refusing = false;
-  constructor(public target: number) {
+  /** Connections that found `target` dead and went to `fallback`. */
+  failedOver = 0;
+  constructor(
+    public target: number,
+    public fallback?: number,
+  ) {
     this.server = net.createServer((client) => {
       if (this.refusing) {
         client.destroy();
         return;
       }
-      const upstream = net.connect(this.target, "127.0.0.1");
-      for (const socket of [client, upstream]) {
-        this.live.add(socket);
-        socket.on("close", () => this.live.delete(socket));
-        socket.on("error", () => undefined);
-      }
+      this.live.add(client);
+      client.on("close", () => this.live.delete(client));
+      client.on("error", () => undefined);
+      const ports = this.fallback === undefined ? [this.target] : [this.target, this.fallback];
+      this.pass(client, ports);
+    });
+  }
+
+  private pass(client: net.Socket, ports: number[]): void {
+    const [port, ...rest] = ports;
+    if (port === undefined) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(port, "127.0.0.1");
+    let connected = false;
+    upstream.on("error", () => {
+      if (!connected && rest.length > 0) {
+        this.failedOver++;
+        this.pass(client, rest);
+      } else client.destroy();
+    });
+    upstream.once("connect", () => {
+      connected = true;
+      this.live.add(upstream);
+      upstream.on("close", () => this.live.delete(upstream));
       client.pipe(upstream).pipe(client);
       client.on("close", () => upstream.destroy());
       upstream.on("close", () => client.destroy());
@@ -591,4 +618,107 @@ export async function endCallAs(user: string, roomId: string): Promise<{ status:
   });
   const body = (await response.json().catch(() => ({}))) as { errcode?: string };
   return { status: response.status, ...(body.errcode ? { errcode: body.errcode } : {}) };
+}
+
+/** supervisorctl on the dev stack (`dev/stack ctl`): restart, signal, stop, start, pid; its output. */
+export function stackCtl(...args: string[]): string {
+  return execFileSync(`${DEV_DIR}stack`, ["ctl", ...args], { encoding: "utf8" }).trim();
+}
+
+/** `dev/stack ctl …` without waiting for it (a restart takes as long as the component's stop). */
+export function stackCtlInBackground(...args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(`${DEV_DIR}stack`, ["ctl", ...args], { encoding: "utf8" }, (err, stdout) => {
+      if (err) reject(new Error(`dev/stack ctl ${args.join(" ")}: ${err.message}`));
+      else resolve(stdout.trim());
+    });
+  });
+}
+
+/**
+ * A gateway of the test's own, like the stack's first one (its binary and configuration) but on
+ * a free port: a process the test may kill with no supervisor starting it again.
+ */
+export class OwnGateway {
+  private constructor(
+    readonly port: number,
+    private readonly child: ChildProcess,
+  ) {}
+
+  static async start(): Promise<OwnGateway> {
+    const pid = stackCtl("pid", "gateway");
+    const exe = readlinkSync(`/proc/${pid}/exe`);
+    const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter((a) => a !== "");
+    const config = args[args.indexOf("--config") + 1];
+    if (!config) throw new Error(`no --config in the stack gateway's command line: ${args.join(" ")}`);
+    const port = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, "127.0.0.1", () => {
+        const free = (probe.address() as net.AddressInfo).port;
+        probe.close(() => resolve(free));
+      });
+    });
+    const child = spawn(exe, ["--config", config], {
+      env: { ...process.env, KOINOS_GATEWAY_LISTEN: `127.0.0.1:${port}` },
+      stdio: "ignore",
+    });
+    const gateway = new OwnGateway(port, child);
+    // Ready: caught up with control's revocations.
+    await expect
+      .poll(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status, { timeout: 30_000 })
+      .toBe(200);
+    return gateway;
+  }
+
+  /** SIGKILL, as a crash or a lost node. */
+  kill(): void {
+    this.child.kill("SIGKILL");
+  }
+}
+
+/** Whether something accepts TCP connections on localhost:`port` now. */
+export function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: "127.0.0.1", port });
+    socket.setTimeout(500);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("timeout", () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/** Call memberships in the room's state with when each was last sent (a re-send is churn). */
+export async function callMembershipEvents(roomId: string): Promise<Record<string, number>> {
+  const live = new Set(await liveCallMemberships(roomId));
+  const events: Record<string, number> = {};
+  for (const e of await roomState(roomId)) {
+    if (e.type === CALL_MEMBER && live.has(e.state_key)) events[e.state_key] = e.origin_server_ts;
+  }
+  return events;
+}
+
+/**
+ * Milliseconds from now until remote video frames and audio bytes grow on every one of `pages`
+ * (each sampled twice, half a second apart), polled until `withinMs`; throws if they do not.
+ */
+export async function untilMediaFlowsOnAll(pages: Page[], withinMs: number): Promise<number> {
+  const start = Date.now();
+  const flowing = new Set<Page>();
+  while (Date.now() - start < withinMs) {
+    const before = await Promise.all(pages.map((p) => inboundCounters(p).catch(() => null)));
+    await pages[0]?.waitForTimeout(500);
+    const after = await Promise.all(pages.map((p) => inboundCounters(p).catch(() => null)));
+    pages.forEach((page, i) => {
+      const [b, a] = [before[i], after[i]];
+      if (b && a && a.framesDecoded > b.framesDecoded && a.audioBytesReceived > b.audioBytesReceived) flowing.add(page);
+      else flowing.delete(page);
+    });
+    if (flowing.size === pages.length) return Date.now() - start - 500;
+  }
+  throw new Error(`media did not flow again on every page within ${withinMs} ms`);
 }
