@@ -3,7 +3,8 @@
 //! started after the kick, an ordinary account of the homeserver, a member who wants every seat
 //! or writes into a colleague's call membership, a client that holds connections open or floods
 //! control with forged OpenID tokens. Each test fails on the code before this design (see the
-//! README's security section for what each component enforces).
+//! README's security section for what each component enforces). And one fault that must not
+//! open the gate: a kick control could not see because the homeserver restarted.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -20,8 +21,8 @@ use koinos_testkit::{
     prom::metric,
     signal::{Session, first_signal, http_status, livekit_participants, livekit_token},
     stack::{
-        CONTROL, GATEWAY_B_WS, GATEWAY_HTTP, GATEWAY_WS, LIVEKIT_WS, LogsOnFailure, demo_room,
-        eventually,
+        CONTROL, Frozen, GATEWAY_B_WS, GATEWAY_HTTP, GATEWAY_WS, HS, LIVEKIT_WS, LogsOnFailure,
+        demo_room, eventually, supervisorctl,
     },
 };
 use livekit_protocol::signal_response;
@@ -679,4 +680,46 @@ async fn the_dev_turn_relay_reaches_livekits_media_address_only() {
     // A TCP relay (which would reach control's REST port, LiveKit's API, Synapse…): refused.
     let tcp = relay_attempt(username, password, "127.0.0.1", true);
     assert!(tcp.contains("442"), "{tcp}");
+}
+
+#[tokio::test]
+async fn a_kick_during_a_homeserver_restart_still_removes_the_member_once_sync_resumes() {
+    let _logs = LogsOnFailure::stack();
+    let (alice, room, tickets) = case_with(&[("bob", "OUTAGE")]).await;
+    let session = Session::join(GATEWAY_WS, &tickets[0]).await;
+    let identity = session.me().identity.clone();
+    let livekit_room = livekit_room(&tickets[0]);
+
+    // Control, frozen, cannot see the kick happen; then the homeserver restarts under its
+    // sync request. What it missed must come to it when its sync resumes.
+    {
+        let _frozen = Frozen::component("control");
+        kick(&alice, &room, "@bob:localhost").await;
+        supervisorctl(&["restart", "synapse"]);
+    }
+    let healthy = || async {
+        reqwest::get(format!("{HS}/health"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    };
+    assert!(eventually(60, healthy).await, "Synapse came back");
+    let removed = out_of_livekit_within(&livekit_room, &identity, 30).await;
+    assert!(
+        removed.is_some(),
+        "bob was still in the call 30 s after the homeserver came back"
+    );
+    println!(
+        "kicked during the homeserver's restart: out {:.1} s after it was back",
+        removed.unwrap().as_secs_f64()
+    );
+    // And control is ready again (a fresh sync) for the tests after this one.
+    assert!(
+        eventually(60, || async {
+            reqwest::get(format!("{CONTROL}/readyz"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await
+    );
+    drop(session);
 }
