@@ -275,9 +275,14 @@ async fn run(mut commands: mpsc::UnboundedReceiver<Command>) {
     }
 }
 
+const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Subscribes to control's `WatchRevocations` for as long as the process runs, naming the
 /// sessions held on every (re)subscription; resubscribes with backoff after any error (control
-/// restarting, a lagging stream), and admits nothing while it is not caught up.
+/// restarting, a lagging stream), and admits nothing while it is not caught up. The backoff
+/// stays short (at most a second): a gateway that is not caught up refuses every join, so the
+/// time it takes to notice control is back is time practitioners wait, and an attempt costs
+/// control one HTTP/2 connection attempt.
 pub async fn follow_control(
     client: crate::control::Client,
     registry: Registry,
@@ -291,7 +296,7 @@ pub async fn follow_control(
         }
         registry.caught_up(false);
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(MAX_RESUBSCRIBE_BACKOFF);
     }
 }
 

@@ -32,6 +32,7 @@ import {
  * itself allows a generous bound, as these machines are shared and noisy.
  */
 const LIVEKIT_PORT = 7881;
+const CONTROL_URL = process.env.KOINOS_WEB_URL ?? "http://localhost:8080";
 const GATEWAY_A = Number(process.env.KOINOS_GATEWAY_PORT ?? 7880);
 const RECOVERY_BOUND_MS = 30_000;
 
@@ -183,13 +184,20 @@ test("control stopped: the running call is untouched, and a practitioner joining
     }
     await carol.waitForTimeout(5_000);
     await expect(carol.getByTestId("call_status")).toHaveText("The call service is temporarily unavailable; retrying…");
-    const startedAt = Date.now();
     stackCtl("start", "control");
     stopped = false;
+    // Control is back once it is ready (synced with the homeserver); from then on it is the
+    // page's back-off that decides.
     await expect
-      .poll(() => carol.evaluate(() => window.__koinosRoom?.state ?? "none"), { timeout: CONNECT_TIMEOUT })
+      .poll(async () => (await fetch(`${CONTROL_URL}/readyz`).catch(() => undefined))?.status, { timeout: 60_000, intervals: [100] })
+      .toBe(200);
+    const readyAt = Date.now();
+    await expect
+      .poll(() => carol.evaluate(() => window.__koinosRoom?.state ?? "none"), { timeout: CONNECT_TIMEOUT, intervals: [100] })
       .toBe("connected");
-    console.log(`[faults] ${JSON.stringify({ component: "control", fault: "stop", until: "a join that waited for it connected", fromUpMs: Date.now() - startedAt })}`);
+    console.log(
+      `[faults] ${JSON.stringify({ component: "control", fault: "stop", until: "a join that waited for it connected", fromUpMs: Date.now() - readyAt })}`,
+    );
     await expect(carol.locator('[data-testid="tile"][data-local="false"]')).toHaveCount(2, { timeout: CONNECT_TIMEOUT });
     await expectMediaFlowing(carol, "carol");
     for (const page of [alice, bob]) await expect(page.getByTestId("call_status")).toHaveText("Connected.");
