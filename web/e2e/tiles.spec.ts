@@ -32,13 +32,19 @@ test("tiles show display names, who is speaking, and each connection's quality",
     await expect(aliceOnBob).toHaveAttribute("data-speaking", "false", { timeout: 100 });
   }
 
-  // LiveKit scores every connection within seconds: both tiles, on both pages, say how it is.
+  // LiveKit scores every connection within seconds and tells each participant its own score:
+  // the local tile on both pages says how it is. A remote tile shows the score once LiveKit
+  // sends it, which it does only on a tick where someone is new or changed, to those then
+  // subscribed (livekit-server pkg/rtc/room.go, connectionQualityWorker): it may stay
+  // "unknown" on a quiet call, by LiveKit's design; fallback.spec.ts shows a remote score
+  // arriving when it changes.
   for (const page of [alice, bob]) {
     const indicators = page.getByTestId("tile_quality");
     await expect(indicators).toHaveCount(2);
-    for (const indicator of await indicators.all()) {
-      await expect(indicator).toHaveAttribute("data-quality", /^(excellent|good)$/, { timeout: 30_000 });
-      await expect(indicator).toHaveAccessibleName(/^Connection (excellent|good)$/);
-    }
+    const local = page.locator('[data-testid="tile"][data-local="true"] [data-testid="tile_quality"]');
+    await expect(local).toHaveAttribute("data-quality", /^(excellent|good)$/, { timeout: 30_000 });
+    await expect(local).toHaveAccessibleName(/^Connection (excellent|good)$/);
+    const remote = page.locator('[data-testid="tile"][data-local="false"] [data-testid="tile_quality"]');
+    await expect(remote).toHaveAttribute("data-quality", /^(excellent|good|unknown)$/);
   }
 });
