@@ -561,6 +561,28 @@ async fn validate(
     response
 }
 
+/// What the unit tests of several modules build alike.
+#[cfg(test)]
+mod test_support {
+    use livekit_protocol::{ParticipantInfo, TrackInfo, TrackSource, TrackType, participant_info};
+
+    /// An active participant publishing one camera.
+    pub fn person(identity: &str, sid: &str, camera: &str) -> ParticipantInfo {
+        ParticipantInfo {
+            identity: identity.into(),
+            sid: sid.into(),
+            state: participant_info::State::Active as i32,
+            tracks: vec![TrackInfo {
+                sid: camera.into(),
+                r#type: TrackType::Video as i32,
+                source: TrackSource::Camera as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1041,9 +1063,8 @@ mod tests {
     #[tokio::test]
     async fn a_resume_relays_both_ways_while_control_has_not_listed_the_room() {
         use livekit_protocol::{
-            ParticipantInfo, Ping, SignalRequest, SignalResponse, TrackInfo, TrackSource,
-            TrackType, UpdateTrackSettings, signal_request::Message as Req,
-            signal_response::Message as Resp,
+            Ping, SignalRequest, SignalResponse, UpdateTrackSettings,
+            signal_request::Message as Req, signal_response::Message as Resp,
         };
         use prost::Message as _;
         use tungstenite::Message;
@@ -1083,17 +1104,8 @@ mod tests {
             }
         })
         .await;
-        let person = |identity: &str, camera: &str| ParticipantInfo {
-            identity: identity.into(),
-            sid: format!("PA_{identity}"),
-            state: livekit_protocol::participant_info::State::Active as i32,
-            tracks: vec![TrackInfo {
-                sid: camera.into(),
-                r#type: TrackType::Video as i32,
-                source: TrackSource::Camera as i32,
-                ..Default::default()
-            }],
-            ..Default::default()
+        let person = |identity: &str, camera: &str| {
+            crate::test_support::person(identity, &format!("PA_{identity}"), camera)
         };
         let room = Arc::new(StalledRoom {
             release: tokio::sync::Notify::new(),

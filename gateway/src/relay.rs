@@ -918,7 +918,7 @@ mod tests {
 
     use livekit_protocol::{
         ConnectionQuality, ConnectionQualityInfo, ConnectionQualityUpdate, JoinResponse,
-        ParticipantInfo, ReconnectResponse, TrackInfo, TrackSource, TrackType, participant_info,
+        ParticipantInfo, ReconnectResponse, TrackInfo, TrackSource, TrackType,
     };
 
     use super::*;
@@ -957,20 +957,7 @@ mod tests {
         }
     }
 
-    fn person(identity: &str, sid: &str, camera: &str) -> ParticipantInfo {
-        ParticipantInfo {
-            identity: identity.into(),
-            sid: sid.into(),
-            state: participant_info::State::Active as i32,
-            tracks: vec![TrackInfo {
-                sid: camera.into(),
-                r#type: TrackType::Video as i32,
-                source: TrackSource::Camera as i32,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
-    }
+    use crate::test_support::person;
 
     fn policy(config: FallbackConfig) -> (Policy, mpsc::UnboundedReceiver<AdminRequest>) {
         let (admin, requests) = mpsc::unbounded_channel();

@@ -12,13 +12,13 @@ import {
   joinDemoCall,
   inboundVideoHeights,
   openCase,
-  pointLiveKitUrlAt,
   roomIdOf,
   setNetworkLoss,
   signIn,
   stackCtl,
   stackCtlInBackground,
   test,
+  threeWithCarolAt,
   untilMediaFlowsOnAll,
   videoSettlesAt,
 } from "./fixtures";
@@ -126,15 +126,8 @@ test("a gateway killed: the signalling moves to the other instance, media never 
   const balancer = new Balancer(doomed.port, GATEWAY_A);
   const balancerPort = await balancer.listen();
   try {
-    const pages: Page[] = [];
-    for (const user of ["alice", "bob", "carol"]) {
-      const page = await openUserPage(user);
-      if (user === "carol") await pointLiveKitUrlAt(page, balancerPort);
-      await joinDemoCall(page, user);
-      pages.push(page);
-    }
-    const [alice, bob, carol] = pages as [Page, Page, Page];
-    for (const page of pages) await videoSettlesAt(page, 2, 540);
+    const [alice, bob, carol] = await threeWithCarolAt(openUserPage, balancerPort);
+    for (const page of [alice, bob, carol]) await videoSettlesAt(page, 2, 540);
     await expect(carol.getByTestId("call_status")).toHaveText("Connected.");
 
     const resumedAt = carol.evaluate(

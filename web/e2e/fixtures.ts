@@ -1,5 +1,5 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -232,6 +232,22 @@ export async function pointLiveKitUrlAt(page: Page, port: number): Promise<void>
     const body = (await response.json()) as { url: string };
     await route.fulfill({ response, json: { ...body, url: `ws://localhost:${port}` } });
   });
+}
+
+/**
+ * alice, bob and carol join the demo call, alice and bob at the stack's gateway, carol at
+ * localhost:`carolPort` (a `Balancer` in front of gateway instances).
+ */
+export async function threeWithCarolAt(openUserPage: (label: string) => Promise<Page>, carolPort: number): Promise<[Page, Page, Page]> {
+  const pages: Page[] = [];
+  for (const user of ["alice", "bob", "carol"]) {
+    const page = await openUserPage(user);
+    // carol's page is handed the balancer's address as the LiveKit URL.
+    if (user === "carol") await pointLiveKitUrlAt(page, carolPort);
+    await joinDemoCall(page, user);
+    pages.push(page);
+  }
+  return pages as [Page, Page, Page];
 }
 
 /**
@@ -647,10 +663,12 @@ export class OwnGateway {
 
   static async start(): Promise<OwnGateway> {
     const pid = stackCtl("pid", "gateway");
-    const exe = readlinkSync(`/proc/${pid}/exe`);
+    // Its command line names the binary by path: /proc/PID/exe would be "… (deleted)" once a
+    // later build replaced the file (as `cargo test` does while the stack runs).
     const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter((a) => a !== "");
+    const [exe] = args;
     const config = args[args.indexOf("--config") + 1];
-    if (!config) throw new Error(`no --config in the stack gateway's command line: ${args.join(" ")}`);
+    if (!exe || !config) throw new Error(`no binary or --config in the stack gateway's command line: ${args.join(" ")}`);
     const port = await new Promise<number>((resolve) => {
       const probe = net.createServer().listen(0, "127.0.0.1", () => {
         const free = (probe.address() as net.AddressInfo).port;

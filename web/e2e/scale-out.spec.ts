@@ -1,5 +1,4 @@
-import type { Page } from "@playwright/test";
-import { Balancer, expect, gatewayMetric, inboundVideoHeights, joinDemoCall, pointLiveKitUrlAt, test, videoSettlesAt } from "./fixtures";
+import { Balancer, expect, gatewayMetric, inboundVideoHeights, joinDemoCall, test, threeWithCarolAt, videoSettlesAt } from "./fixtures";
 
 /**
  * Two gateway instances in front of one LiveKit (dev/stack runs the second on :7884), sharing
@@ -18,15 +17,8 @@ test("a session resumed on another gateway instance keeps the cap, and it follow
       a: await gatewayMetric("koinos_gateway_sessions", GATEWAY_A),
       b: await gatewayMetric("koinos_gateway_sessions", GATEWAY_B),
     };
-    const pages: Page[] = [];
-    for (const user of ["alice", "bob", "carol"]) {
-      const page = await openUserPage(user);
-      // carol's page is handed the balancer's address as the LiveKit URL.
-      if (user === "carol") await pointLiveKitUrlAt(page, balancerPort);
-      await joinDemoCall(page, user);
-      pages.push(page);
-    }
-    const [alice, bob, carol] = pages as [Page, Page, Page];
+    const pages = await threeWithCarolAt(openUserPage, balancerPort);
+    const [alice, bob, carol] = pages;
     expect(await gatewayMetric("koinos_gateway_sessions", GATEWAY_B)).toBe(sessionsBefore.b + 1);
     expect(await gatewayMetric("koinos_gateway_sessions", GATEWAY_A)).toBe(sessionsBefore.a + 2);
     for (const page of pages) await videoSettlesAt(page, 2, 540);

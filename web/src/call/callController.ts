@@ -410,6 +410,8 @@ export class CallController {
       .on(RoomEvent.SignalReconnecting, this.onReconnecting)
       .on(RoomEvent.Reconnecting, this.onReconnecting)
       .on(RoomEvent.Reconnected, () => {
+        // What arrived (or not) before the reconnection says nothing about the media now.
+        this.mediaWatch.reset();
         clearTimeout(this.reconnectedTimer);
         this.reconnectedTimer = setTimeout(() => {
           if (this.snapshot.connection === "reconnected") this.update({ connection: "connected", statusText: "Connected." });
