@@ -1043,14 +1043,7 @@ async fn a_gateway_acts_on_its_calls_through_control_and_only_with_the_credentia
     let mut resumed = Session::open(GATEWAY_WS, &jwts[1], &format!("&reconnect=1&sid={bob_sid}"))
         .await
         .expect("resume opens");
-    let answer = resumed
-        .wait_for(Duration::from_secs(15), |m| {
-            matches!(
-                m,
-                signal_response::Message::Reconnect(_) | signal_response::Message::Leave(_)
-            )
-        })
-        .await;
+    let answer = resumed.resume_answer(Duration::from_secs(15)).await;
     assert!(
         matches!(answer, Some(signal_response::Message::Reconnect(_))),
         "LiveKit resumes bob's session: {answer:?}"

@@ -1126,16 +1126,24 @@ mod tests {
         ))
         .await
         .unwrap();
-        let first = loop {
-            let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-                .await
-                .expect("LiveKit's answer to the resume")
-                .unwrap()
-                .unwrap();
-            if let Message::Binary(bytes) = frame {
-                break SignalResponse::decode(bytes).unwrap().message;
+        // The next binary frame from the gateway, within 5 s: the relay is not held up.
+        async fn next_response(
+            ws: &mut tokio_tungstenite::WebSocketStream<
+                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+            >,
+        ) -> Option<Resp> {
+            loop {
+                let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+                    .await
+                    .expect("a frame within 5 s while control is away")
+                    .unwrap()
+                    .unwrap();
+                if let Message::Binary(bytes) = frame {
+                    return SignalResponse::decode(bytes).unwrap().message;
+                }
             }
-        };
+        }
+        let first = next_response(&mut ws).await;
         assert!(matches!(first, Some(Resp::Reconnect(_))), "{first:?}");
 
         // The listing hangs. A subscription setting above the cap waits for it; a ping does not.
@@ -1161,15 +1169,7 @@ mod tests {
                 .await
                 .unwrap();
             let pong = loop {
-                let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
-                    .await
-                    .expect("a pong within 5 s while control is away")
-                    .unwrap()
-                    .unwrap();
-                if let Message::Binary(bytes) = frame
-                    && let Some(Resp::PongResp(pong)) =
-                        SignalResponse::decode(bytes).unwrap().message
-                {
+                if let Some(Resp::PongResp(pong)) = next_response(&mut ws).await {
                     break pong;
                 }
             };

@@ -266,14 +266,7 @@ async fn a_session_resuming_while_control_is_frozen_still_relays_both_ways() {
         .expect("control admits the resume");
     let frozen = Frozen::component("control");
     door.open();
-    let answer = resumed
-        .wait_for(Duration::from_secs(10), |m| {
-            matches!(
-                m,
-                signal_response::Message::Reconnect(_) | signal_response::Message::Leave(_)
-            )
-        })
-        .await;
+    let answer = resumed.resume_answer(Duration::from_secs(10)).await;
     assert!(
         matches!(answer, Some(signal_response::Message::Reconnect(_))),
         "LiveKit resumes the session: {answer:?}"

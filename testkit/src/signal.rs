@@ -169,6 +169,17 @@ impl Session {
         false
     }
 
+    /// LiveKit's answer to a resume (`reconnect=1`): `reconnect`, or `leave` if it refused.
+    pub async fn resume_answer(&mut self, within: Duration) -> Option<signal_response::Message> {
+        self.wait_for(within, |m| {
+            matches!(
+                m,
+                signal_response::Message::Reconnect(_) | signal_response::Message::Leave(_)
+            )
+        })
+        .await
+    }
+
     /// A signalling ping answered: the session is alive.
     pub async fn answers_ping(&mut self) -> bool {
         self.send(signal_request::Message::PingReq(livekit_protocol::Ping {
