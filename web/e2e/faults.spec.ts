@@ -13,6 +13,7 @@ import {
   inboundVideoHeights,
   openCase,
   roomIdOf,
+  selectedCandidateTypes,
   setNetworkLoss,
   signIn,
   stackCtl,
@@ -32,6 +33,7 @@ import {
  * itself allows a generous bound, as these machines are shared and noisy.
  */
 const LIVEKIT_PORT = 7881;
+const COTURN_PORT = 3478;
 const CONTROL_URL = process.env.KOINOS_WEB_URL ?? "http://localhost:8080";
 const GATEWAY_A = Number(process.env.KOINOS_GATEWAY_PORT ?? 7880);
 const RECOVERY_BOUND_MS = 30_000;
@@ -92,6 +94,66 @@ for (const { fault, what, act } of LIVEKIT_FAULTS) {
     expect(await callMembershipEvents(roomId)).toEqual(memberships);
   });
 }
+
+/** Every connected peer connection of the page sends over a TURN allocation, and there is one. */
+async function throughTurnOnly(page: Page): Promise<void> {
+  await expect
+    .poll(async () => {
+      const types = await selectedCandidateTypes(page);
+      return types.length > 0 && types.every((t) => t === "relay") ? "relay" : types;
+    }, { timeout: CONNECT_TIMEOUT })
+    .toBe("relay");
+}
+
+test("coturn restarted: a practitioner whose media runs through TURN is back through it by himself", async ({ openUserPage }) => {
+  test.setTimeout(240_000);
+  const alice = await openUserPage("alice");
+  await joinDemoCall(alice, "alice");
+  // bob's browser may use nothing but the TURN server (a clinic firewall's only way out).
+  const bob = await openUserPage("bob", { turnOnly: true });
+  await joinDemoCall(bob, "bob");
+  await untilMediaFlowsOnAll([alice, bob], RECOVERY_BOUND_MS);
+  await throughTurnOnly(bob);
+  const memberships = await callMembershipEvents(roomIdOf(alice));
+
+  const faultAt = Date.now();
+  // coturn forgets every allocation with its process: bob's relayed media has nowhere to go.
+  const done = stackCtlInBackground("restart", "coturn");
+  await expect.poll(() => accepts(COTURN_PORT), { timeout: 60_000, intervals: [50] }).toBe(false);
+  await expect.poll(() => accepts(COTURN_PORT), { timeout: 60_000, intervals: [50] }).toBe(true);
+  const upAt = Date.now();
+  await done;
+  const back = await untilMediaFlowsOnAll([alice, bob], RECOVERY_BOUND_MS);
+  console.log(
+    `[faults] ${JSON.stringify({ component: "coturn", fault: "restart", until: "media on both pages", fromFaultMs: upAt + back - faultAt, fromUpMs: back })}`,
+  );
+  // Through the restarted coturn again, on fresh allocations.
+  await throughTurnOnly(bob);
+  for (const page of [alice, bob]) await expectCallAsBefore(page);
+  expect(await callMembershipEvents(roomIdOf(alice))).toEqual(memberships);
+});
+
+test("a quiet call, everyone's microphone and camera off, is not taken for a lost connection", async ({ openUserPage }) => {
+  const { alice, bob } = await twoPersonCall(openUserPage);
+  const rejoins: string[] = [];
+  for (const page of [alice, bob]) {
+    page.on("console", (msg) => {
+      if (/joining again|Re-joined the call/.test(msg.text())) rejoins.push(msg.text());
+    });
+    await page.getByRole("button", { name: "Mute microphone" }).click();
+    await page.getByRole("button", { name: "Stop camera" }).click();
+    await expect(page.getByRole("button", { name: "Start camera" })).toBeVisible();
+  }
+  // Nothing but LiveKit's keepalives and reports arrives now, for several times the 4 s after
+  // which a silent connection counts as lost.
+  const rooms = await Promise.all([alice, bob].map((p) => p.evaluate(() => window.__koinosRoom?.localParticipant.sid)));
+  await alice.waitForTimeout(15_000);
+  expect(rejoins).toEqual([]);
+  for (const [i, page] of [alice, bob].entries()) {
+    await expect(page.getByTestId("call_status")).toHaveText("Connected.");
+    expect(await page.evaluate(() => window.__koinosRoom?.localParticipant.sid)).toBe(rooms[i]);
+  }
+});
 
 test("media that stops arriving while the connection stands is never shown as 'Connected.'", async ({ openUserPage }) => {
   const alice = await openUserPage("alice");

@@ -23,6 +23,12 @@ interface UserPageOptions {
    * microphone hears a steady tone instead of short beeps (`talking`).
    */
   media?: "denied" | "no-camera" | "talking";
+  /**
+   * Every peer connection of the page gathers TURN relay candidates only (ICE transport policy
+   * "relay"), as behind a firewall that lets nothing but the TURN server through: its media runs
+   * through the stack's coturn. `window.__koinosPeerConnections` lists them.
+   */
+  turnOnly?: boolean;
 }
 
 /**
@@ -124,6 +130,7 @@ export const test = base.extend<Fixtures>({
           w.__cspViolations.push(`${e.effectiveDirective} blocked ${e.blockedURI || "(inline)"}`);
         });
       });
+      if (options?.turnOnly) await relayOnly(context);
       const page = await context.newPage();
       page.on("console", (msg) => push(label, `[console.${msg.type()}] ${msg.text()}`));
       page.on("pageerror", (err) => push(label, `[pageerror] ${err.stack ?? err.message}`));
@@ -691,6 +698,55 @@ export class OwnGateway {
   kill(): void {
     this.child.kill("SIGKILL");
   }
+}
+
+/** Every peer connection of the context's pages uses TURN relay candidates only (listed). */
+async function relayOnly(context: BrowserContext): Promise<void> {
+  await context.addInitScript(() => {
+    const w = window as unknown as { __koinosPeerConnections?: RTCPeerConnection[]; RTCPeerConnection: typeof RTCPeerConnection };
+    const list: RTCPeerConnection[] = [];
+    w.__koinosPeerConnections = list;
+    // livekit-client sets the configuration again once LiveKit names its ICE servers.
+    const proto = w.RTCPeerConnection.prototype;
+    const setConfiguration = Object.getOwnPropertyDescriptor(proto, "setConfiguration")?.value as (
+      this: RTCPeerConnection,
+      config?: RTCConfiguration,
+    ) => void;
+    proto.setConfiguration = function (this: RTCPeerConnection, config?: RTCConfiguration) {
+      setConfiguration.call(this, { ...config, iceTransportPolicy: "relay" });
+    };
+    w.RTCPeerConnection = new Proxy(w.RTCPeerConnection, {
+      construct(target, args, newTarget) {
+        const config = { ...((args[0] as RTCConfiguration | undefined) ?? {}), iceTransportPolicy: "relay" as const };
+        const pc = Reflect.construct(target, [config, ...(args.slice(1) as unknown[])], newTarget) as RTCPeerConnection;
+        list.push(pc);
+        return pc;
+      },
+    });
+  });
+}
+
+/**
+ * The local candidate type ("relay", "host", ...) of the pair each open peer connection of the
+ * page (`turnOnly`) sends its media over now; empty while none is selected.
+ */
+export async function selectedCandidateTypes(page: Page): Promise<string[]> {
+  return page.evaluate(async () => {
+    const pcs = (window as unknown as { __koinosPeerConnections?: RTCPeerConnection[] }).__koinosPeerConnections ?? [];
+    const types: string[] = [];
+    for (const pc of pcs) {
+      if (pc.connectionState !== "connected") continue;
+      const stats = await pc.getStats();
+      let pairId: string | undefined;
+      stats.forEach((s: { type: string; selectedCandidatePairId?: string }) => {
+        if (s.type === "transport" && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+      });
+      const pair = pairId ? (stats.get(pairId) as { localCandidateId?: string } | undefined) : undefined;
+      const local = pair?.localCandidateId ? (stats.get(pair.localCandidateId) as { candidateType?: string } | undefined) : undefined;
+      if (local?.candidateType) types.push(local.candidateType);
+    }
+    return types;
+  });
 }
 
 /** Whether something accepts TCP connections on localhost:`port` now. */

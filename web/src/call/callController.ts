@@ -17,7 +17,7 @@ import {
 import type { AppConfig } from "../config/config";
 import { AppErrorException, MESSAGES, appError, toAppError, type AppError } from "../errors/errors";
 import { DEFAULT_CHOICES, mediaErrorOf, type MediaChoices } from "./mediaChoices";
-import { MediaWatch } from "./mediaWatch";
+import { LINK_LOST_AFTER_MS, MediaWatch } from "./mediaWatch";
 import { fallbackStageOf, type FallbackStage } from "./networkFallback";
 import {
   CallReconnectPolicy,
@@ -179,6 +179,8 @@ export class CallController {
   private rtcJoined = false;
   private started = false;
   private readonly mediaWatch = new MediaWatch();
+  /** Whether our connection to the media server still carries anything (mediaWatch.ts). */
+  private readonly linkWatch = new MediaWatch(LINK_LOST_AFTER_MS);
   private mediaTimer: ReturnType<typeof setInterval> | undefined;
   private sampling = false;
   /** The page is re-joining by itself after the media server lost the call (recovery.ts). */
@@ -411,7 +413,7 @@ export class CallController {
       .on(RoomEvent.Reconnecting, this.onReconnecting)
       .on(RoomEvent.Reconnected, () => {
         // What arrived (or not) before the reconnection says nothing about the media now.
-        this.mediaWatch.reset();
+        this.resetWatches();
         clearTimeout(this.reconnectedTimer);
         this.reconnectedTimer = setTimeout(() => {
           if (this.snapshot.connection === "reconnected") this.update({ connection: "connected", statusText: "Connected." });
@@ -449,6 +451,7 @@ export class CallController {
   private async rejoin(lost: Room): Promise<void> {
     this.rejoining = true;
     clearTimeout(this.reconnectedTimer);
+    const lostState = lost.state;
     const choices: MediaChoices = {
       audioEnabled: this.micWanted,
       // A camera the gateway paused for the network comes back on (the fallback starts over).
@@ -458,6 +461,9 @@ export class CallController {
       audioOutputDeviceId: lost.getActiveDevice("audiooutput") ?? this.choices.audioOutputDeviceId,
     };
     lost.removeAllListeners();
+    // A connection whose path died while its signalling stands is closed first: LiveKit would
+    // otherwise keep the old participant until the new one, of the same identity, replaced it.
+    if (lostState !== ConnectionState.Disconnected) void lost.disconnect(true);
     this.cameraPausedByNetwork = false;
     this.update({ connection: "reconnecting", statusText: "Reconnecting the call…", fallback: "none", fallbackRecovered: false });
     const started = Date.now();
@@ -487,7 +493,7 @@ export class CallController {
         return;
       }
       this.rejoining = false;
-      this.mediaWatch.reset();
+      this.resetWatches();
       this.lkRoom = room;
       window.__koinosRoom = room;
       this.attachRoomListeners(room);
@@ -525,7 +531,13 @@ export class CallController {
           });
         }
       }
+      const link = await this.linkBytes(room);
       if (room !== this.lkRoom || this.rejoining) return;
+      if (this.linkWatch.observe({ at: Date.now(), bytes: link.bytes, expected: link.expected })) {
+        console.warn(`Nothing received from the media server for ${LINK_LOST_AFTER_MS / 1000} s: joining again`);
+        void this.rejoin(room);
+        return;
+      }
       const stalled = this.mediaWatch.observe({ at: Date.now(), bytes, expected });
       const connection = this.snapshot.connection;
       if (stalled && (connection === "connected" || connection === "reconnected")) {
@@ -540,6 +552,41 @@ export class CallController {
     } finally {
       this.sampling = false;
     }
+  }
+
+  /**
+   * Bytes received so far by the page's connections to the media server (its transports, of
+   * what it publishes and of what it receives), and whether there is any connection to watch.
+   */
+  private async linkBytes(room: Room): Promise<{ bytes: number; expected: boolean }> {
+    // What we publish and what we receive may run over two peer connections, each with its
+    // transport named by every one of its tracks: the most a side's tracks name is that side's.
+    // (With LiveKit's single peer connection both sides name the same one: counted twice, it
+    // still grows exactly when it does.)
+    const sides = [
+      [...room.localParticipant.trackPublications.values()].map((pub) => pub.track),
+      [...room.remoteParticipants.values()].flatMap((p) => [...p.trackPublications.values()].map((pub) => pub.track)),
+    ];
+    let bytes = 0;
+    let expected = false;
+    for (const tracks of sides) {
+      let side = 0;
+      for (const track of tracks) {
+        const report = await track?.getRTCStatsReport();
+        report?.forEach((stat: { type?: string; bytesReceived?: number }) => {
+          if (stat.type !== "transport") return;
+          expected = true;
+          side = Math.max(side, stat.bytesReceived ?? 0);
+        });
+      }
+      bytes += side;
+    }
+    return { bytes, expected };
+  }
+
+  private resetWatches(): void {
+    this.mediaWatch.reset();
+    this.linkWatch.reset();
   }
 
   /** livekit-client lost the connection and is getting it back (media may keep flowing meanwhile). */

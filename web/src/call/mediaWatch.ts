@@ -11,6 +11,16 @@
 /** Media that should arrive and has not for this long is "stalled". */
 export const STALL_AFTER_MS = 2_000;
 
+/**
+ * The page's own path to the media server is lost when its connections have received nothing
+ * at all for this long: not media, and not what LiveKit sends on any live path (its ICE
+ * keepalives every 2 s, its reports on what we publish every second or so). A TURN server that
+ * restarted and forgot our allocation, a media node gone: the page re-joins at once, as
+ * livekit-client would only after its peer connection failed (10 s and more). Fed with the
+ * bytes received by the page's transports, `MediaWatch` with this threshold tells it.
+ */
+export const LINK_LOST_AFTER_MS = 4_000;
+
 export interface MediaSample {
   /** When it was taken (ms, monotonic enough: Date.now()). */
   at: number;
