@@ -1,5 +1,18 @@
 import type { Page } from "@playwright/test";
-import { DEMO_CASE, expect, inboundCounters, joinCall, joinDemoCall, openCase, setNetworkLoss, signIn, test } from "./fixtures";
+import {
+  Balancer,
+  DEMO_CASE,
+  OwnGateway,
+  expect,
+  inboundCounters,
+  joinCall,
+  joinDemoCall,
+  openCase,
+  pointLiveKitUrlAt,
+  setNetworkLoss,
+  signIn,
+  test,
+} from "./fixtures";
 
 /**
  * The gateway's audio-only fallback on a real degraded link: bob's browser runs in
@@ -9,6 +22,7 @@ import { DEMO_CASE, expect, inboundCounters, joinCall, joinDemoCall, openCase, s
  */
 
 const GATEWAY_METRICS = `${process.env.KOINOS_GATEWAY_URL ?? "http://127.0.0.1:7880"}/metrics`;
+const GATEWAY_A = Number(process.env.KOINOS_GATEWAY_PORT ?? 7880);
 
 /** Video frames this page decoded over a 3 s window. */
 async function framesOver3s(page: Page): Promise<number> {
@@ -135,4 +149,53 @@ test("a participant whose link stays bad goes audio-only, is told why, and gets 
     await bob.waitForTimeout(2000);
   }
   expect(await fallbacksEntered("incoming_video")).toBe(enteredBefore + 1);
+});
+
+test("the gateway carrying an audio-only participant's signalling killed: he stays audio-only on the other one, and recovers there", async ({ openUserPage }) => {
+  test.setTimeout(600_000);
+  // bob's signalling goes through a balancer to a gateway of the test's own, or to the stack's
+  // first one once that is dead; his media (lossy) goes to LiveKit as always.
+  const doomed = await OwnGateway.start();
+  const balancer = new Balancer(doomed.port, GATEWAY_A);
+  const balancerPort = await balancer.listen();
+  try {
+    const alice = await openUserPage("alice");
+    await joinDemoCall(alice, "alice");
+    const bob = await openUserPage("bob", { lossy: true });
+    await pointLiveKitUrlAt(bob, balancerPort);
+    await signIn(bob, "bob");
+    await openCase(bob, DEMO_CASE);
+    await joinCall(bob);
+    const bobIdentity = await bob.evaluate(() => window.__koinosRoom?.localParticipant.identity ?? "");
+    await expect.poll(() => framesOver3s(bob), { timeout: 60_000 }).toBeGreaterThan(0);
+
+    // Both stages on the doomed gateway: no video to bob, his camera paused.
+    setNetworkLoss(25);
+    const notice = bob.getByTestId("fallback_notice");
+    await expect(notice).toHaveAttribute("data-stage", "camera", { timeout: 240_000 });
+    await expect.poll(() => cameraMutedFor(alice, bobIdentity), { timeout: 30_000 }).toBe(true);
+
+    const resumed = bob.evaluate(() => new Promise<void>((resolve) => window.__koinosRoom?.once("reconnected", () => resolve())));
+    doomed.kill();
+    await resumed;
+    expect(balancer.failedOver).toBeGreaterThan(0);
+    // The other instance carries on from the stage in bob's LiveKit attributes: with his link
+    // still bad, his video does not flood back to fall again, and his camera stays paused.
+    for (let i = 0; i < 5; i++) {
+      await expect(notice).toHaveAttribute("data-stage", "camera");
+      expect(await cameraMutedFor(alice, bobIdentity)).toBe(true);
+      expect(await framesOver3s(bob)).toBe(0);
+    }
+    await expect(bob.getByTestId("call_ended")).toHaveCount(0);
+
+    // And it restores him once the link is good again.
+    setNetworkLoss(0);
+    await expect(notice).toHaveAttribute("data-stage", "none", { timeout: 180_000 });
+    await expect.poll(() => framesOver3s(bob), { timeout: 30_000 }).toBeGreaterThan(0);
+    await expect.poll(() => cameraMutedFor(alice, bobIdentity), { timeout: 30_000 }).toBe(false);
+  } finally {
+    setNetworkLoss(0);
+    doomed.kill();
+    await balancer.close();
+  }
 });
