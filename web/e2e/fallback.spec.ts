@@ -1,8 +1,6 @@
 import type { Page } from "@playwright/test";
 import {
-  Balancer,
   DEMO_CASE,
-  OwnGateway,
   expect,
   inboundCounters,
   joinCall,
@@ -12,6 +10,7 @@ import {
   setNetworkLoss,
   signIn,
   test,
+  withDoomedGateway,
 } from "./fixtures";
 
 /**
@@ -22,7 +21,6 @@ import {
  */
 
 const GATEWAY_METRICS = `${process.env.KOINOS_GATEWAY_URL ?? "http://127.0.0.1:7880"}/metrics`;
-const GATEWAY_A = Number(process.env.KOINOS_GATEWAY_PORT ?? 7880);
 
 /** Video frames this page decoded over a 3 s window. */
 async function framesOver3s(page: Page): Promise<number> {
@@ -155,10 +153,7 @@ test("the gateway carrying an audio-only participant's signalling killed: he sta
   test.setTimeout(600_000);
   // bob's signalling goes through a balancer to a gateway of the test's own, or to the stack's
   // first one once that is dead; his media (lossy) goes to LiveKit as always.
-  const doomed = await OwnGateway.start();
-  const balancer = new Balancer(doomed.port, GATEWAY_A);
-  const balancerPort = await balancer.listen();
-  try {
+  await withDoomedGateway(async (doomed, balancer, balancerPort) => {
     const alice = await openUserPage("alice");
     await joinDemoCall(alice, "alice");
     const bob = await openUserPage("bob", { lossy: true });
@@ -193,9 +188,5 @@ test("the gateway carrying an audio-only participant's signalling killed: he sta
     await expect(notice).toHaveAttribute("data-stage", "none", { timeout: 180_000 });
     await expect.poll(() => framesOver3s(bob), { timeout: 30_000 }).toBeGreaterThan(0);
     await expect.poll(() => cameraMutedFor(alice, bobIdentity), { timeout: 30_000 }).toBe(false);
-  } finally {
-    setNetworkLoss(0);
-    doomed.kill();
-    await balancer.close();
-  }
+  });
 });

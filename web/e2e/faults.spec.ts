@@ -1,8 +1,6 @@
 import type { Page } from "@playwright/test";
 import {
-  Balancer,
   CONNECT_TIMEOUT,
-  OwnGateway,
   accepts,
   callMembershipEvents,
   expect,
@@ -22,6 +20,7 @@ import {
   threeWithCarolAt,
   untilMediaFlowsOnAll,
   videoSettlesAt,
+  withDoomedGateway,
 } from "./fixtures";
 
 /**
@@ -35,7 +34,6 @@ import {
 const LIVEKIT_PORT = 7881;
 const COTURN_PORT = 3478;
 const CONTROL_URL = process.env.KOINOS_WEB_URL ?? "http://localhost:8080";
-const GATEWAY_A = Number(process.env.KOINOS_GATEWAY_PORT ?? 7880);
 const RECOVERY_BOUND_MS = 30_000;
 
 async function twoPersonCall(openUserPage: (label: string) => Promise<Page>): Promise<{ alice: Page; bob: Page; roomId: string }> {
@@ -184,10 +182,7 @@ test("a gateway killed: the signalling moves to the other instance, media never 
   test.setTimeout(300_000);
   // carol's signalling goes through a balancer to a gateway of the test's own, or to the
   // stack's first one when that is dead (as a load balancer's health check would).
-  const doomed = await OwnGateway.start();
-  const balancer = new Balancer(doomed.port, GATEWAY_A);
-  const balancerPort = await balancer.listen();
-  try {
+  await withDoomedGateway(async (doomed, balancer, balancerPort) => {
     const [alice, bob, carol] = await threeWithCarolAt(openUserPage, balancerPort);
     for (const page of [alice, bob, carol]) await videoSettlesAt(page, 2, 540);
     await expect(carol.getByTestId("call_status")).toHaveText("Connected.");
@@ -214,10 +209,7 @@ test("a gateway killed: the signalling moves to the other instance, media never 
     for (const page of [alice, bob]) await expectMediaFlowing(page, "alice and bob");
     await carol.getByRole("button", { name: "Leave call" }).click();
     await expect(carol.getByTestId("call_view")).toHaveCount(0, { timeout: 30_000 });
-  } finally {
-    doomed.kill();
-    await balancer.close();
-  }
+  });
 });
 
 test("control stopped: the running call is untouched, and a practitioner joining meanwhile is told and gets in by herself", async ({ openUserPage }) => {

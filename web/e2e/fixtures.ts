@@ -749,6 +749,23 @@ export async function selectedCandidateTypes(page: Page): Promise<string[]> {
   });
 }
 
+/**
+ * Runs `body` with a gateway of the test's own behind a balancer that sends connections to the
+ * stack's first gateway once that one is dead (as a load balancer's health check would): the
+ * test kills `doomed` to see signalling move. Both are gone afterwards.
+ */
+export async function withDoomedGateway(body: (doomed: OwnGateway, balancer: Balancer, balancerPort: number) => Promise<void>): Promise<void> {
+  const doomed = await OwnGateway.start();
+  const balancer = new Balancer(doomed.port, Number(process.env.KOINOS_GATEWAY_PORT ?? 7880));
+  const balancerPort = await balancer.listen();
+  try {
+    await body(doomed, balancer, balancerPort);
+  } finally {
+    doomed.kill();
+    await balancer.close();
+  }
+}
+
 /** Whether something accepts TCP connections on localhost:`port` now. */
 export function accepts(port: number): Promise<boolean> {
   return new Promise((resolve) => {
