@@ -634,26 +634,61 @@ async fn the_page_is_served_with_the_headers_a_security_reviewer_expects() {
     }
 }
 
-/// What coturn's own test client says when it relays to `peer` (`-e`) with these credentials,
-/// over a UDP or (`tcp_relay`) an RFC 6062 TCP allocation.
-fn relay_attempt(username: &str, password: &str, peer: &str, tcp_relay: bool) -> String {
+/// An echo peer (coturn's `turnutils_peer`) on a free UDP port of `address`, stopped on drop.
+struct EchoPeer {
+    process: std::process::Child,
+    port: u16,
+}
+
+impl EchoPeer {
+    fn on(address: &str) -> Self {
+        // The port is free when asked; the peer takes it a moment later (tests own their ports).
+        let port = std::net::UdpSocket::bind((address, 0))
+            .and_then(|socket| socket.local_addr())
+            .expect("a free UDP port")
+            .port();
+        let process = std::process::Command::new("turnutils_peer")
+            .args(["-L", address, "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("turnutils_peer (from the coturn package) runs");
+        std::thread::sleep(Duration::from_millis(300));
+        Self { process, port }
+    }
+}
+
+impl Drop for EchoPeer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// What coturn's own test client says when it relays to `peer` (`-e`, `-r`) with these
+/// credentials, over a UDP or (`tcp_relay`) an RFC 6062 TCP allocation. A run that had to be
+/// killed says so: the client's buffered output dies with it.
+fn relay_attempt(username: &str, password: &str, peer: (&str, u16), tcp_relay: bool) -> String {
     let mut command = std::process::Command::new("timeout");
-    command.args(["20", "turnutils_uclient", "-u", username, "-w", password]);
+    command.args(["60", "turnutils_uclient", "-u", username, "-w", password]);
     command.args(["-n", "1", "-m", "1", "-l", "100"]);
     if tcp_relay {
         command.arg("-T");
     } else {
-        // Any port: coturn filters by address only (the client listens there itself).
-        command.args(["-e", peer, "-r", "3497"]);
+        command.args(["-e", peer.0, "-r", &peer.1.to_string()]);
     }
     let output = command
         .arg("127.0.0.1")
         .output()
         .expect("turnutils_uclient (from the coturn package) runs");
     format!(
-        "{}{}",
+        "{}{}(turnutils_uclient {})",
         String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(&output.stderr),
+        match output.status.code() {
+            Some(124) => "killed after 60 s".to_owned(),
+            code => format!("exited with {code:?}"),
+        }
     )
 }
 
@@ -670,15 +705,22 @@ async fn the_dev_turn_relay_reaches_livekits_media_address_only() {
         creds["username"].as_str().unwrap(),
         creds["password"].as_str().unwrap(),
     );
-    // LiveKit's media address (127.0.0.1 in the dev stack): relayed.
-    let to_livekit = relay_attempt(username, password, "127.0.0.1", false);
+    // LiveKit's media address (127.0.0.1 in the dev stack): relayed there and back. An echo
+    // answers, so the client is done as soon as its packet returns instead of waiting out its
+    // loss timer (12 s idle, over 20 s on a loaded CI machine).
+    let echo = EchoPeer::on("127.0.0.1");
+    let to_livekit = relay_attempt(username, password, ("127.0.0.1", echo.port), false);
+    drop(echo);
     assert!(!to_livekit.contains("403"), "{to_livekit}");
-    assert!(to_livekit.contains("tot_send_msgs=1"), "{to_livekit}");
-    // Any other loopback address: refused by coturn.
-    let elsewhere = relay_attempt(username, password, "127.0.0.2", false);
+    assert!(
+        to_livekit.contains("tot_send_msgs=1, tot_recv_msgs=1"),
+        "{to_livekit}"
+    );
+    // Any other loopback address: refused by coturn (at the permission, before any packet).
+    let elsewhere = relay_attempt(username, password, ("127.0.0.2", 3497), false);
     assert!(elsewhere.contains("403 (Forbidden IP)"), "{elsewhere}");
     // A TCP relay (which would reach control's REST port, LiveKit's API, Synapse…): refused.
-    let tcp = relay_attempt(username, password, "127.0.0.1", true);
+    let tcp = relay_attempt(username, password, ("127.0.0.1", 0), true);
     assert!(tcp.contains("442"), "{tcp}");
 }
 
