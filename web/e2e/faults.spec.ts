@@ -1,7 +1,6 @@
 import type { Page } from "@playwright/test";
 import {
   CONNECT_TIMEOUT,
-  accepts,
   callMembershipEvents,
   expect,
   expectMediaFlowing,
@@ -10,6 +9,7 @@ import {
   joinDemoCall,
   inboundVideoHeights,
   openCase,
+  replacedAndAccepting,
   roomIdOf,
   selectedCandidateTypes,
   setNetworkLoss,
@@ -46,12 +46,6 @@ async function twoPersonCall(openUserPage: (label: string) => Promise<Page>): Pr
   return { alice, bob, roomId: roomIdOf(alice) };
 }
 
-/** Until LiveKit's port refuses connections (the process is gone), then until it accepts again. */
-async function untilLiveKitIsBack(): Promise<void> {
-  await expect.poll(() => accepts(LIVEKIT_PORT), { timeout: 60_000, intervals: [50] }).toBe(false);
-  await expect.poll(() => accepts(LIVEKIT_PORT), { timeout: 60_000, intervals: [50] }).toBe(true);
-}
-
 /** Both pages show the call as it was: connected, one tile of the other, nothing ended. */
 async function expectCallAsBefore(page: Page): Promise<void> {
   await expect(page.getByTestId("call_status")).toHaveAttribute("data-connection", /^(reconnected|connected)$/, { timeout: CONNECT_TIMEOUT });
@@ -74,13 +68,9 @@ for (const { fault, what, act } of LIVEKIT_FAULTS) {
     const memberships = await callMembershipEvents(roomId);
     expect(Object.keys(memberships)).toHaveLength(2);
 
-    const faultAt = Date.now();
-    const done = act();
     // LiveKit lost the room with its process: first the pages notice, then they re-join.
-    await untilLiveKitIsBack();
-    const upAt = Date.now();
-    await done;
-    const back = await untilMediaFlowsOnAll([alice, bob], RECOVERY_BOUND_MS);
+    const { faultAt, upAt } = await replacedAndAccepting("livekit", LIVEKIT_PORT, act);
+    const back = await untilMediaFlowsOnAll([alice, bob], RECOVERY_BOUND_MS, upAt);
     // One line per run, read by bench/faults.
     console.log(
       `[faults] ${JSON.stringify({ component: "livekit", fault, until: "media on both pages", fromFaultMs: upAt + back - faultAt, fromUpMs: back })}`,
@@ -114,14 +104,9 @@ test("coturn restarted: a practitioner whose media runs through TURN is back thr
   await throughTurnOnly(bob);
   const memberships = await callMembershipEvents(roomIdOf(alice));
 
-  const faultAt = Date.now();
   // coturn forgets every allocation with its process: bob's relayed media has nowhere to go.
-  const done = stackCtlInBackground("restart", "coturn");
-  await expect.poll(() => accepts(COTURN_PORT), { timeout: 60_000, intervals: [50] }).toBe(false);
-  await expect.poll(() => accepts(COTURN_PORT), { timeout: 60_000, intervals: [50] }).toBe(true);
-  const upAt = Date.now();
-  await done;
-  const back = await untilMediaFlowsOnAll([alice, bob], RECOVERY_BOUND_MS);
+  const { faultAt, upAt } = await replacedAndAccepting("coturn", COTURN_PORT);
+  const back = await untilMediaFlowsOnAll([alice, bob], RECOVERY_BOUND_MS, upAt);
   console.log(
     `[faults] ${JSON.stringify({ component: "coturn", fault: "restart", until: "media on both pages", fromFaultMs: upAt + back - faultAt, fromUpMs: back })}`,
   );

@@ -659,6 +659,28 @@ export function stackCtlInBackground(...args: string[]): Promise<string> {
 }
 
 /**
+ * Does `fault` to a supervised dev-stack component (a restart by default) and waits until its
+ * next process accepts connections on `port`, then until the fault's own command has returned;
+ * when the fault began and when the port accepted (ms since the epoch). The old process's end is what is watched, not a refused connection:
+ * coturn's restart closes its port for a few milliseconds only, less than any poll interval.
+ */
+export async function replacedAndAccepting(
+  program: string,
+  port: number,
+  fault: () => Promise<string> = () => stackCtlInBackground("restart", program),
+): Promise<{ faultAt: number; upAt: number }> {
+  const oldPid = stackCtl("pid", program);
+  if (!/^[1-9][0-9]*$/.test(oldPid)) throw new Error(`${program} is not running (pid: ${oldPid})`);
+  const faultAt = Date.now();
+  const done = fault();
+  await expect.poll(() => existsSync(`/proc/${oldPid}`), { timeout: 60_000, intervals: [20] }).toBe(false);
+  await expect.poll(() => accepts(port), { timeout: 60_000, intervals: [50] }).toBe(true);
+  const upAt = Date.now();
+  await done;
+  return { faultAt, upAt };
+}
+
+/**
  * A gateway of the test's own, like the stack's first one (its binary and configuration) but on
  * a free port: a process the test may kill with no supervisor starting it again.
  */
@@ -794,11 +816,12 @@ export async function callMembershipEvents(roomId: string): Promise<Record<strin
 }
 
 /**
- * Milliseconds from now until remote video frames and audio bytes grow on every one of `pages`
- * (each sampled twice, half a second apart), polled until `withinMs`; throws if they do not.
+ * Milliseconds from `since` (now by default) until remote video frames and audio bytes grow on
+ * every one of `pages` (each sampled twice, half a second apart), polled until `withinMs` after
+ * `since`; throws if they do not.
  */
-export async function untilMediaFlowsOnAll(pages: Page[], withinMs: number): Promise<number> {
-  const start = Date.now();
+export async function untilMediaFlowsOnAll(pages: Page[], withinMs: number, since = Date.now()): Promise<number> {
+  const start = since;
   const flowing = new Set<Page>();
   while (Date.now() - start < withinMs) {
     const before = await Promise.all(pages.map((p) => inboundCounters(p).catch(() => null)));
