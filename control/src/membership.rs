@@ -54,9 +54,12 @@ pub trait MembershipOracle: Send + Sync {
     /// Whether `user` may end the room's call for everyone: a power level at least the room's
     /// kick level (creators of room version 12+ rooms have unlimited power).
     async fn is_host(&self, room: &RoomId, user: &UserId) -> Result<bool, ApiError>;
-    /// Writes an empty call membership (`{}`) over every live one in the room, as control's
-    /// service account. Returns how many were cleared.
-    async fn clear_call_memberships(&self, room: &RoomId) -> Result<usize, ApiError>;
+    /// Ends the room's call for everyone on the homeserver, the durable record of it: first an
+    /// [`CALL_ENDED_EVENT`] naming `host` (so that pages can tell the end of the call from the
+    /// removal of one device, even while the media server is away and cannot tell them), then
+    /// an empty call membership (`{}`) over every live one, as control's service account.
+    /// Returns how many memberships were cleared.
+    async fn end_call(&self, room: &RoomId, host: &UserId) -> Result<usize, ApiError>;
     /// Every live call membership in the case rooms control is joined to, from the synced
     /// state (no homeserver request). Empty while the state is not fresh.
     async fn live_call_memberships(&self) -> Vec<CallMembership>;
@@ -118,6 +121,10 @@ pub const CALL_MEMBER_EVENT: &str = "org.matrix.msc3401.call.member";
 
 /// The room type of a case room (`creation_content.type`): control serves these only.
 pub const CASE_ROOM_TYPE: &str = "org.koinos.case";
+
+/// The timeline event control sends into a case room when a host ends its call for everyone
+/// (`{"ended_by": host}`); believed by the page only from a sender who may remove members.
+pub const CALL_ENDED_EVENT: &str = "org.koinos.call.ended";
 
 /// The user whose slot a call membership's state key names, in the spellings MatrixRTC clients
 /// use: `_@user:server_DEVICE_m.call` (matrix-js-sdk, Element Call), `@user:server_DEVICE` and
@@ -479,10 +486,19 @@ impl MembershipOracle for MatrixMembership {
         Ok(power_levels.user_can_kick(user))
     }
 
-    async fn clear_call_memberships(&self, room_id: &RoomId) -> Result<usize, ApiError> {
+    async fn end_call(&self, room_id: &RoomId, host: &UserId) -> Result<usize, ApiError> {
         // The homeserver's state, not the synced store: a membership sent a moment ago must not
         // survive the end of the call.
         let (room, state) = self.room_state_from_homeserver(room_id).await?;
+        room.send_raw(
+            CALL_ENDED_EVENT,
+            serde_json::json!({ "ended_by": host.as_str() }),
+        )
+        .await
+        .map_err(|e| {
+            warn!(error = %e, %room_id, "cannot announce the end of the call");
+            ApiError::Unavailable
+        })?;
         let mut cleared = 0;
         for event in state {
             let live = event["type"] == CALL_MEMBER_EVENT
@@ -608,6 +624,15 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pages_copy_of_the_call_ended_event_type_is_controls() {
+        let page = include_str!("../../web/src/call/callController.ts");
+        assert!(
+            page.contains(&format!("CALL_ENDED_EVENT = \"{CALL_ENDED_EVENT}\"")),
+            "web/src/call/callController.ts must name {CALL_ENDED_EVENT}"
+        );
+    }
 
     #[test]
     fn a_call_membership_is_read_from_its_state_event() {

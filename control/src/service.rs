@@ -12,7 +12,7 @@ use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use matrix_sdk::ruma::{OwnedRoomId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     error::ApiError,
@@ -568,10 +568,20 @@ impl RtcService {
             info!(%user, %room_id, "end call refused: not a host");
             return Err(ApiError::Forbidden);
         }
+        // The homeserver's record first: it is what every page believes, and it holds while the
+        // media server is away (its pages stop re-joining when they read it).
+        let memberships_cleared = self.membership.end_call(&room_id, &user).await?;
         let livekit_room = livekit_room_name(room_id.as_str());
-        self.livekit.delete_room(&livekit_room).await?;
         self.seats.forget_room(&livekit_room);
-        let memberships_cleared = self.membership.clear_call_memberships(&room_id).await?;
+        match self.livekit.delete_room(&livekit_room).await {
+            Ok(()) => {}
+            // A LiveKit that is away has lost the room with its process (a single node) or
+            // keeps it for pages that leave by themselves on the record above (multi-node).
+            Err(ApiError::Unavailable) => {
+                warn!(%room_id, %livekit_room, "call ended while LiveKit is unreachable; its room was not deleted");
+            }
+            Err(e) => return Err(e),
+        }
         info!(%user, %room_id, %livekit_room, memberships_cleared, "call ended by host");
         Ok(CallEnded {
             livekit_room,
@@ -758,7 +768,7 @@ pub(crate) mod tests {
         async fn is_host(&self, _room: &RoomId, user: &UserId) -> Result<bool, ApiError> {
             Ok(user.as_str() == "@alice:localhost")
         }
-        async fn clear_call_memberships(&self, _room: &RoomId) -> Result<usize, ApiError> {
+        async fn end_call(&self, _room: &RoomId, _host: &UserId) -> Result<usize, ApiError> {
             Ok(2)
         }
         async fn live_call_memberships(&self) -> Vec<crate::membership::CallMembership> {
@@ -791,7 +801,7 @@ pub(crate) mod tests {
         async fn is_host(&self, _: &RoomId, _: &UserId) -> Result<bool, ApiError> {
             Err(ApiError::Unavailable)
         }
-        async fn clear_call_memberships(&self, _: &RoomId) -> Result<usize, ApiError> {
+        async fn end_call(&self, _: &RoomId, _: &UserId) -> Result<usize, ApiError> {
             Err(ApiError::Unavailable)
         }
         async fn live_call_memberships(&self) -> Vec<crate::membership::CallMembership> {
@@ -821,6 +831,8 @@ pub(crate) mod tests {
         pub removed_users: Mutex<Vec<(String, String)>>,
         /// The RoomService calls made for gateways, in order.
         pub admin_calls: Mutex<Vec<String>>,
+        /// LiveKit is away: DeleteRoom cannot be made.
+        pub away: std::sync::atomic::AtomicBool,
     }
 
     impl FakeLiveKit {
@@ -859,6 +871,9 @@ pub(crate) mod tests {
             Ok(())
         }
         async fn delete_room(&self, name: &str) -> Result<(), ApiError> {
+            if self.away.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ApiError::Unavailable);
+            }
             self.deleted.lock().unwrap().push(name.to_owned());
             self.rooms.lock().unwrap().remove(name);
             Ok(())
@@ -1287,6 +1302,28 @@ pub(crate) mod tests {
             *livekit.deleted.lock().unwrap(),
             vec![livekit_room_name("!case:localhost")]
         );
+    }
+
+    #[tokio::test]
+    async fn a_host_ends_the_call_while_livekit_is_away() {
+        let livekit = Arc::new(FakeLiveKit::default());
+        livekit
+            .away
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let service = fake_service(livekit.clone());
+        let ended = service
+            .end_call(
+                EndCallRequest {
+                    room_id: "!case:localhost".into(),
+                    openid_token: request("alice-token", "!case:localhost").openid_token,
+                },
+                FROM,
+            )
+            .await
+            .unwrap();
+        // The homeserver's record is what ends it; the room went with LiveKit's process.
+        assert_eq!(ended.memberships_cleared, 2);
+        assert!(livekit.deleted.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

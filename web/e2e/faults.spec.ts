@@ -1,12 +1,14 @@
 import type { Page } from "@playwright/test";
 import {
   CONNECT_TIMEOUT,
+  accepts,
   callMembershipEvents,
   expect,
   expectMediaFlowing,
   enterCall,
   joinCall,
   joinDemoCall,
+  liveCallMemberships,
   inboundVideoHeights,
   openCase,
   replacedAndAccepting,
@@ -67,6 +69,9 @@ for (const { fault, what, act } of LIVEKIT_FAULTS) {
     const { alice, bob, roomId } = await twoPersonCall(openUserPage);
     const memberships = await callMembershipEvents(roomId);
     expect(Object.keys(memberships)).toHaveLength(2);
+    // bob shows his screen: a re-join cannot capture it again without his click.
+    await bob.getByRole("button", { name: "Share your screen" }).click();
+    await expect(alice.getByTestId("screen_tile")).toBeVisible({ timeout: 30_000 });
 
     // LiveKit lost the room with its process: first the pages notice, then they re-join.
     const { faultAt, upAt } = await replacedAndAccepting("livekit", LIVEKIT_PORT, act);
@@ -77,11 +82,49 @@ for (const { fault, what, act } of LIVEKIT_FAULTS) {
     );
 
     for (const page of [alice, bob]) await expectCallAsBefore(page);
+    // bob is told his screen share stopped, not left to think the others still see it; one
+    // click shares it again.
+    await expect(bob.getByTestId("call_notice")).toHaveText(/screen share stopped while the call reconnected/);
+    await expect(alice.getByTestId("screen_tile")).toHaveCount(0);
+    await bob.getByRole("button", { name: "Share your screen" }).click();
+    await expect(alice.getByTestId("screen_tile")).toBeVisible({ timeout: 30_000 });
+    await expect(bob.getByTestId("call_notice")).toHaveCount(0);
     await expect(alice.getByTestId("call_status")).toHaveText("Connected.", { timeout: 20_000 });
     // The case room saw no leave and no join: the same two memberships, not sent again.
     expect(await callMembershipEvents(roomId)).toEqual(memberships);
   });
 }
+
+test("the host ends the call while LiveKit is away: it stays ended for everyone when LiveKit is back", async ({ openUserPage }) => {
+  test.setTimeout(240_000);
+  const { alice, bob, roomId } = await twoPersonCall(openUserPage);
+  const rejoins: string[] = [];
+  bob.on("console", (msg) => {
+    if (/Re-joined the call/.test(msg.text())) rejoins.push(msg.text());
+  });
+  // No LiveKit room to delete, no LiveKit to tell anyone: only the case room can say it ended.
+  stackCtl("stop", "livekit");
+  try {
+    for (const page of [alice, bob]) {
+      await expect(page.getByTestId("call_status")).toHaveAttribute("data-connection", "reconnecting", { timeout: 30_000 });
+    }
+    alice.once("dialog", (dialog) => void dialog.accept());
+    await alice.getByRole("button", { name: "End call for all" }).click();
+    await expect(alice.getByTestId("call_view")).toHaveCount(0, { timeout: 30_000 });
+    await expect(bob.getByTestId("call_status")).toHaveText("The host ended the call.", { timeout: 30_000 });
+    await expect(bob.getByRole("button", { name: "Rejoin" })).toHaveCount(0);
+  } finally {
+    stackCtl("start", "livekit");
+  }
+  await expect.poll(() => accepts(LIVEKIT_PORT), { timeout: 60_000 }).toBe(true);
+  // LiveKit is back, and longer than a page's re-join takes: nobody brought the call back.
+  await bob.waitForTimeout(8_000);
+  expect(rejoins).toEqual([]);
+  await expect(bob.getByTestId("call_status")).toHaveText("The host ended the call.");
+  expect(await bob.evaluate(() => window.__koinosRoom === undefined)).toBe(true);
+  expect(await liveCallMemberships(roomId)).toEqual([]);
+  await expect(alice.getByRole("button", { name: "Start call" })).toBeVisible({ timeout: CONNECT_TIMEOUT });
+});
 
 /** Every connected peer connection of the page sends over a TURN allocation, and there is one. */
 async function throughTurnOnly(page: Page): Promise<void> {

@@ -4,6 +4,7 @@ import { Track, type Participant } from "livekit-client";
 import { ErrorMessage } from "../errors/ErrorMessage";
 import { appError, toAppError, type AppError } from "../errors/errors";
 import type { CallController } from "./callController";
+import { mayKick } from "./membershipTrust";
 import { fallbackNotice, fallbackStageOf } from "./networkFallback";
 import { ParticipantTile, ScreenShareTile } from "./ParticipantTile";
 import { DevicePickers } from "./DevicePickers";
@@ -30,8 +31,7 @@ function nameFor(room: MatrixRoom, p: Participant): string {
  * creators of a room version 12+ room have unlimited power) — the rule control enforces.
  */
 export function isHost(room: MatrixRoom, userId: string): boolean {
-  const level = room.getMember(userId)?.powerLevel ?? 0;
-  return room.currentState.hasSufficientPowerLevelFor("kick", level);
+  return mayKick(room, userId);
 }
 
 interface Props {

@@ -1,4 +1,4 @@
-import type { MatrixClient, Room as MatrixRoom } from "matrix-js-sdk";
+import { RoomEvent as MatrixRoomEvent, type MatrixClient, type MatrixEvent, type Room as MatrixRoom, type IRoomTimelineData } from "matrix-js-sdk";
 import {
   MatrixRTCSessionEvent,
   type LivekitTransport,
@@ -28,7 +28,18 @@ import {
   rejoinGaveUpText,
   rejoinIsHopeless,
 } from "./recovery";
+import { mayKick } from "./membershipTrust";
 import { requestEndCall, requestRtcToken, requestTurnServer } from "./rtcToken";
+
+/**
+ * What control sends into the case room when a host ends the call for everyone (control's
+ * `CALL_ENDED_EVENT`, `control/src/membership.rs`; a control test checks this copy). The
+ * homeserver's record of the end: it reaches the page while the media server is away, when no
+ * LiveKit room is there to be deleted.
+ */
+export const CALL_ENDED_EVENT = "org.koinos.call.ended";
+
+const SCREEN_SHARE_STOPPED = "Your screen share stopped while the call reconnected. Share your screen again to show it.";
 
 declare global {
   interface Window {
@@ -183,6 +194,8 @@ export class CallController {
   private readonly linkWatch = new MediaWatch(LINK_LOST_AFTER_MS);
   private mediaTimer: ReturnType<typeof setInterval> | undefined;
   private sampling = false;
+  /** This page's host is ending the call for everyone (a request to control in flight). */
+  private endingForAll = false;
   /** The page is re-joining by itself after the media server lost the call (recovery.ts). */
   private rejoining = false;
   /** ICE servers fetched with the first join, reused by the page's own re-joins. */
@@ -190,6 +203,11 @@ export class CallController {
   /** Whether the practitioner wants microphone and camera on (kept across a re-join). */
   private micWanted: boolean;
   private cameraWanted: boolean;
+  /**
+   * Whether the practitioner is sharing a screen. A re-join cannot share it again by itself
+   * (browsers ask for a click before every capture), so it tells them instead.
+   */
+  private screenWanted = false;
 
   /** What this call was joined with (a rejoin reuses it). */
   readonly choices: MediaChoices;
@@ -254,6 +272,7 @@ export class CallController {
       await pendingRtcLeave;
       this.throwIfLeaving();
       this.session.on(MatrixRTCSessionEvent.MembershipManagerError, this.onMembershipManagerError);
+      this.matrixRoom.on(MatrixRoomEvent.Timeline, this.onCaseTimeline);
       this.session.joinRoomSession([], this.transport(), {
         callIntent: "video",
         // Media E2EE (Element Call's per-member keys) is not used by this page.
@@ -392,7 +411,11 @@ export class CallController {
       .on(RoomEvent.TrackMuted, this.bump)
       .on(RoomEvent.TrackUnmuted, this.bump)
       .on(RoomEvent.LocalTrackPublished, this.bump)
-      .on(RoomEvent.LocalTrackUnpublished, this.bump)
+      .on(RoomEvent.LocalTrackUnpublished, (publication) => {
+        // Stopped from the browser's own "Stop sharing" bar; not a connection being torn down.
+        if (publication.source === Track.Source.ScreenShare && room.state === ConnectionState.Connected) this.screenWanted = false;
+        this.bump();
+      })
       .on(RoomEvent.TrackStreamStateChanged, this.bump)
       .on(RoomEvent.ParticipantNameChanged, this.bump)
       .on(RoomEvent.ParticipantAttributesChanged, (_changed, participant) => {
@@ -434,6 +457,24 @@ export class CallController {
         this.endedByServer(room, outcome.text, false);
       });
   }
+
+  /**
+   * A host ended the call for everyone (control's event, believed only from someone who may
+   * remove members): over for this page too, whatever its connection is doing, a re-join of
+   * its own included.
+   */
+  private onCaseTimeline = (event: MatrixEvent, _room: MatrixRoom | undefined, toStartOfTimeline: boolean | undefined, _removed: boolean, data: IRoomTimelineData): void => {
+    if (toStartOfTimeline || !data.liveEvent || event.getType() !== CALL_ENDED_EVENT) return;
+    const sender = event.getSender();
+    if (!sender || !mayKick(this.matrixRoom, sender)) return;
+    if (this.leaving || this.endingForAll || this.snapshot.phase === "disconnected") return;
+    console.info(`The call was ended for everyone by ${String(event.getContent().ended_by)}`);
+    // Stops the page's own re-join and the join retries where they stand.
+    this.leaving = true;
+    this.rejoining = false;
+    void this.teardown(5000);
+    this.update({ phase: "disconnected", connection: "disconnected", statusText: "The host ended the call.", rejoinable: false });
+  };
 
   /** The call is over for this page: no ghost membership left behind, what happened shown. */
   private endedByServer(room: Room, text: string, rejoinable: boolean): void {
@@ -503,6 +544,10 @@ export class CallController {
       }, 10_000);
       console.info(`Re-joined the call after ${Date.now() - started} ms (attempt ${attempt + 1})`);
       await this.enableDefaultMedia(room, choices);
+      if (this.screenWanted) {
+        this.screenWanted = false;
+        this.update({ notice: appError("media", SCREEN_SHARE_STOPPED) });
+      }
       return;
     }
   }
@@ -660,6 +705,8 @@ export class CallController {
     const lp = room.localParticipant;
     try {
       await lp.setScreenShareEnabled(!lp.isScreenShareEnabled, { audio: false });
+      this.screenWanted = lp.isScreenShareEnabled;
+      if (this.snapshot.notice?.message === SCREEN_SHARE_STOPPED) this.update({ notice: undefined });
     } catch (err) {
       // Cancelling the browser's picker is a choice, not a failure.
       if (!(err instanceof DOMException && err.name === "NotAllowedError")) {
@@ -677,6 +724,7 @@ export class CallController {
 
   private leaveRtc(timeoutMs: number): Promise<void> {
     this.session.off(MatrixRTCSessionEvent.MembershipManagerError, this.onMembershipManagerError);
+    this.matrixRoom.off(MatrixRoomEvent.Timeline, this.onCaseTimeline);
     if (!this.rtcJoined) return Promise.resolve();
     this.rtcJoined = false;
     const left = this.session.leaveRoomSession(timeoutMs).then(
@@ -715,7 +763,9 @@ export class CallController {
 
   /** A host ends the call for everyone (control deletes the LiveKit room, clears memberships). */
   async endForAll(): Promise<boolean> {
-    if (this.leaving) return false;
+    if (this.leaving || this.endingForAll) return false;
+    // Our own end, announced in the case room before control answers, is not news to us.
+    this.endingForAll = true;
     try {
       const openId = await this.client.getOpenIdToken();
       await requestEndCall(this.config.rtcServiceUrl, this.matrixRoom.roomId, openId);
@@ -723,6 +773,8 @@ export class CallController {
       console.warn("Ending the call failed", err);
       this.update({ notice: toAppError(err) });
       return false;
+    } finally {
+      this.endingForAll = false;
     }
     this.leaving = true;
     await this.teardown(5000);

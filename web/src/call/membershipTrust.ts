@@ -50,7 +50,7 @@ export interface ErasedMembership {
 }
 
 /** Whether `userId` may remove members from the room (a host, or control's account). */
-function mayKick(room: Room, userId: string): boolean {
+export function mayKick(room: Room, userId: string): boolean {
   const level = room.getMember(userId)?.powerLevel ?? 0;
   return room.getLiveTimeline().getState(EventTimeline.FORWARDS)?.hasSufficientPowerLevelFor("kick", level) ?? false;
 }
