@@ -35,6 +35,7 @@ lint: setup
 
 unit: build
 	cargo test --workspace --lib --bins
+	cd web && npm run --silent unit
 
 # The Kubernetes deployment (k8s/README.md, last section): needs no cluster and no dev stack.
 k8s: build

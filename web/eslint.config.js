@@ -35,7 +35,7 @@ export default tseslint.config(
     languageOptions: { globals: { ...globals.node } },
   },
   {
-    files: ["e2e/**/*.ts", "bench/**/*.ts", "playwright.config.ts", "vite.config.ts"],
+    files: ["e2e/**/*.ts", "bench/**/*.ts", "playwright.config.ts", "vite.config.ts", "vitest.config.ts", "src/**/*.test.ts"],
     languageOptions: { globals: { ...globals.node } },
   },
 );

@@ -140,6 +140,10 @@ pub fn state_key_owner(state_key: &str) -> Option<OwnedUserId> {
     let rest = key.strip_prefix('@')?;
     // A localpart has no ':'; a server name has no '_' (hostname, IP literal, port).
     let (localpart, after) = rest.split_once(':')?;
+    // Nobody's slot (ruma would accept an empty localpart; no homeserver has such a user).
+    if localpart.is_empty() {
+        return None;
+    }
     let server = after.split('_').next()?;
     OwnedUserId::try_from(format!("@{localpart}:{server}")).ok()
 }
@@ -624,6 +628,25 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cases the page's `stateKeyOwner` is tested against too (`membershipTrust.test.ts`).
+    #[test]
+    fn state_key_owners_are_the_shared_contracts() {
+        let vectors: serde_json::Value = serde_json::from_str(include_str!(
+            "../../proto/contract/call-member-state-keys.json"
+        ))
+        .unwrap();
+        let cases = vectors["cases"].as_array().unwrap();
+        assert!(cases.len() > 10);
+        for case in cases {
+            let key = case["state_key"].as_str().unwrap();
+            assert_eq!(
+                state_key_owner(key).map(|u| u.to_string()).as_deref(),
+                case["owner"].as_str(),
+                "state key {key:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_pages_copy_of_the_call_ended_event_type_is_controls() {

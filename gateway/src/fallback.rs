@@ -280,6 +280,23 @@ impl Fallback {
 mod tests {
     use super::*;
 
+    /// The wire values are the contract control, the load tester and the page are held to.
+    #[test]
+    fn the_attribute_and_its_values_are_the_shared_contracts() {
+        let contract: serde_json::Value =
+            serde_json::from_str(include_str!("../../proto/contract/fallback.json")).unwrap();
+        assert_eq!(contract["attribute"], ATTRIBUTE);
+        for (stage, name) in [
+            (Stage::Normal, "none"),
+            (Stage::IncomingPaused, "incoming_video"),
+            (Stage::CameraPaused, "camera"),
+        ] {
+            assert_eq!(contract["stages"][name], stage.attribute(), "{name}");
+            assert_eq!(Stage::from_attribute(stage.attribute()), stage);
+        }
+        assert_eq!(contract["stages"].as_object().unwrap().len(), 3);
+    }
+
     const POOR: i32 = ConnectionQuality::Poor as i32;
     const LOST: i32 = ConnectionQuality::Lost as i32;
     const GOOD: i32 = ConnectionQuality::Good as i32;

@@ -943,6 +943,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_fallback_attribute_is_the_shared_contracts() {
+        let contract: serde_json::Value =
+            serde_json::from_str(include_str!("../../proto/contract/fallback.json")).unwrap();
+        assert_eq!(contract["attribute"], FALLBACK_ATTRIBUTE);
+        assert_eq!(contract["stages"]["camera"], "camera");
+    }
+
+    #[test]
     fn the_video_mid_is_read_from_the_offer() {
         let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=mid:1\r\n";
         assert_eq!(video_mid(sdp).as_deref(), Some("1"));

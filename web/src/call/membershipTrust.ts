@@ -15,7 +15,8 @@ import { EventTimeline, EventType, type MatrixEvent, type Room } from "matrix-js
  * believed, as control believes them.
  *
  * The state-key spellings are control's `state_key_owner` (`control/src/membership.rs`):
- * `_@user:server_DEVICE_m.call`, `@user:server_DEVICE`, `@user:server`.
+ * `_@user:server_DEVICE_m.call`, `@user:server_DEVICE`, `@user:server`; both are tested against
+ * the cases of `proto/contract/call-member-state-keys.json`.
  */
 export function stateKeyOwner(stateKey: string): string | undefined {
   const key = stateKey.startsWith("_") ? stateKey.slice(1) : stateKey;
