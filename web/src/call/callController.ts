@@ -189,6 +189,8 @@ export class CallController {
   private leaving = false;
   private rtcJoined = false;
   private started = false;
+  /** When `start()` was called (this browser's clock). */
+  private startedAt = 0;
   private readonly mediaWatch = new MediaWatch();
   /** Whether our connection to the media server still carries anything (mediaWatch.ts). */
   private readonly linkWatch = new MediaWatch(LINK_LOST_AFTER_MS);
@@ -264,6 +266,7 @@ export class CallController {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
+    this.startedAt = Date.now();
     activeCalls.add(this);
     try {
       // (a) MatrixRTC membership. With js-sdk 43 the "multi-SFU focus" argument is the transport we
@@ -465,6 +468,9 @@ export class CallController {
    */
   private onCaseTimeline = (event: MatrixEvent, _room: MatrixRoom | undefined, toStartOfTimeline: boolean | undefined, _removed: boolean, data: IRoomTimelineData): void => {
     if (toStartOfTimeline || !data.liveEvent || event.getType() !== CALL_ENDED_EVENT) return;
+    // An end from before this call started (a sync that lagged behind a new Join) is not ours;
+    // a second of clock skew between the homeserver and this browser is allowed for.
+    if (event.getTs() < this.startedAt - 1_000) return;
     const sender = event.getSender();
     if (!sender || !mayKick(this.matrixRoom, sender)) return;
     if (this.leaving || this.endingForAll || this.snapshot.phase === "disconnected") return;
