@@ -282,7 +282,7 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use koinos_proto::prometheus_text::{ALERT_RULES, GRAFANA_DASHBOARD, referenced};
+    use koinos_testkit::prom::{ALERT_RULES, GRAFANA_DASHBOARD, referenced};
 
     use super::*;
 
@@ -325,7 +325,7 @@ mod tests {
         let metrics = Metrics::default();
         metrics.observe("livekit", Duration::from_millis(3));
         metrics.ghost_cleared();
-        koinos_proto::prometheus_text::families(&metrics.render(Some(Duration::ZERO), Some(&[2])))
+        koinos_testkit::prom::families(&metrics.render(Some(Duration::ZERO), Some(&[2])))
     }
 
     #[test]

@@ -1276,8 +1276,7 @@ async fn a_removed_member_cannot_come_back_with_the_token_they_still_hold() {
 /// handed to `promtool check rules` as recording rules (its parser is Prometheus's own).
 #[test]
 fn the_grafana_dashboard_queries_are_valid_promql() {
-    let dashboard: Value =
-        serde_json::from_str(koinos_proto::prometheus_text::GRAFANA_DASHBOARD).unwrap();
+    let dashboard: Value = serde_json::from_str(koinos_testkit::prom::GRAFANA_DASHBOARD).unwrap();
     let exprs: Vec<String> = dashboard["panels"]
         .as_array()
         .unwrap()

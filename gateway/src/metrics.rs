@@ -341,7 +341,7 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use koinos_proto::prometheus_text::{ALERT_RULES, GRAFANA_DASHBOARD, referenced};
+    use koinos_testkit::prom::{ALERT_RULES, GRAFANA_DASHBOARD, referenced};
 
     use super::*;
 
@@ -392,7 +392,7 @@ mod tests {
         metrics.revocation();
         metrics.fallback_left("camera", Duration::from_secs(1));
         metrics.json_frame("upstream");
-        koinos_proto::prometheus_text::families(&metrics.render(Default::default()))
+        koinos_testkit::prom::families(&metrics.render(Default::default()))
     }
 
     #[test]

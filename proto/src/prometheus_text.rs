@@ -37,43 +37,6 @@ pub fn from_open_metrics(open_metrics: &str) -> String {
     out
 }
 
-/// The metric families a text exposition declares (`# TYPE` lines).
-pub fn families(text: &str) -> std::collections::BTreeSet<String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The metric families a text (a dashboard, alert rules) refers to by a name starting with
-/// `prefix`, histogram series (`_bucket`, `_sum`, `_count`) folded into their family.
-pub fn referenced(text: &str, prefix: &str) -> std::collections::BTreeSet<String> {
-    let mut names = std::collections::BTreeSet::new();
-    let mut rest = text;
-    while let Some(at) = rest.find(prefix) {
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        let name = &tail[..end];
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|suffix| name.strip_suffix(suffix))
-            .unwrap_or(name);
-        names.insert(family.to_owned());
-        rest = &tail[end..];
-    }
-    names
-}
-
-/// The dashboard kept with the deployment files, for the services' tests to check against.
-pub const GRAFANA_DASHBOARD: &str = include_str!("../../k8s/monitoring/grafana-dashboard.json");
-
-/// The alert rules kept with the deployment files (plain Prometheus rules file), for the
-/// services' tests to check that every metric they name is exported.
-pub const ALERT_RULES: &str = include_str!("../../k8s/monitoring/alerts.rules.yml");
-
 #[cfg(test)]
 mod tests {
     use super::*;
