@@ -1,4 +1,5 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -618,6 +619,33 @@ export async function tileLayout(page: Page): Promise<TileLayout> {
     const distinct = (values: number[]): number => new Set(values.map((v) => Math.round(v))).size;
     return { tiles: boxes.length, columns: distinct(cameras.map((r) => r.left)), rows: distinct(cameras.map((r) => r.top)), problems };
   });
+}
+
+/** The LiveKit room a ticket (or LiveKit token) names: its `video.room` claim. */
+export function livekitRoomOf(jwt: string): string {
+  const payload = JSON.parse(Buffer.from(jwt.split(".")[1] ?? "", "base64url").toString("utf8")) as { video?: { room?: string } };
+  if (!payload.video?.room) throw new Error("the token names no LiveKit room");
+  return payload.video.room;
+}
+
+/**
+ * Deletes a LiveKit room with LiveKit's own RoomService and the dev stack's API key, as LiveKit
+ * itself closes an empty room after its departure timeout (nobody ends the call).
+ */
+export async function deleteLiveKitRoom(room: string): Promise<void> {
+  const devDir = process.env.KOINOS_DEV_DIR ?? fileURLToPath(new URL("../../.dev/", import.meta.url));
+  const keys = /^keys:\n\s+([A-Za-z0-9_-]+):\s*"([^"]+)"/m.exec(readFileSync(join(devDir, "livekit.yaml"), "utf8"));
+  if (!keys?.[1] || !keys[2]) throw new Error("no API key in the dev stack's livekit.yaml");
+  const b64 = (value: object): string => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ iss: keys[1], nbf: now - 5, exp: now + 60, video: { roomCreate: true } })}`;
+  const token = `${unsigned}.${createHmac("sha256", keys[2]).update(unsigned).digest("base64url")}`;
+  const response = await fetch("http://127.0.0.1:7881/twirp/livekit.RoomService/DeleteRoom", {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ room }),
+  });
+  if (!response.ok) throw new Error(`LiveKit DeleteRoom: ${response.status} ${await response.text()}`);
 }
 
 /** Asks control to end the case's call (`POST /api/rtc/end`) as `user`, proving who with an OpenID token. */

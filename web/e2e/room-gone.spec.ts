@@ -1,4 +1,4 @@
-import { CONNECT_TIMEOUT, endCallAs, enterCall, expect, openCase, roomIdOf, signIn, test } from "./fixtures";
+import { CONNECT_TIMEOUT, deleteLiveKitRoom, enterCall, expect, livekitRoomOf, openCase, signIn, test } from "./fixtures";
 
 /**
  * LiveKit closes an empty call's room after its departure timeout; a token issued at that
@@ -9,14 +9,14 @@ test("joining recovers when the call's media room vanished after the token was i
   const page = await openUserPage("alice");
   await signIn(page, "alice");
   await openCase(page);
-  const roomId = roomIdOf(page);
 
   let tokenRequests = 0;
   await page.route("**/api/rtc/token", async (route) => {
     tokenRequests += 1;
     const response = await route.fetch();
-    // The first token is real, but its room is deleted before the page can use it.
-    if (tokenRequests === 1) expect((await endCallAs("alice", roomId)).status).toBe(200);
+    // The first ticket is real, but LiveKit closes its room before the page can use it (as
+    // it closes an empty room: nobody ended the call).
+    if (tokenRequests === 1) await deleteLiveKitRoom(livekitRoomOf(((await response.json()) as { jwt: string }).jwt));
     await route.fulfill({ response });
   });
 
