@@ -17,8 +17,7 @@ use koinos_testkit::{
     prom::{metric, promtool_check},
     signal::{Session, first_signal, http_status},
     stack::{
-        CONTROL, CONTROL_GRPC, GATEWAY_HTTP, GATEWAY_WS, HS, LIVEKIT_WS, LogsOnFailure, demo_room,
-        dev_dir,
+        self, CONTROL, CONTROL_GRPC, GATEWAY_HTTP, GATEWAY_WS, HS, LIVEKIT_WS, demo_room, dev_dir,
     },
 };
 use livekit_protocol::{ParticipantInfo, signal_response};
@@ -45,7 +44,7 @@ async fn assert_gateway_admits(ticket: &str) {
 
 #[tokio::test]
 async fn a_members_ticket_joins_through_the_gateway_and_livekit_refuses_it() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let room = demo_room();
     let (status, grant) = post_token(
         &json!({"room_id": room, "openid_token": openid("carol").await, "device_id": "STACKTEST"}),
@@ -80,7 +79,7 @@ async fn a_members_ticket_joins_through_the_gateway_and_livekit_refuses_it() {
 
 #[tokio::test]
 async fn non_member_is_refused_with_403() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (status, body) = post_token(
         &json!({"room_id": demo_room(), "openid_token": openid("mallory").await, "device_id": "D"}),
     )
@@ -92,7 +91,7 @@ async fn non_member_is_refused_with_403() {
 
 #[tokio::test]
 async fn unknown_room_gets_the_same_403() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (status, body) = post_token(&json!({"room_id": "!doesnotexist:localhost", "openid_token": openid("alice").await, "device_id": "D"})).await;
     assert_eq!(status, 403);
     assert_eq!(body["errcode"], "M_FORBIDDEN");
@@ -100,7 +99,7 @@ async fn unknown_room_gets_the_same_403() {
 
 #[tokio::test]
 async fn forged_or_foreign_openid_tokens_are_401() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let room = demo_room();
     let forged = json!({"access_token": "forgedforgedforged", "token_type": "Bearer", "matrix_server_name": "localhost", "expires_in": 3600});
     let (status, body) =
@@ -140,7 +139,7 @@ fn expire_in_homeserver(openid_token: &str) {
 
 #[tokio::test]
 async fn expired_openid_token_is_401() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let room = demo_room();
     let token = openid("dave").await;
     let request = json!({"room_id": room, "openid_token": token, "device_id": "EXPIRY"});
@@ -155,7 +154,7 @@ async fn expired_openid_token_is_401() {
 
 #[tokio::test]
 async fn malformed_bodies_are_400_and_issue_nothing() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let response = reqwest::Client::new()
         .post(format!("{CONTROL}/api/rtc/token"))
         .header("content-type", "application/json")
@@ -176,7 +175,7 @@ async fn malformed_bodies_are_400_and_issue_nothing() {
 
 #[tokio::test]
 async fn wrong_content_type_oversized_and_malformed_room_ids_are_refused() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let good = json!({"room_id": demo_room(), "openid_token": openid("alice").await, "device_id": "HOSTILE"});
     for path in ["token", "turn", "end", "sfu/get", "get_token"] {
         // A genuine member's body, but not declared as JSON.
@@ -213,7 +212,7 @@ async fn wrong_content_type_oversized_and_malformed_room_ids_are_refused() {
 
 #[tokio::test]
 async fn a_reused_openid_token_is_refused_everywhere() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let room = demo_room();
     let openid_token = openid("alice").await;
     let (status, grant) =
@@ -268,7 +267,7 @@ async fn a_reused_openid_token_is_refused_everywhere() {
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     for path in ["/healthz", "/readyz"] {
         let status = reqwest::get(format!("{CONTROL}{path}"))
             .await
@@ -325,7 +324,7 @@ fn turn_allocation(username: &str, password: &str) -> Result<u64, String> {
 
 #[tokio::test]
 async fn turn_credentials_allocate_on_the_real_coturn_and_tampering_is_refused() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (status, creds) =
         post_turn(&json!({"room_id": demo_room(), "openid_token": openid("erin").await})).await;
     assert_eq!(status, 200, "{creds}");
@@ -355,7 +354,7 @@ async fn turn_credentials_allocate_on_the_real_coturn_and_tampering_is_refused()
 #[tokio::test]
 async fn an_expired_turn_credential_is_refused_by_coturn() {
     use base64::Engine as _;
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     // Signed with the real secret exactly as control signs, but expired a minute ago: what a
     // replay of an old credential looks like to coturn.
     let secret = std::fs::read_to_string(dev_dir().join("secrets/turn_secret")).unwrap();
@@ -380,7 +379,7 @@ async fn an_expired_turn_credential_is_refused_by_coturn() {
 
 #[tokio::test]
 async fn turn_credentials_are_refused_to_non_members() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (status, body) =
         post_turn(&json!({"room_id": demo_room(), "openid_token": openid("mallory").await})).await;
     assert_eq!(status, 403);
@@ -390,7 +389,7 @@ async fn turn_credentials_are_refused_to_non_members() {
 
 #[tokio::test]
 async fn the_seventh_participant_is_refused_with_409() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let room = demo_room();
     let token = |user: &'static str, device: &'static str| {
         let room = room.clone();
@@ -443,7 +442,7 @@ async fn post_end(user: &str, room: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn only_the_host_ends_the_call_for_everyone() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let room = demo_room();
     let bob_key = put_call_membership("bob", &room, "ENDTEST").await;
     let carol_key = put_call_membership("carol", &room, "ENDTEST").await;
@@ -489,7 +488,7 @@ async fn only_the_host_ends_the_call_for_everyone() {
 
 #[tokio::test]
 async fn element_call_sfu_get_is_served_like_lk_jwt_service() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let room = demo_room();
     let request =
         json!({"room": room, "openid_token": openid("frank").await, "device_id": "ELEMENTCALL"});
@@ -534,7 +533,7 @@ async fn element_call_sfu_get_is_served_like_lk_jwt_service() {
 async fn element_call_get_token_derives_the_member_identity() {
     use base64::Engine as _;
     use sha2::Digest as _;
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let room = demo_room();
     let member = json!({"id": "member-1", "claimed_user_id": "@erin:localhost", "claimed_device_id": "EXDEVICE"});
     let request = json!({"room_id": room, "slot_id": "m.call#ROOM", "openid_token": openid("erin").await, "member": member});
@@ -557,7 +556,7 @@ async fn element_call_get_token_derives_the_member_identity() {
 
 #[tokio::test]
 async fn the_homeserver_advertises_control_as_its_matrixrtc_transport() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (access, _) = login("alice").await;
     let transports: Value = reqwest::Client::new()
         .get(format!(
@@ -589,7 +588,7 @@ async fn the_homeserver_advertises_control_as_its_matrixrtc_transport() {
 
 #[tokio::test]
 async fn invited_left_and_banned_users_get_no_token() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (alice, _) = login("alice").await;
     // carol: invited, never joined; dave: joined then left; erin: joined then banned;
     // frank: joined (the control case, so a 403 below is not "control is not in the room").
@@ -654,7 +653,7 @@ async fn invited_left_and_banned_users_get_no_token() {
 
 #[tokio::test]
 async fn a_member_removed_from_the_case_is_removed_from_the_call() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (alice, _) = login("alice").await;
     let room = new_case(&alice, &["carol", "dave"], &["carol", "dave"]).await;
     let quoted = urlencode(&room);
@@ -720,7 +719,7 @@ async fn a_member_removed_from_the_case_is_removed_from_the_call() {
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_count_outcomes() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let room = demo_room();
     let (status, _) = post_token(
         &json!({"room_id": room, "openid_token": openid("bob").await, "device_id": "METRICS"}),
@@ -758,7 +757,7 @@ async fn grpc_health_and_reflection_are_served() {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let channel = tonic::transport::Endpoint::from_static(CONTROL_GRPC)
         .connect()
         .await
@@ -811,7 +810,7 @@ async fn gateways_are_told_of_revocations_over_grpc() {
         WatchRevocationsRequest, control_service_client::ControlServiceClient,
         watch_revocations_response::Event,
     };
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let mut client = ControlServiceClient::connect(CONTROL_GRPC).await.unwrap();
     // Without the gateway credential there is no stream; a LiveKit admin token is none.
     let wrong = "not-the-gateway-credential-not-the-gateway-credential";
@@ -904,7 +903,7 @@ async fn a_gateway_acts_on_its_calls_through_control_and_only_with_the_credentia
         ListParticipantsRequest, MutePublishedTrackRequest, SetParticipantAttributeRequest,
         control_service_client::ControlServiceClient,
     };
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (alice, _) = login("alice").await;
     let room = new_case(&alice, &["bob"], &["bob"]).await;
     let jwts = tickets_once_control_is_in(&room, &[("alice", "GWRPC"), ("bob", "GWRPC")]).await;
@@ -1088,7 +1087,7 @@ async fn departures() -> f64 {
 
 #[tokio::test]
 async fn a_membership_without_its_participant_is_reaped_without_delayed_events() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (alice, _) = login("alice").await;
     let room = new_case(&alice, &["bob", "dave"], &["bob", "dave"]).await;
     let jwts = tickets_once_control_is_in(&room, &[("bob", "GHOSTB"), ("dave", "GHOSTD")]).await;
@@ -1133,7 +1132,7 @@ async fn a_membership_without_its_participant_is_reaped_without_delayed_events()
 
 #[tokio::test]
 async fn a_forged_livekit_webhook_is_refused() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let body = r#"{"event":"participant_left","room":{"name":"x"}}"#;
     let client = reqwest::Client::new();
     for auth in [
@@ -1159,7 +1158,7 @@ async fn a_forged_livekit_webhook_is_refused() {
 
 #[tokio::test]
 async fn logs_never_contain_tokens_or_secrets() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let room = demo_room();
     // Exercise every path that handles a credential: issue, refuse, relay, replay, TURN.
     let alice_openid = openid("alice").await;
@@ -1236,7 +1235,7 @@ async fn logs_never_contain_tokens_or_secrets() {
 
 #[tokio::test]
 async fn removing_control_from_a_case_ends_its_call() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (alice, _) = login("alice").await;
     let room = new_case(&alice, &["frank"], &["frank"]).await;
     let jwts = tickets_once_control_is_in(&room, &[("frank", "LOSTROOM")]).await;
@@ -1257,7 +1256,7 @@ async fn removing_control_from_a_case_ends_its_call() {
 
 #[tokio::test]
 async fn a_removed_member_cannot_come_back_with_the_token_they_still_hold() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (alice, _) = login("alice").await;
     let room = new_case(&alice, &["carol"], &["carol"]).await;
     let jwts = tickets_once_control_is_in(&room, &[("carol", "REJOIN")]).await;
@@ -1313,7 +1312,7 @@ fn the_grafana_dashboard_queries_are_valid_promql() {
 
 #[tokio::test]
 async fn gateway_metrics_pass_promtool_and_count_sessions() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (alice, _) = login("alice").await;
     let room = new_case(&alice, &["bob"], &["bob"]).await;
     let jwts =

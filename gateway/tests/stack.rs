@@ -11,8 +11,8 @@ use koinos_testkit::{
     prom::metric,
     signal::{Session, first_signal, http_status, livekit_token},
     stack::{
-        CONTROL, CONTROL_GRPC, Frozen, GATEWAY_HTTP, GATEWAY_WS, LogsOnFailure, PAGE_ORIGIN,
-        demo_room, eventually, secret,
+        self, CONTROL, CONTROL_GRPC, Frozen, GATEWAY_HTTP, GATEWAY_WS, PAGE_ORIGIN, demo_room,
+        eventually, secret,
     },
 };
 use livekit_api::services::room::RoomClient;
@@ -33,7 +33,7 @@ async fn demo_ticket(user: &str, device: &str) -> (String, String) {
 
 #[tokio::test]
 async fn relays_a_session_to_livekit() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (ticket, room) = demo_ticket("carol", "RELAYTEST").await;
     match first_signal(GATEWAY_WS, &ticket).await.unwrap() {
         signal_response::Message::Join(join) => {
@@ -49,7 +49,7 @@ async fn relays_a_session_to_livekit() {
 
 #[tokio::test]
 async fn only_controls_tickets_open_a_session() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (_, room) = demo_ticket("carol", "FORGERY").await;
     // A genuine LiveKit token for the call (minted with LiveKit's own secret, which only control
     // holds): the gateway wants control's ticket, so even this is refused.
@@ -75,7 +75,7 @@ async fn only_controls_tickets_open_a_session() {
 
 #[tokio::test]
 async fn refuses_pages_from_other_origins() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (ticket, _) = demo_ticket("carol", "ORIGIN").await;
     let mut request = format!("{GATEWAY_WS}/rtc?access_token={ticket}&protocol=16&sdk=rust")
         .into_client_request()
@@ -91,7 +91,7 @@ async fn refuses_pages_from_other_origins() {
 
 #[tokio::test]
 async fn passes_livekits_refusal_through_before_upgrading() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (alice, _) = login("alice").await;
     let case = new_case(&alice, &[], &[]).await;
     let tickets = tickets_once_control_is_in(&case, &[("alice", "GONE")]).await;
@@ -127,7 +127,7 @@ async fn sessions_ended(outcome: &str) -> f64 {
 #[tokio::test]
 async fn a_malformed_or_oversized_frame_ends_only_its_own_session() {
     use futures_util::SinkExt;
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (alice, _) = login("alice").await;
     let case = new_case(&alice, &["bob", "carol", "dave"], &["bob", "carol", "dave"]).await;
     let tickets = tickets_once_control_is_in(
@@ -191,7 +191,7 @@ async fn control_refusals(operation: &str) -> f64 {
 
 #[tokio::test]
 async fn a_gateway_with_the_wrong_credential_is_refused_by_control_and_admits_nobody() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let watch_before = control_refusals("watch_revocations").await;
     let admit_before = control_refusals("admit_session").await;
     let impostor = SideGateway::start(
@@ -230,14 +230,14 @@ async fn a_gateway_with_the_wrong_credential_is_refused_by_control_and_admits_no
 
 #[tokio::test]
 async fn a_session_resuming_while_control_is_frozen_still_relays_both_ways() {
-    let _logs = LogsOnFailure::stack();
+    let Some(_logs) = stack::up() else { return };
     let (ticket, _) = demo_ticket("bob", "FROZENRESUME").await;
     let first = Session::join(GATEWAY_WS, &ticket).await;
     let sid = first.me().sid.clone();
     // A gateway of the test's own whose LiveKit leg passes a door the test holds: the resume
     // is admitted by control, and LiveKit's answer waits until control is frozen.
     let door = Door::shut("127.0.0.1:7881").await;
-    let credential = koinos_testkit::stack::dev_dir().join("secrets/gateway_credential");
+    let credential = stack::dev_dir().join("secrets/gateway_credential");
     let side = SideGateway::start(
         GATEWAY_BIN,
         "frozen-resume",

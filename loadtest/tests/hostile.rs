@@ -38,6 +38,9 @@ fn held(report: &Value, behaviour: &str) -> Option<bool> {
 
 #[test]
 fn a_client_speaking_json_gets_the_ladder_and_its_simulate_and_tokens_get_nothing() {
+    let Some(_logs) = koinos_testkit::stack::up() else {
+        return;
+    };
     let report = call(&[
         "--participants",
         "6",
@@ -73,6 +76,9 @@ fn a_client_speaking_json_gets_the_ladder_and_its_simulate_and_tokens_get_nothin
 
 #[test]
 fn a_client_cannot_unmute_the_camera_the_fallback_paused() {
+    let Some(_logs) = koinos_testkit::stack::up() else {
+        return;
+    };
     // 30 % receive loss on the hostile participant: audio-only, then its camera paused; it
     // keeps trying to unmute it (in JSON) until the loss ends.
     let report = call(&[

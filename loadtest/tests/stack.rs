@@ -4,10 +4,13 @@
 
 mod common;
 
-use common::{call, loadtest, received};
+use common::{call, loadtest_in, received};
 
 #[test]
 fn two_participants_through_the_gateway_hear_each_other_and_see_each_other_at_720() {
+    let Some(_logs) = koinos_testkit::stack::up() else {
+        return;
+    };
     let report = call(&["--participants", "2", "--duration", "8"]);
     assert_eq!(report["summary"]["failed"], 0);
     assert_eq!(received(&report), vec![(vec![720], 1), (vec![720], 1)]);
@@ -23,6 +26,9 @@ fn two_participants_through_the_gateway_hear_each_other_and_see_each_other_at_72
 
 #[test]
 fn three_participants_get_540_through_the_gateway_and_720_straight_from_livekit() {
+    let Some(_logs) = koinos_testkit::stack::up() else {
+        return;
+    };
     // The same simulated call two ways: the gateway's ladder caps it; LiveKit alone does not.
     let through = call(&["--participants", "3", "--duration", "10"]);
     for (heights, audio) in received(&through) {
@@ -42,21 +48,27 @@ fn three_participants_get_540_through_the_gateway_and_720_straight_from_livekit(
     }
 }
 
-/// Runs the tool with `args`, expecting exit status 2 and `reason` in what it prints.
+/// Runs the tool with `args`, expecting exit status 2 and `reason` in what it prints. Its
+/// secrets are made up: nothing it is refused for needs the dev stack.
 fn refused(args: &[&str], reason: &str) {
-    let out = loadtest(args);
+    let dev = std::env::temp_dir().join(format!("koinos-loadtest-refused-{}", std::process::id()));
+    std::fs::create_dir_all(dev.join("secrets")).unwrap();
+    for name in [
+        "registration_shared_secret",
+        "service_password",
+        "livekit_api_secret",
+    ] {
+        std::fs::write(dev.join("secrets").join(name), "made-up\n").unwrap();
+    }
+    let out = loadtest_in(&dev, args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
     assert!(stderr.contains(reason), "{args:?}: {stderr}");
 }
 
 #[test]
-fn bad_options_and_an_unreachable_stack_are_refused_with_a_reason() {
+fn bad_options_and_an_unreachable_control_are_refused_with_a_reason() {
     refused(&["--participants", "7"], "--participants must be 1 to 6");
-    refused(
-        &["--homeserver", "http://127.0.0.1:9"],
-        "cannot reach the homeserver at http://127.0.0.1:9",
-    );
     refused(
         &["--control", "http://127.0.0.1:9/api/rtc"],
         "cannot reach control at http://127.0.0.1:9/api/rtc/token",
@@ -64,7 +76,22 @@ fn bad_options_and_an_unreachable_stack_are_refused_with_a_reason() {
 }
 
 #[test]
+fn an_unreachable_homeserver_is_refused_with_a_reason() {
+    // Control is asked first: it must be there for the homeserver to be the one missing.
+    let Some(_logs) = koinos_testkit::stack::up() else {
+        return;
+    };
+    refused(
+        &["--homeserver", "http://127.0.0.1:9"],
+        "cannot reach the homeserver at http://127.0.0.1:9",
+    );
+}
+
+#[test]
 fn six_participants_joining_one_by_one_are_brought_down_the_ladder_to_360() {
+    let Some(_logs) = koinos_testkit::stack::up() else {
+        return;
+    };
     let report = call(&["--participants", "6", "--ramp", "0.5", "--duration", "8"]);
     for (heights, audio) in received(&report) {
         assert_eq!((heights, audio), (vec![360; 5], 5));
@@ -90,6 +117,9 @@ fn six_participants_joining_one_by_one_are_brought_down_the_ladder_to_360() {
 
 #[test]
 fn injected_receive_loss_sends_a_participant_to_audio_only_and_back() {
+    let Some(_logs) = koinos_testkit::stack::up() else {
+        return;
+    };
     // The dev gateway pauses after 10 s of a bad link and restores after 20 s of a good one.
     let report = call(&[
         "--participants",

@@ -1,5 +1,6 @@
 //! The dev stack as the tests find it (design.md's defaults).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 pub const HS: &str = "http://127.0.0.1:8008";
@@ -50,6 +51,48 @@ pub fn demo_room() -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// Set (to anything but `0`) where a test that needs the stack must not skip: `dev/stack e2e`
+/// sets it, so a stack that did not come up fails the run instead of passing it empty.
+pub const REQUIRE_STACK: &str = "KOINOS_REQUIRE_STACK";
+
+/// Whether a dev stack is running from `dev`: its supervisor answers on `run/supervisor.sock`
+/// (what `dev/stack` itself asks before starting or stopping).
+pub fn running_in(dev: &std::path::Path) -> bool {
+    std::os::unix::net::UnixStream::connect(dev.join("run/supervisor.sock")).is_ok()
+}
+
+/// What a test that needs the running dev stack begins with:
+/// `let Some(_logs) = stack::up() else { return };`. With the stack running: its components'
+/// logs, printed if the test fails. Without it: `None` after a line saying the test skipped,
+/// so a plain `cargo test` on a fresh checkout runs everything that needs nothing and skips the
+/// rest; with [`REQUIRE_STACK`] set, a missing stack fails the test instead.
+pub fn up() -> Option<LogsOnFailure> {
+    up_with(LogsOnFailure::stack().0)
+}
+
+/// [`up`], printing the named components' logs on failure.
+pub fn up_with(components: &'static [&'static str]) -> Option<LogsOnFailure> {
+    let dev = dev_dir();
+    if running_in(&dev) {
+        return Some(LogsOnFailure(components));
+    }
+    let required = std::env::var(REQUIRE_STACK).is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "no dev stack is running from {} ({REQUIRE_STACK} is set): dev/stack start",
+        dev.display()
+    );
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    // Straight to the process's stderr: the test harness captures `eprintln!` of a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: no dev stack is running from {} (`dev/stack start` runs it; \
+         {REQUIRE_STACK}=1 makes this a failure)",
+        dev.display()
+    );
+    None
 }
 
 /// Prints the tail of the named components' logs (`.dev/logs/NAME.log`) if the test panics.
@@ -145,4 +188,24 @@ fn signal(pid: &str, which: &str) {
         .status()
         .expect("runs kill");
     assert!(status.success(), "kill {which} {pid}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stack_runs_only_where_its_supervisor_answers() {
+        let dev = std::env::temp_dir().join(format!("koinos-testkit-{}", std::process::id()));
+        std::fs::create_dir_all(dev.join("run")).unwrap();
+        assert!(!running_in(&dev), "no socket");
+        let socket = dev.join("run/supervisor.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        assert!(running_in(&dev), "a supervisor listening");
+        drop(listener);
+        // A supervisor that died leaves its socket file behind: not running.
+        assert!(socket.exists());
+        assert!(!running_in(&dev), "a stale socket");
+        std::fs::remove_dir_all(&dev).unwrap();
+    }
 }

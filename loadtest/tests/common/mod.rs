@@ -2,19 +2,18 @@
 //! stack as a load tester would, and reading its JSON report.
 #![allow(dead_code)] // each test binary uses its own part
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-pub fn dev_dir() -> PathBuf {
-    std::env::var_os("KOINOS_DEV_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.dev"))
+/// Runs the built tool with the dev stack's secrets and `args`.
+pub fn loadtest(args: &[&str]) -> Output {
+    loadtest_in(&koinos_testkit::stack::dev_dir(), args)
 }
 
-pub fn loadtest(args: &[&str]) -> Output {
-    let dev = dev_dir();
+/// Runs the built tool with the secrets under `dev` (`secrets/NAME`) and `args`.
+pub fn loadtest_in(dev: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_koinos-loadtest"))
         .arg("--registration-secret-file")
         .arg(dev.join("secrets/registration_shared_secret"))
