@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{call, loadtest_in, received};
+use common::{call, loadtest_in, made_up_dev, received};
 
 #[test]
 fn two_participants_through_the_gateway_hear_each_other_and_see_each_other_at_720() {
@@ -51,16 +51,7 @@ fn three_participants_get_540_through_the_gateway_and_720_straight_from_livekit(
 /// Runs the tool with `args`, expecting exit status 2 and `reason` in what it prints. Its
 /// secrets are made up: nothing it is refused for needs the dev stack.
 fn refused(args: &[&str], reason: &str) {
-    let dev = std::env::temp_dir().join(format!("koinos-loadtest-refused-{}", std::process::id()));
-    std::fs::create_dir_all(dev.join("secrets")).unwrap();
-    for name in [
-        "registration_shared_secret",
-        "service_password",
-        "livekit_api_secret",
-    ] {
-        std::fs::write(dev.join("secrets").join(name), "made-up\n").unwrap();
-    }
-    let out = loadtest_in(&dev, args);
+    let out = loadtest_in(&made_up_dev(), args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
     assert!(stderr.contains(reason), "{args:?}: {stderr}");

@@ -69,10 +69,11 @@ pub fn running_in(dev: &std::path::Path) -> bool {
 /// so a plain `cargo test` on a fresh checkout runs everything that needs nothing and skips the
 /// rest; with [`REQUIRE_STACK`] set, a missing stack fails the test instead.
 pub fn up() -> Option<LogsOnFailure> {
-    up_with(LogsOnFailure::stack().0)
+    up_with(&["control", "gateway", "gateway-b", "livekit"])
 }
 
-/// [`up`], printing the named components' logs on failure.
+/// [`up`], printing the named components' logs on failure (instead of control, the gateways
+/// and LiveKit).
 pub fn up_with(components: &'static [&'static str]) -> Option<LogsOnFailure> {
     let dev = dev_dir();
     if running_in(&dev) {
@@ -97,13 +98,6 @@ pub fn up_with(components: &'static [&'static str]) -> Option<LogsOnFailure> {
 
 /// Prints the tail of the named components' logs (`.dev/logs/NAME.log`) if the test panics.
 pub struct LogsOnFailure(pub &'static [&'static str]);
-
-impl LogsOnFailure {
-    /// control, the gateways and LiveKit.
-    pub fn stack() -> Self {
-        Self(&["control", "gateway", "gateway-b", "livekit"])
-    }
-}
 
 impl Drop for LogsOnFailure {
     fn drop(&mut self) {

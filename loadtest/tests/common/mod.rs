@@ -12,18 +12,30 @@ pub fn loadtest(args: &[&str]) -> Output {
     loadtest_in(&koinos_testkit::stack::dev_dir(), args)
 }
 
-/// Runs the built tool with the secrets under `dev` (`secrets/NAME`) and `args`.
+/// The tool's secret options and the dev stack's files they name (`secrets/NAME`).
+const SECRETS: [(&str, &str); 3] = [
+    ("--registration-secret-file", "registration_shared_secret"),
+    ("--service-password-file", "service_password"),
+    ("--livekit-secret-file", "livekit_api_secret"),
+];
+
+/// Runs the built tool with the secrets under `dev` and `args`.
 pub fn loadtest_in(dev: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_koinos-loadtest"))
-        .arg("--registration-secret-file")
-        .arg(dev.join("secrets/registration_shared_secret"))
-        .arg("--service-password-file")
-        .arg(dev.join("secrets/service_password"))
-        .arg("--livekit-secret-file")
-        .arg(dev.join("secrets/livekit_api_secret"))
-        .args(args)
-        .output()
-        .expect("run koinos-loadtest")
+    let mut command = Command::new(env!("CARGO_BIN_EXE_koinos-loadtest"));
+    for (option, file) in SECRETS {
+        command.arg(option).arg(dev.join("secrets").join(file));
+    }
+    command.args(args).output().expect("run koinos-loadtest")
+}
+
+/// A dev dir of made-up secrets, for runs the tool must refuse before using any.
+pub fn made_up_dev() -> PathBuf {
+    let dev = std::env::temp_dir().join(format!("koinos-loadtest-made-up-{}", std::process::id()));
+    std::fs::create_dir_all(dev.join("secrets")).unwrap();
+    for (_, file) in SECRETS {
+        std::fs::write(dev.join("secrets").join(file), "made-up\n").unwrap();
+    }
+    dev
 }
 
 /// Runs a call and returns its report; prints the tool's output if it did not succeed.
