@@ -1,5 +1,7 @@
 //! No ghost participants: a call membership whose device has no participant in the call's
-//! LiveKit room for `ghost_after` is cleared by control's service account.
+//! LiveKit room for `ghost_after` is cleared by control's service account, and so, at once, is
+//! the membership of someone who is no longer joined to the case room (removed, banned or gone):
+//! their own leave is refused by the homeserver, so nobody else would ever clear it.
 //!
 //! Clients normally clear their own membership when they leave, and on a homeserver with
 //! MSC4140 delayed events (Synapse) the homeserver does it for a client that crashed. Tuwunel
@@ -22,6 +24,7 @@ use std::{
     time::Duration,
 };
 
+use matrix_sdk::ruma::{RoomId, UserId};
 use tokio::{sync::mpsc, time::Instant};
 use tracing::{info, warn};
 
@@ -58,16 +61,25 @@ pub struct GhostTracker {
 }
 
 impl GhostTracker {
-    /// Records what one room looks like at `now` and returns its ghosts.
+    /// Records what one room looks like at `now` and returns its ghosts. `departed` holds the
+    /// members known not to be joined to the case room any more: their memberships are ghosts
+    /// without a grace (a reconnecting client is still joined; a removed one cannot come back
+    /// into the call with this membership).
     pub fn observe(
         &mut self,
         memberships: &[CallMembership],
         present: &[LiveParticipant],
+        departed: &HashSet<&UserId>,
         now: Instant,
         ghost_after: Duration,
     ) -> Vec<CallMembership> {
         let mut ghosts = Vec::new();
         for membership in memberships {
+            if departed.contains(membership.user_id.as_ref() as &UserId) {
+                self.absent_since.remove(&membership.event_id);
+                ghosts.push(membership.clone());
+                continue;
+            }
             let here = present
                 .iter()
                 .any(|p| p.is_device(membership.user_id.as_str(), &membership.device_id));
@@ -136,8 +148,10 @@ async fn reconcile(service: &RtcService, tracker: &mut GhostTracker, settings: &
             Ok(present) => present,
             Err(_) => continue,
         };
+        let departed = departed_members(service, room_id, &memberships).await;
+        let departed: HashSet<&UserId> = departed.iter().map(AsRef::as_ref).collect();
         let now = Instant::now();
-        for ghost in tracker.observe(&memberships, &present, now, settings.ghost_after) {
+        for ghost in tracker.observe(&memberships, &present, &departed, now, settings.ghost_after) {
             match service.membership.clear_call_membership(&ghost).await {
                 Ok(true) => {
                     service.metrics.ghost_cleared();
@@ -153,6 +167,26 @@ async fn reconcile(service: &RtcService, tracker: &mut GhostTracker, settings: &
             }
         }
     }
+}
+
+/// The owners of `memberships` known not to be joined to the case room. An owner whose
+/// membership cannot be read is not counted: an unknown is never a ghost.
+async fn departed_members(
+    service: &RtcService,
+    room_id: &str,
+    memberships: &[CallMembership],
+) -> Vec<matrix_sdk::ruma::OwnedUserId> {
+    let Ok(room) = <&RoomId>::try_from(room_id) else {
+        return vec![];
+    };
+    let owners: HashSet<&UserId> = memberships.iter().map(|m| m.user_id.as_ref()).collect();
+    let mut departed = Vec::new();
+    for owner in owners {
+        if matches!(service.membership.is_joined(room, owner).await, Ok(false)) {
+            departed.push(owner.to_owned());
+        }
+    }
+    departed
 }
 
 #[cfg(test)]
@@ -180,6 +214,9 @@ mod tests {
 
     const GRACE: Duration = Duration::from_secs(30);
 
+    static NOBODY_LEFT: std::sync::LazyLock<HashSet<&'static UserId>> =
+        std::sync::LazyLock::new(HashSet::new);
+
     #[test]
     fn a_membership_is_a_ghost_only_after_the_grace_without_its_participant() {
         let mut tracker = GhostTracker::default();
@@ -189,15 +226,19 @@ mod tests {
         let both = [bob.clone(), carol.clone()];
         let only_carol = [participant("@carol:localhost", "C")];
 
-        assert!(tracker.observe(&both, &only_carol, t0, GRACE).is_empty());
+        assert!(
+            tracker
+                .observe(&both, &only_carol, &NOBODY_LEFT, t0, GRACE)
+                .is_empty()
+        );
         let almost = t0 + GRACE - Duration::from_millis(1);
         assert!(
             tracker
-                .observe(&both, &only_carol, almost, GRACE)
+                .observe(&both, &only_carol, &NOBODY_LEFT, almost, GRACE)
                 .is_empty()
         );
         assert_eq!(
-            tracker.observe(&both, &only_carol, t0 + GRACE, GRACE),
+            tracker.observe(&both, &only_carol, &NOBODY_LEFT, t0 + GRACE, GRACE),
             vec![bob]
         );
     }
@@ -209,14 +250,31 @@ mod tests {
         let bob = [membership("$bob", "@bob:localhost", "B")];
         // bob's other device is in the call: this membership's device is still absent.
         let other_device = [participant("@bob:localhost", "PHONE")];
-        assert!(tracker.observe(&bob, &other_device, t0, GRACE).is_empty());
+        assert!(
+            tracker
+                .observe(&bob, &other_device, &NOBODY_LEFT, t0, GRACE)
+                .is_empty()
+        );
         // A reconnect within the grace: present again, the clock restarts from scratch.
         let back = [participant("@bob:localhost", "B")];
         let t1 = t0 + Duration::from_secs(20);
-        assert!(tracker.observe(&bob, &back, t1, GRACE).is_empty());
+        assert!(
+            tracker
+                .observe(&bob, &back, &NOBODY_LEFT, t1, GRACE)
+                .is_empty()
+        );
         let t2 = t1 + Duration::from_secs(20);
-        assert!(tracker.observe(&bob, &[], t2, GRACE).is_empty());
-        assert_eq!(tracker.observe(&bob, &[], t2 + GRACE, GRACE).len(), 1);
+        assert!(
+            tracker
+                .observe(&bob, &[], &NOBODY_LEFT, t2, GRACE)
+                .is_empty()
+        );
+        assert_eq!(
+            tracker
+                .observe(&bob, &[], &NOBODY_LEFT, t2 + GRACE, GRACE)
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -225,12 +283,45 @@ mod tests {
         let t0 = Instant::now();
         assert!(
             tracker
-                .observe(&[membership("$old", "@bob:localhost", "B")], &[], t0, GRACE)
+                .observe(
+                    &[membership("$old", "@bob:localhost", "B")],
+                    &[],
+                    &NOBODY_LEFT,
+                    t0,
+                    GRACE
+                )
                 .is_empty()
         );
         // bob's client rejoined (a new event) just before the old one would have been reaped.
         let renewed = [membership("$new", "@bob:localhost", "B")];
         tracker.retain(&HashSet::from(["$new"]));
-        assert!(tracker.observe(&renewed, &[], t0 + GRACE, GRACE).is_empty());
+        assert!(
+            tracker
+                .observe(&renewed, &[], &NOBODY_LEFT, t0 + GRACE, GRACE)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_member_who_left_the_case_is_a_ghost_at_once_present_or_not() {
+        let mut tracker = GhostTracker::default();
+        let t0 = Instant::now();
+        let bob = membership("$bob", "@bob:localhost", "B");
+        let carol = membership("$carol", "@carol:localhost", "C");
+        let bob_id: &UserId = "@bob:localhost".try_into().unwrap();
+        let departed = HashSet::from([bob_id]);
+        // bob was removed from the case: his leave would be refused, so his membership goes
+        // now, even while LiveKit still lists him (enforcement is removing him there).
+        let present = [participant("@bob:localhost", "B")];
+        assert_eq!(
+            tracker.observe(&[bob, carol.clone()], &present, &departed, t0, GRACE),
+            vec![membership("$bob", "@bob:localhost", "B")]
+        );
+        // carol, still a member, keeps her grace.
+        assert!(
+            tracker
+                .observe(&[carol], &[], &departed, t0, GRACE)
+                .is_empty()
+        );
     }
 }

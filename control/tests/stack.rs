@@ -1130,6 +1130,44 @@ async fn a_membership_without_its_participant_is_reaped_without_delayed_events()
     bob_session.leave().await;
 }
 
+/// A member removed from the case cannot clear their own call membership (the homeserver
+/// refuses their leave, and a delayed leave fails the same way), so control clears it as soon
+/// as it sees them gone, not after the ghost grace: no removed colleague listed in the call.
+#[tokio::test]
+async fn a_removed_members_call_membership_is_cleared_at_once() {
+    let Some(_logs) = stack::up() else { return };
+    let (alice, _) = login("alice").await;
+    let room = new_case(&alice, &["bob", "dave"], &["bob", "dave"]).await;
+    let jwts = tickets_once_control_is_in(&room, &[("bob", "GONEB"), ("dave", "GONED")]).await;
+    let bob_session = Session::join(GATEWAY_WS, &jwts[0]).await;
+    let dave_session = Session::join(GATEWAY_WS, &jwts[1]).await;
+    let bob_key = put_call_membership("bob", &room, "GONEB").await;
+    let dave_key = put_call_membership("dave", &room, "GONED").await;
+
+    kick(&alice, &room, "@dave:localhost").await;
+    let kicked = std::time::Instant::now();
+    let mut cleared = Value::Null;
+    // Well inside the ghost grace (call.ghost_after, 30 s on the dev stack), which is what
+    // would clear it without this rule.
+    for _ in 0..60 {
+        let event = call_membership_event(&room, &dave_key).await;
+        if event["content"] == json!({}) {
+            cleared = event;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("kick → removed member's call membership cleared in {:?}", kicked.elapsed());
+    assert_eq!(
+        cleared["sender"], "@koinos-rtc:localhost",
+        "control clears a removed member's call membership within 15 s: {cleared}"
+    );
+    let bob = call_membership_event(&room, &bob_key).await;
+    assert_eq!(bob["content"]["device_id"], "GONEB", "a member who stayed keeps it: {bob}");
+    drop(dave_session);
+    bob_session.leave().await;
+}
+
 #[tokio::test]
 async fn a_forged_livekit_webhook_is_refused() {
     let Some(_logs) = stack::up() else { return };

@@ -29,6 +29,16 @@ export function stateKeyOwner(stateKey: string): string | undefined {
   return `${key.slice(0, colon)}:${server}`;
 }
 
+/**
+ * Whether `userId` is known to have left the room (left, removed or banned). Their call
+ * membership is void: their own leave is refused, so control clears it, and until then the page
+ * does not show them. A member the page has not loaded is believed.
+ */
+export function hasLeftRoom(room: Pick<Room, "getMember">, userId: string): boolean {
+  const membership = room.getMember(userId)?.membership;
+  return membership !== undefined && membership !== "join";
+}
+
 /** How long an erasure by someone else is not believed (the owner's client re-sends at once). */
 const ERASURE_DISBELIEF_MS = 60_000;
 

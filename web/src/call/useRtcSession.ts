@@ -1,7 +1,7 @@
 import { useEffect, useState } from "react";
 import { RoomStateEvent, type MatrixClient, type Room } from "matrix-js-sdk";
 import { MatrixRTCSessionEvent, type CallMembership, type MatrixRTCSession } from "matrix-js-sdk/lib/matrixrtc";
-import { isOwnMembership, recentlyErasedByOthers } from "./membershipTrust";
+import { hasLeftRoom, isOwnMembership, recentlyErasedByOthers } from "./membershipTrust";
 
 export interface CallParticipantInfo {
   /** `<user_id>:<device_id>`, also the LiveKit identity of that device. */
@@ -30,8 +30,8 @@ export function displayNameOf(room: Room, userId: string): string {
 
 /**
  * Who is in the call: the memberships the page believes (see `membershipTrust.ts`): none
- * written into someone else's slot, and a colleague's membership someone else just erased
- * still counted.
+ * written into someone else's slot, none of someone who has left the case room, and a
+ * colleague's membership someone else just erased still counted.
  */
 function describe(room: Room, memberships: CallMembership[], myUserId: string, myDeviceId: string): CallParticipantInfo[] {
   const seen = new Set<string>();
@@ -40,6 +40,7 @@ function describe(room: Room, memberships: CallMembership[], myUserId: string, m
     .filter((m) => isOwnMembership(room, m.eventId))
     .map((m) => ({ userId: m.userId, deviceId: m.deviceId }));
   for (const m of [...believed, ...recentlyErasedByOthers(room)]) {
+    if (hasLeftRoom(room, m.userId)) continue;
     const key = `${m.userId}:${m.deviceId}`;
     if (seen.has(key)) continue;
     seen.add(key);
