@@ -1157,13 +1157,19 @@ async fn a_removed_members_call_membership_is_cleared_at_once() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    eprintln!("kick → removed member's call membership cleared in {:?}", kicked.elapsed());
+    eprintln!(
+        "kick → removed member's call membership cleared in {:?}",
+        kicked.elapsed()
+    );
     assert_eq!(
         cleared["sender"], "@koinos-rtc:localhost",
         "control clears a removed member's call membership within 15 s: {cleared}"
     );
     let bob = call_membership_event(&room, &bob_key).await;
-    assert_eq!(bob["content"]["device_id"], "GONEB", "a member who stayed keeps it: {bob}");
+    assert_eq!(
+        bob["content"]["device_id"], "GONEB",
+        "a member who stayed keeps it: {bob}"
+    );
     drop(dave_session);
     bob_session.leave().await;
 }
