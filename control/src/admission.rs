@@ -165,9 +165,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::service::{
-        TokenRequest,
-        tests::{FROM, FakeLiveKit, LIVEKIT_SECRET, fake_service, request},
+    use crate::{
+        service::TokenRequest,
+        testing::{FROM, FakeLiveKit, LIVEKIT_SECRET, fake_service, request},
     };
 
     async fn ticket_of(service: &RtcService, token: &str, device: &str) -> String {

@@ -214,7 +214,7 @@ mod tests {
     use super::*;
     use crate::{
         livekit::ParticipantInfo,
-        service::tests::{FakeLiveKit, fake_service},
+        testing::{FakeLiveKit, fake_service},
     };
 
     fn case() -> OwnedRoomId {
@@ -341,7 +341,7 @@ mod tests {
         );
         livekit.rooms.lock().unwrap().insert("other".into(), vec![]);
         let mut service = fake_service(livekit.clone());
-        service.membership = Arc::new(crate::service::tests::StaleMembership);
+        service.membership = Arc::new(crate::testing::StaleMembership);
         reconcile(&service, &feed()).await;
         assert!(livekit.removed.lock().unwrap().is_empty());
         assert!(livekit.deleted.lock().unwrap().is_empty());

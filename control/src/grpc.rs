@@ -360,7 +360,7 @@ impl ControlService for GrpcApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::tests::{FakeLiveKit, fake_service, publisher};
+    use crate::testing::{FakeLiveKit, fake_service, publisher};
     use koinos_proto::v1::OpenIdToken as ProtoOpenId;
 
     fn request(token: &str) -> IssueTokenRequest {

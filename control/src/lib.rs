@@ -28,5 +28,7 @@ pub mod replay;
 pub mod rest;
 pub mod seats;
 pub mod service;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod ticket;
 pub mod turn;

@@ -351,7 +351,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::service::tests::{FakeLiveKit, fake_service};
+    use crate::testing::{FakeLiveKit, fake_service};
 
     fn app() -> Router {
         let state = AppState {
