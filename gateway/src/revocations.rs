@@ -13,7 +13,7 @@
 //!
 //! Concurrency model: one task ([`Registry`]'s) owns the table of sessions and the caught-up
 //! flag; sessions and the subscriber task ([`follow_control`]) talk to it over a channel. A
-//! revoked session is told through its own channel and ends itself (see `relay.rs`), so the
+//! revoked session is told through its own channel and ends itself (see `relay/`), so the
 //! registry never touches a socket. Sessions already open keep relaying while control is away.
 
 use std::{collections::HashMap, time::Duration};

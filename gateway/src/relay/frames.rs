@@ -1,0 +1,68 @@
+//! The frames the gateway writes itself, and what the policy wants written.
+
+use super::*;
+
+/// What livekit-client is told when its user is removed: a leave it must not reconnect from.
+pub(super) fn removed() -> SignalResponse {
+    SignalResponse {
+        message: Some(signal_response::Message::Leave(LeaveRequest {
+            can_reconnect: false,
+            reason: DisconnectReason::ParticipantRemoved as i32,
+            action: leave_request::Action::Disconnect as i32,
+            ..Default::default()
+        })),
+    }
+}
+
+/// How the browser speaks: LiveKit answers a client in the encoding of its last request, and
+/// so does the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Encoding {
+    Binary,
+    Json,
+}
+
+impl Encoding {
+    /// The message in this encoding. A message with a value LiveKit's JSON cannot name (an enum
+    /// value newer than our protocol crate) cannot be given to a JSON client: that ends its
+    /// session, with the reason logged, rather than pass it on unread.
+    pub(super) fn frame(self, response: &SignalResponse) -> Result<ws::Message, End> {
+        match self {
+            Encoding::Binary => Ok(ws::Message::Binary(response.encode_to_vec().into())),
+            Encoding::Json => encode_server_text(response)
+                .map(|text| ws::Message::Text(text.into()))
+                .map_err(|e| End::BadFrame(format!("cannot translate to JSON: {e}"))),
+        }
+    }
+}
+
+pub(super) fn settings_frame(settings: UpdateTrackSettings) -> tungstenite::Message {
+    let request = SignalRequest {
+        message: Some(signal_request::Message::TrackSetting(settings)),
+    };
+    tungstenite::Message::Binary(request.encode_to_vec().into())
+}
+
+/// What the policy wants sent besides (or instead of) the frame that prompted it.
+#[derive(Debug, Default)]
+pub(super) struct Out {
+    /// Settings for LiveKit, with the metrics label of why (`injected`, `clamped`, `fallback`).
+    pub(super) upstream: Vec<(&'static str, UpdateTrackSettings)>,
+    /// Frames for the browser.
+    pub(super) browser: Vec<SignalResponse>,
+}
+
+impl Out {
+    pub(super) fn settings(source: &'static str, settings: Vec<UpdateTrackSettings>) -> Self {
+        Self {
+            upstream: settings.into_iter().map(|s| (source, s)).collect(),
+            browser: vec![],
+        }
+    }
+
+    pub(super) fn and(mut self, other: Out) -> Self {
+        self.upstream.extend(other.upstream);
+        self.browser.extend(other.browser);
+        self
+    }
+}

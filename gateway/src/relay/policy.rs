@@ -1,0 +1,282 @@
+//! The session's policy: the ladder, the fallback, and what they lead to.
+
+use super::*;
+
+/// What becomes of a client frame.
+pub(super) enum ClientAction {
+    /// Forward the original bytes, then send `Out`.
+    Forward(Out),
+    /// Do not forward it; send `Out` instead.
+    Replace(Out),
+}
+
+/// What becomes of a server frame, once relayed.
+pub(super) enum ServerStep {
+    /// Send `Out`.
+    Out(Out),
+    /// A resume: the policy needs LiveKit's listing of the room ([`Policy::on_listing`]) before
+    /// anything that follows.
+    ListRoom,
+}
+
+/// What the policy has yet to see while the listing after a resume is awaited, in arrival order.
+pub(super) enum Deferred {
+    /// A server frame, already relayed to the browser.
+    Server(Box<SignalResponse>),
+    /// A client request the policy may change ([`Policy::watches`]): held, not yet forwarded.
+    Client(Box<SignalRequest>, tungstenite::Message, Instant),
+}
+
+/// The session's policy: the ladder, the fallback, and the RoomService requests they lead to.
+pub(super) struct Policy {
+    pub(super) ladder: Ladder,
+    pub(super) fallback: Fallback,
+    /// The layer of each camera subscription as last counted in the metrics, and the ladder's
+    /// revision it was counted at.
+    pub(super) counted: HashMap<String, u32>,
+    pub(super) counted_at: Option<u64>,
+    pub(super) admin: mpsc::UnboundedSender<AdminRequest>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl Policy {
+    /// Whether [`Policy::on_client`] may change or answer this request (the others are
+    /// forwarded as they are).
+    pub(super) fn watches(request: &SignalRequest) -> bool {
+        matches!(
+            request.message,
+            Some(
+                signal_request::Message::TrackSetting(_)
+                    | signal_request::Message::Subscription(_)
+                    | signal_request::Message::Mute(_)
+            )
+        )
+    }
+
+    pub(super) fn on_client(&mut self, request: &SignalRequest) -> ClientAction {
+        match &request.message {
+            Some(signal_request::Message::TrackSetting(settings)) => {
+                match self.ladder.on_client_settings(settings) {
+                    Some(replacement) => {
+                        debug!(?settings, ?replacement, "client settings clamped");
+                        let source = if self.ladder.paused() {
+                            "fallback"
+                        } else {
+                            "clamped"
+                        };
+                        ClientAction::Replace(Out::settings(source, replacement))
+                    }
+                    None => ClientAction::Forward(Out::default()),
+                }
+            }
+            Some(signal_request::Message::Subscription(subscription)) => {
+                if subscription.subscribe {
+                    // Forwarded first, then the caps for what it adds.
+                    let caps = self.ladder.on_client_subscribe(&subscription.track_sids);
+                    ClientAction::Forward(Out::settings(self.injected(), caps))
+                } else {
+                    self.ladder.on_client_unsubscribe(&subscription.track_sids);
+                    ClientAction::Forward(Out::default())
+                }
+            }
+            Some(signal_request::Message::Mute(mute))
+                if !mute.muted
+                    && self.fallback.stage() == Stage::CameraPaused
+                    && self.ladder.is_own_camera(&mute.sid) =>
+            {
+                // The camera is paused for the network's sake: the client's unmute is refused
+                // and the client told so, keeping its view of the track true.
+                info!(track = %mute.sid, "camera unmute refused during the audio-only fallback");
+                self.metrics.policed("unmute_refused");
+                ClientAction::Replace(Out {
+                    upstream: vec![],
+                    browser: vec![SignalResponse {
+                        message: Some(signal_response::Message::Mute(MuteTrackRequest {
+                            sid: mute.sid.clone(),
+                            muted: true,
+                        })),
+                    }],
+                })
+            }
+            _ => ClientAction::Forward(Out::default()),
+        }
+    }
+
+    /// A server frame, after it went to the browser. A resume needs LiveKit's listing of the
+    /// room first ([`Policy::on_listing`]); the relay asks for it beside its loop.
+    pub(super) fn on_server(&mut self, response: &SignalResponse) -> ServerStep {
+        use signal_response::Message as M;
+        match &response.message {
+            // A resume: this session's first view of the room comes from LiveKit.
+            Some(M::Reconnect(_)) => ServerStep::ListRoom,
+            Some(M::ConnectionQuality(update)) => ServerStep::Out({
+                let own = self.ladder.own_sid();
+                match update
+                    .updates
+                    .iter()
+                    .find(|u| !own.is_empty() && u.participant_sid == own)
+                {
+                    Some(info) => {
+                        debug!(
+                            quality = info.quality,
+                            score = info.score,
+                            "own connection quality"
+                        );
+                        let step = self.fallback.on_quality(info.quality, Instant::now());
+                        self.take(step)
+                    }
+                    None => Out::default(),
+                }
+            }),
+            Some(M::StreamStateUpdate(update)) => ServerStep::Out({
+                let resumed = update
+                    .stream_states
+                    .iter()
+                    .filter(|s| s.state == StreamState::Active as i32)
+                    .filter_map(|s| self.ladder.on_stream_active(&s.track_sid))
+                    .collect::<Vec<_>>();
+                if !resumed.is_empty() {
+                    info!(
+                        count = resumed.len(),
+                        "LiveKit resumed paused video; disabled again"
+                    );
+                }
+                Out::settings("fallback", resumed)
+            }),
+            _ => ServerStep::Out({
+                let settings = self.ladder.on_server(response);
+                if !settings.is_empty() {
+                    info!(
+                        count = settings.len(),
+                        cap = self.ladder.cap(),
+                        call_size = self.ladder.call_size(),
+                        "ladder settings injected"
+                    );
+                    for s in &settings {
+                        debug!(track = ?s.track_sids, height = s.height, disabled = s.disabled, "injected");
+                    }
+                }
+                Out::settings(self.injected(), settings)
+            }),
+        }
+    }
+
+    /// LiveKit's listing of the room after the resume `reconnect` (or why there is none).
+    pub(super) fn on_listing(
+        &mut self,
+        listing: anyhow::Result<Vec<livekit_protocol::ParticipantInfo>>,
+        reconnect: &SignalResponse,
+    ) -> Out {
+        match listing {
+            Ok(participants) => {
+                let own = participants
+                    .iter()
+                    .find(|p| p.identity == self.ladder.own_identity());
+                let stage = own
+                    .and_then(|p| p.attributes.get(fallback::ATTRIBUTE))
+                    .map_or(Stage::Normal, |value| Stage::from_attribute(value));
+                let mut out = Out::default();
+                if stage != Stage::Normal {
+                    info!(stage = stage.label(), "resumed in the audio-only fallback");
+                    self.fallback.resume_in(stage, Instant::now());
+                    self.metrics.fallback_resumed();
+                    out = Out::settings("fallback", self.ladder.set_paused(true));
+                }
+                out.and(Out::settings(
+                    self.injected(),
+                    self.ladder.on_resume(&participants),
+                ))
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot list the room after a resume; caps follow the next updates");
+                Out::settings(self.injected(), self.ladder.on_server(reconnect))
+            }
+        }
+    }
+
+    pub(super) fn on_timer(&mut self) -> Out {
+        let step = self.fallback.poll(Instant::now());
+        self.take(step)
+    }
+
+    /// The metrics label of settings the ladder injects now.
+    pub(super) fn injected(&self) -> &'static str {
+        if self.ladder.paused() {
+            "fallback"
+        } else {
+            "injected"
+        }
+    }
+
+    pub(super) fn take(&mut self, step: Option<Step>) -> Out {
+        let Some(step) = step else {
+            return Out::default();
+        };
+        let stage = self.fallback.stage();
+        // The attribute first: the page learns why before its video stops.
+        let _ = self.admin.send(AdminRequest::Stage(stage));
+        match step {
+            Step::PauseIncoming => {
+                info!("link stayed bad: incoming video paused (audio-only fallback)");
+                self.metrics.fallback_entered(stage.label());
+                Out::settings("fallback", self.ladder.set_paused(true))
+            }
+            Step::PauseCamera => {
+                let cameras = self.ladder.own_cameras();
+                info!(
+                    cameras = cameras.len(),
+                    "link still bad without incoming video: camera paused"
+                );
+                self.metrics.fallback_entered(stage.label());
+                for sid in cameras {
+                    let _ = self.admin.send(AdminRequest::MuteCamera(sid));
+                }
+                Out::default()
+            }
+            Step::Restore { from, spent } => {
+                info!(
+                    from = from.label(),
+                    spent_secs = spent.as_secs(),
+                    "link stayed good: video restored"
+                );
+                self.metrics.fallback_left(from.label(), spent);
+                let settings = self.ladder.set_paused(false);
+                Out::settings("injected", settings)
+            }
+        }
+    }
+
+    /// Brings the subscriptions-by-layer gauge up to date with what the ladder holds now.
+    pub(super) fn count_subscriptions(&mut self) {
+        // Most frames (pings, offers, quality updates) change nothing here.
+        let revision = self.ladder.revision();
+        if self.counted_at == Some(revision) {
+            return;
+        }
+        self.counted_at = Some(revision);
+        let now = self.ladder.enforced_layers();
+        for (sid, height) in &now {
+            let before = self.counted.get(sid).copied();
+            if before != Some(*height) {
+                self.metrics.subscription_moved(before, Some(*height));
+            }
+        }
+        for (sid, height) in &self.counted {
+            if !now.contains_key(sid) {
+                self.metrics.subscription_moved(Some(*height), None);
+            }
+        }
+        self.counted = now;
+    }
+
+    /// The session is over; a fallback in progress ends with it (the attribute stays, for a
+    /// resume to carry on from).
+    pub(super) fn end(&mut self) {
+        for height in std::mem::take(&mut self.counted).into_values() {
+            self.metrics.subscription_moved(Some(height), None);
+        }
+        if let Some(spent) = self.fallback.abandon(Instant::now()) {
+            self.metrics.fallback_left("session_end", spent);
+        }
+    }
+}
