@@ -50,19 +50,23 @@ pub(super) struct Out {
     pub(super) upstream: Vec<(&'static str, UpdateTrackSettings)>,
     /// Frames for the browser.
     pub(super) browser: Vec<SignalResponse>,
+    /// RoomService requests (through control), carried out in order beside the loop, before
+    /// any of the frames above are sent.
+    pub(super) admin: Vec<AdminRequest>,
 }
 
 impl Out {
     pub(super) fn settings(source: &'static str, settings: Vec<UpdateTrackSettings>) -> Self {
         Self {
             upstream: settings.into_iter().map(|s| (source, s)).collect(),
-            browser: vec![],
+            ..Self::default()
         }
     }
 
     pub(super) fn and(mut self, other: Out) -> Self {
         self.upstream.extend(other.upstream);
         self.browser.extend(other.browser);
+        self.admin.extend(other.admin);
         self
     }
 }

@@ -153,10 +153,9 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
             counted_at: None,
             ladder,
             fallback,
-            admin,
             metrics: metrics.clone(),
         };
-        let end = relay(browser, upstream, session, policy, room, lease).await;
+        let end = relay(browser, upstream, session, policy, admin, room, lease).await;
         metrics.session_ended(match &end {
             End::BrowserClosed | End::UpstreamClosed => "closed",
             End::Revoked => "revoked",
@@ -182,23 +181,36 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
 type BrowserSink = SplitSink<WebSocket, ws::Message>;
 type UpstreamSink = SplitSink<Upstream, tungstenite::Message>;
 
+/// Where what the policy decides goes: LiveKit's leg, the browser's leg, and the task that
+/// carries out RoomService requests.
+struct Sinks {
+    upstream: UpstreamSink,
+    browser: BrowserSink,
+    admin: mpsc::UnboundedSender<AdminRequest>,
+}
+
 /// Sends what the policy asked for; a failure ends the session.
 async fn send_out(
     out: Out,
-    to_upstream: &mut UpstreamSink,
-    to_browser: &mut BrowserSink,
+    sinks: &mut Sinks,
     encoding: Encoding,
     metrics: &Metrics,
 ) -> Result<(), End> {
+    for request in out.admin {
+        // The task ends only with the session.
+        let _ = sinks.admin.send(request);
+    }
     for (source, settings) in out.upstream {
         metrics.settings_sent(source, settings.height);
-        to_upstream
+        sinks
+            .upstream
             .send(settings_frame(settings))
             .await
             .map_err(|e| End::UpstreamError(e.to_string()))?;
     }
     for response in out.browser {
-        to_browser
+        sinks
+            .browser
             .send(encoding.frame(&response)?)
             .await
             .map_err(|e| End::BrowserError(e.to_string()))?;
@@ -257,8 +269,7 @@ async fn client_request(
     forward: tungstenite::Message,
     arrived: Instant,
     policy: &mut Policy,
-    to_upstream: &mut UpstreamSink,
-    to_browser: &mut BrowserSink,
+    sinks: &mut Sinks,
     encoding: Encoding,
 ) -> Result<(), End> {
     let metrics = policy.metrics.clone();
@@ -267,15 +278,16 @@ async fn client_request(
     let then = match action {
         ClientAction::Forward(then) => then,
         ClientAction::Replace(instead) => {
-            return send_out(instead, to_upstream, to_browser, encoding, &metrics).await;
+            return send_out(instead, sinks, encoding, &metrics).await;
         }
     };
-    to_upstream
+    sinks
+        .upstream
         .send(forward)
         .await
         .map_err(|e| End::UpstreamError(e.to_string()))?;
     metrics.frame_relayed("upstream", arrived.elapsed());
-    send_out(then, to_upstream, to_browser, encoding, &metrics).await
+    send_out(then, sinks, encoding, &metrics).await
 }
 
 /// Asks for LiveKit's listing of the room beside the relay; the answer comes on `listed`.
@@ -303,11 +315,17 @@ async fn relay(
     upstream: Upstream,
     mut session: Session,
     mut policy: Policy,
+    admin: mpsc::UnboundedSender<AdminRequest>,
     room: Arc<dyn RoomApi>,
     mut lease: Lease,
 ) -> End {
-    let (mut to_browser, mut from_browser) = browser.split();
-    let (mut to_upstream, mut from_upstream) = upstream.split();
+    let (to_browser, mut from_browser) = browser.split();
+    let (to_upstream, mut from_upstream) = upstream.split();
+    let mut sinks = Sinks {
+        upstream: to_upstream,
+        browser: to_browser,
+        admin,
+    };
     let metrics = policy.metrics.clone();
     let mut encoding = Encoding::Binary;
     let mut heard_from_browser = Instant::now();
@@ -325,14 +343,14 @@ async fn relay(
         tokio::select! {
             _ = &mut session.revoked => {
                 if let Ok(frame) = encoding.frame(&removed()) {
-                    let _ = to_browser.send(frame).await;
+                    let _ = sinks.browser.send(frame).await;
                 }
                 break End::Revoked;
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
-                let out = policy.on_timer();
+                let out = policy.on_timer(Instant::now());
                 policy.count_subscriptions();
-                if let Err(end) = send_out(out, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
+                if let Err(end) = send_out(out, &mut sinks, encoding, &metrics).await {
                     break end;
                 }
             }
@@ -361,7 +379,7 @@ async fn relay(
                             Ok(frame) => frame,
                             Err(end) => break end,
                         };
-                        if let Err(e) = to_browser.send(frame).await {
+                        if let Err(e) = sinks.browser.send(frame).await {
                             break End::BrowserError(e.to_string());
                         }
                     }
@@ -369,7 +387,7 @@ async fn relay(
                         metrics.ticket_renewal("not_member");
                         info!("ticket not renewed: no longer a member of the case");
                         if let Ok(frame) = encoding.frame(&removed()) {
-                            let _ = to_browser.send(frame).await;
+                            let _ = sinks.browser.send(frame).await;
                         }
                         break End::Revoked;
                     }
@@ -391,16 +409,16 @@ async fn relay(
                     continue;
                 };
                 metrics.resume_listed(listing.is_ok(), since.elapsed());
-                let out = policy.on_listing(listing, &reconnect);
+                let out = policy.on_listing(listing, &reconnect, Instant::now());
                 policy.count_subscriptions();
-                if let Err(end) = send_out(out, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
+                if let Err(end) = send_out(out, &mut sinks, encoding, &metrics).await {
                     break end;
                 }
                 // What waited, in order, until one of them is another resume.
                 let mut failed = None;
                 while let Some(event) = deferred.pop_front() {
                     let result = match event {
-                        Deferred::Server(response) => match policy.on_server(&response) {
+                        Deferred::Server(response) => match policy.on_server(&response, Instant::now()) {
                             ServerStep::ListRoom => {
                                 list_room(&room, &listed_tx);
                                 resuming = Some(Resuming {
@@ -412,11 +430,11 @@ async fn relay(
                             }
                             ServerStep::Out(out) => {
                                 policy.count_subscriptions();
-                                send_out(out, &mut to_upstream, &mut to_browser, encoding, &metrics).await
+                                send_out(out, &mut sinks, encoding, &metrics).await
                             }
                         },
                         Deferred::Client(request, forward, arrived) => {
-                            client_request(&request, forward, arrived, &mut policy, &mut to_upstream, &mut to_browser, encoding).await
+                            client_request(&request, forward, arrived, &mut policy, &mut sinks, encoding).await
                         }
                     };
                     if let Err(end) = result {
@@ -447,7 +465,7 @@ async fn relay(
                     resuming.deferred.push_back(Deferred::Client(Box::new(request), forward, arrived));
                     continue;
                 }
-                if let Err(end) = client_request(&request, forward, arrived, &mut policy, &mut to_upstream, &mut to_browser, encoding).await {
+                if let Err(end) = client_request(&request, forward, arrived, &mut policy, &mut sinks, encoding).await {
                     break end;
                 }
             }
@@ -506,7 +524,7 @@ async fn relay(
                         }
                     }
                 };
-                if let Err(e) = to_browser.send(forward).await {
+                if let Err(e) = sinks.browser.send(forward).await {
                     break End::BrowserError(e.to_string());
                 }
                 metrics.frame_relayed("downstream", arrived.elapsed());
@@ -515,7 +533,7 @@ async fn relay(
                     resuming.deferred.push_back(Deferred::Server(Box::new(response)));
                     continue;
                 }
-                match policy.on_server(&response) {
+                match policy.on_server(&response, Instant::now()) {
                     ServerStep::ListRoom => {
                         list_room(&room, &listed_tx);
                         resuming = Some(Resuming {
@@ -526,7 +544,7 @@ async fn relay(
                     }
                     ServerStep::Out(out) => {
                         policy.count_subscriptions();
-                        if let Err(end) = send_out(out, &mut to_upstream, &mut to_browser, encoding, &metrics).await {
+                        if let Err(end) = send_out(out, &mut sinks, encoding, &metrics).await {
                             break end;
                         }
                     }
@@ -534,10 +552,10 @@ async fn relay(
             }
         }
     };
-    policy.end();
+    policy.end(Instant::now());
     // Couple the legs: whichever side ended, the other is closed now, so that the client's
     // own resume logic starts from a clean pair instead of a half-open session.
-    let _ = to_browser.send(ws::Message::Close(None)).await;
-    let _ = to_upstream.send(tungstenite::Message::Close(None)).await;
+    let _ = sinks.browser.send(ws::Message::Close(None)).await;
+    let _ = sinks.upstream.send(tungstenite::Message::Close(None)).await;
     end
 }

@@ -28,6 +28,8 @@ pub(super) enum Deferred {
 }
 
 /// The session's policy: the ladder, the fallback, and the RoomService requests they lead to.
+/// Without I/O: frames, listings and the time come in, what to send and to ask goes out
+/// ([`Out`]); only the metrics are counted here.
 pub(super) struct Policy {
     pub(super) ladder: Ladder,
     pub(super) fallback: Fallback,
@@ -35,7 +37,6 @@ pub(super) struct Policy {
     /// revision it was counted at.
     pub(super) counted: HashMap<String, u32>,
     pub(super) counted_at: Option<u64>,
-    pub(super) admin: mpsc::UnboundedSender<AdminRequest>,
     pub(super) metrics: Arc<Metrics>,
 }
 
@@ -89,13 +90,13 @@ impl Policy {
                 info!(track = %mute.sid, "camera unmute refused during the audio-only fallback");
                 self.metrics.policed("unmute_refused");
                 ClientAction::Replace(Out {
-                    upstream: vec![],
                     browser: vec![SignalResponse {
                         message: Some(signal_response::Message::Mute(MuteTrackRequest {
                             sid: mute.sid.clone(),
                             muted: true,
                         })),
                     }],
+                    ..Out::default()
                 })
             }
             _ => ClientAction::Forward(Out::default()),
@@ -104,7 +105,7 @@ impl Policy {
 
     /// A server frame, after it went to the browser. A resume needs LiveKit's listing of the
     /// room first ([`Policy::on_listing`]); the relay asks for it beside its loop.
-    pub(super) fn on_server(&mut self, response: &SignalResponse) -> ServerStep {
+    pub(super) fn on_server(&mut self, response: &SignalResponse, now: Instant) -> ServerStep {
         use signal_response::Message as M;
         match &response.message {
             // A resume: this session's first view of the room comes from LiveKit.
@@ -122,7 +123,7 @@ impl Policy {
                             score = info.score,
                             "own connection quality"
                         );
-                        let step = self.fallback.on_quality(info.quality, Instant::now());
+                        let step = self.fallback.on_quality(info.quality, now);
                         self.take(step)
                     }
                     None => Out::default(),
@@ -166,6 +167,7 @@ impl Policy {
         &mut self,
         listing: anyhow::Result<Vec<livekit_protocol::ParticipantInfo>>,
         reconnect: &SignalResponse,
+        now: Instant,
     ) -> Out {
         match listing {
             Ok(participants) => {
@@ -178,7 +180,7 @@ impl Policy {
                 let mut out = Out::default();
                 if stage != Stage::Normal {
                     info!(stage = stage.label(), "resumed in the audio-only fallback");
-                    self.fallback.resume_in(stage, Instant::now());
+                    self.fallback.resume_in(stage, now);
                     self.metrics.fallback_resumed();
                     out = Out::settings("fallback", self.ladder.set_paused(true));
                 }
@@ -194,8 +196,8 @@ impl Policy {
         }
     }
 
-    pub(super) fn on_timer(&mut self) -> Out {
-        let step = self.fallback.poll(Instant::now());
+    pub(super) fn on_timer(&mut self, now: Instant) -> Out {
+        let step = self.fallback.poll(now);
         self.take(step)
     }
 
@@ -214,8 +216,11 @@ impl Policy {
         };
         let stage = self.fallback.stage();
         // The attribute first: the page learns why before its video stops.
-        let _ = self.admin.send(AdminRequest::Stage(stage));
-        match step {
+        let told = Out {
+            admin: vec![AdminRequest::Stage(stage)],
+            ..Out::default()
+        };
+        told.and(match step {
             Step::PauseIncoming => {
                 info!("link stayed bad: incoming video paused (audio-only fallback)");
                 self.metrics.fallback_entered(stage.label());
@@ -228,10 +233,10 @@ impl Policy {
                     "link still bad without incoming video: camera paused"
                 );
                 self.metrics.fallback_entered(stage.label());
-                for sid in cameras {
-                    let _ = self.admin.send(AdminRequest::MuteCamera(sid));
+                Out {
+                    admin: cameras.into_iter().map(AdminRequest::MuteCamera).collect(),
+                    ..Out::default()
                 }
-                Out::default()
             }
             Step::Restore { from, spent } => {
                 info!(
@@ -243,7 +248,7 @@ impl Policy {
                 let settings = self.ladder.set_paused(false);
                 Out::settings("injected", settings)
             }
-        }
+        })
     }
 
     /// Brings the subscriptions-by-layer gauge up to date with what the ladder holds now.
@@ -271,11 +276,11 @@ impl Policy {
 
     /// The session is over; a fallback in progress ends with it (the attribute stays, for a
     /// resume to carry on from).
-    pub(super) fn end(&mut self) {
+    pub(super) fn end(&mut self, now: Instant) {
         for height in std::mem::take(&mut self.counted).into_values() {
             self.metrics.subscription_moved(Some(height), None);
         }
-        if let Some(spent) = self.fallback.abandon(Instant::now()) {
+        if let Some(spent) = self.fallback.abandon(now) {
             self.metrics.fallback_left("session_end", spent);
         }
     }

@@ -38,25 +38,32 @@ impl RoomApi for FakeRoom {
 
 use crate::test_support::person;
 
-fn policy(config: FallbackConfig) -> (Policy, mpsc::UnboundedReceiver<AdminRequest>) {
-    let (admin, requests) = mpsc::unbounded_channel();
-    let policy = Policy {
+fn policy(config: FallbackConfig) -> Policy {
+    Policy {
         counted: HashMap::new(),
         counted_at: None,
         ladder: Ladder::new(LadderConfig::default(), "me".into()),
         fallback: Fallback::new(config, Instant::now()),
-        admin,
         metrics: Arc::new(Metrics::default()),
-    };
-    (policy, requests)
+    }
 }
 
 /// A server frame through the policy as the relay takes it, the listing after a resume
 /// answered at once.
 async fn serve(policy: &mut Policy, response: &SignalResponse, room: &dyn RoomApi) -> Out {
-    match policy.on_server(response) {
+    serve_at(policy, response, room, Instant::now()).await
+}
+
+/// [`serve`] at a given time (the policy never reads the clock).
+async fn serve_at(
+    policy: &mut Policy,
+    response: &SignalResponse,
+    room: &dyn RoomApi,
+    now: Instant,
+) -> Out {
+    match policy.on_server(response, now) {
         ServerStep::Out(out) => out,
-        ServerStep::ListRoom => policy.on_listing(room.participants().await, response),
+        ServerStep::ListRoom => policy.on_listing(room.participants().await, response, now),
     }
 }
 
@@ -96,7 +103,7 @@ async fn a_json_client_meets_the_same_policy_as_a_binary_one() {
     let (_, from_binary) = decode_client_frame(&binary).unwrap();
     let mut answers = Vec::new();
     for request in [from_json, from_binary] {
-        let (mut policy, _requests) = policy(FallbackConfig::default());
+        let mut policy = policy(FallbackConfig::default());
         serve(&mut policy, &join, &room).await;
         let ClientAction::Replace(out) = policy.on_client(&request) else {
             panic!("settings above the cap are never forwarded as they are");
@@ -125,7 +132,7 @@ async fn a_json_client_meets_the_same_policy_as_a_binary_one() {
 async fn a_bad_link_of_this_participant_disables_its_video_and_tells_everyone_why() {
     let room = FakeRoom::default();
     // Immediate hysteresis so that the test needs no clock.
-    let (mut policy, mut requests) = policy(FallbackConfig {
+    let mut policy = policy(FallbackConfig {
         enter_after_secs: 0,
         uplink_after_secs: 0,
         ..Default::default()
@@ -158,24 +165,25 @@ async fn a_bad_link_of_this_participant_disables_its_video_and_tells_everyone_wh
         .map(|(source, s)| (*source, s.disabled))
         .collect();
     assert_eq!(sent, [("fallback", true)]);
+    // The attribute is asked for with the step that pauses the video, and nothing else.
     assert!(matches!(
-        requests.try_recv(),
-        Ok(AdminRequest::Stage(Stage::IncomingPaused))
+        &out.admin[..],
+        [AdminRequest::Stage(Stage::IncomingPaused)]
     ));
 
     // Still poor: the camera goes too (its own track, learnt from `join`).
-    serve(
+    let mut admin = serve(
         &mut policy,
         &quality("PA_me", ConnectionQuality::Poor),
         &room,
     )
-    .await;
-    policy.on_timer();
+    .await
+    .admin;
+    admin.extend(policy.on_timer(Instant::now()).admin);
     assert!(matches!(
-        requests.try_recv(),
-        Ok(AdminRequest::Stage(Stage::CameraPaused))
+        &admin[..],
+        [AdminRequest::Stage(Stage::CameraPaused), AdminRequest::MuteCamera(sid)] if sid == "TR_mine"
     ));
-    assert!(matches!(requests.try_recv(), Ok(AdminRequest::MuteCamera(sid)) if sid == "TR_mine"));
 
     // The client turning its camera back on is refused and told so.
     let unmute = SignalRequest {
@@ -209,7 +217,7 @@ async fn a_bad_link_of_this_participant_disables_its_video_and_tells_everyone_wh
 #[tokio::test]
 async fn the_subscriptions_gauge_follows_the_layer_each_camera_is_held_at() {
     let room = FakeRoom::default();
-    let (mut policy, _requests) = policy(FallbackConfig {
+    let mut policy = policy(FallbackConfig {
         enter_after_secs: 0,
         ..Default::default()
     });
@@ -239,7 +247,7 @@ async fn the_subscriptions_gauge_follows_the_layer_each_camera_is_held_at() {
     assert_eq!(gauge(&policy, 540), "0");
     assert_eq!(gauge(&policy, 0), "2");
 
-    policy.end();
+    policy.end(Instant::now());
     assert_eq!(gauge(&policy, 0), "0");
 }
 
@@ -254,7 +262,7 @@ async fn a_resumed_session_carries_on_the_fallback_from_the_attribute() {
         participants: vec![me, person("a", "PA_a", "TR_a")],
         ..Default::default()
     };
-    let (mut policy, _requests) = policy(FallbackConfig::default());
+    let mut policy = policy(FallbackConfig::default());
     let resumed = response(signal_response::Message::Reconnect(
         ReconnectResponse::default(),
     ));
@@ -479,7 +487,8 @@ mod frame_fuzz {
         FromClient(Vec<u8>),
         /// LiveKit's JSON encoding: every message must meet the same policy.
         FromClientText(String),
-        Timer,
+        /// The fallback's timer, this many seconds after the previous event.
+        Timer(u64),
     }
 
     /// A request as JSON text, or damaged text.
@@ -507,7 +516,7 @@ mod frame_fuzz {
                 .prop_filter_map("JSON-encodable", |m| serde_json::to_string(&SignalRequest { message: Some(m) }).ok())
                 .prop_flat_map(damaged_text)
                 .prop_map(Event::FromClientText),
-            1 => Just(Event::Timer),
+            1 => (0u64..20).prop_map(Event::Timer),
         ]
     }
 
@@ -525,6 +534,21 @@ mod frame_fuzz {
         }
         for response in &out.browser {
             decode_server_frame(&response.encode_to_vec()).expect("our own responses decode");
+        }
+        // A camera is muted only in the step that tells everyone why, after the telling.
+        if out
+            .admin
+            .iter()
+            .any(|r| matches!(r, AdminRequest::MuteCamera(_)))
+        {
+            assert!(
+                matches!(
+                    out.admin.first(),
+                    Some(AdminRequest::Stage(Stage::CameraPaused))
+                ),
+                "{:?}",
+                out.admin
+            );
         }
     }
 
@@ -567,29 +591,28 @@ mod frame_fuzz {
                     participants: vec![person("me", "PA_me", "TR_0"), person("a", "PA_a", "TR_1")],
                     ..Default::default()
                 };
-                let (mut policy, _requests) = policy(FallbackConfig {
-                    enter_after_secs: 0,
-                    uplink_after_secs: 0,
-                    restore_after_secs: 0,
-                    ..Default::default()
-                });
+                // The fallback's own hysteresis, on a clock the events drive: the whole
+                // session is deterministic.
+                let mut policy = policy(FallbackConfig::default());
+                let mut now = Instant::now();
                 for event in events {
                     match event {
                         Event::FromServer(bytes) => {
                             if let Ok((_, response)) = decode_server_frame(&bytes) {
-                                let out = serve(&mut policy, &response, &room).await;
+                                let out = serve_at(&mut policy, &response, &room, now).await;
                                 assert_well_formed(&out);
                             }
                         }
                         Event::FromClient(bytes) => client(&mut policy, decode_client_frame(&bytes)),
                         Event::FromClientText(text) => client(&mut policy, decode_client_text(&text)),
-                        Event::Timer => {
-                            let out = policy.on_timer();
+                        Event::Timer(secs) => {
+                            now += Duration::from_secs(secs);
+                            let out = policy.on_timer(now);
                             assert_well_formed(&out);
                         }
                     }
                 }
-                policy.end();
+                policy.end(now);
             });
         }
     }
