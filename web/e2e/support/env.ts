@@ -1,0 +1,8 @@
+import { fileURLToPath } from "node:url";
+
+/** The dev stack's defaults, shared by the fixtures and every helper. */
+export const DEMO_PASSWORD = process.env.KOINOS_DEMO_PASSWORD ?? "koinos-dev";
+export const DEMO_CASE = process.env.KOINOS_DEMO_CASE ?? "Demo case";
+/** Connecting to LiveKit on a loaded 2-core box can take a while. */
+export const CONNECT_TIMEOUT = 60_000;
+export const DEV_DIR = fileURLToPath(new URL("../../../dev/", import.meta.url));
