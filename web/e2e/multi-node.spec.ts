@@ -13,7 +13,7 @@ import {
 
 /**
  * LiveKit's own distributed mode (`dev/stack multi-node on`: two nodes sharing Redis, gateway A
- * in front of node A, gateway B of node B). `dev/stack e2e` switches the stack over and runs this
+ * in front of node A, gateway B of node B). `dev/stack e2e` (make test) switches the stack over and runs this
  * spec with KOINOS_MULTI_NODE=1 after the others.
  */
 test.skip(!process.env.KOINOS_MULTI_NODE, "needs the dev stack in multi-node mode (dev/stack multi-node on)");
