@@ -271,11 +271,7 @@ impl LiveKitRooms for LiveKitService {
     }
 }
 
-/// Participant attribute naming the Matrix user a LiveKit participant belongs to. Set in every
-/// token (the participant cannot change it without `canUpdateOwnMetadata`, which it lacks).
-pub const MATRIX_USER_ATTRIBUTE: &str = "org.koinos.matrix_user_id";
-/// The Matrix device, so a call membership (one per device) can be matched to its participant.
-pub const MATRIX_DEVICE_ATTRIBUTE: &str = "org.koinos.matrix_device_id";
+pub use koinos_proto::contract::{MATRIX_DEVICE_ATTRIBUTE, MATRIX_USER_ATTRIBUTE};
 
 /// Signs LiveKit access tokens with the API key LiveKit (and the gateway) know.
 #[derive(Clone)]

@@ -119,12 +119,9 @@ impl CallMembership {
 /// The MatrixRTC call membership state event (Element Call "compatibility" mode).
 pub const CALL_MEMBER_EVENT: &str = "org.matrix.msc3401.call.member";
 
-/// The room type of a case room (`creation_content.type`): control serves these only.
-pub const CASE_ROOM_TYPE: &str = "org.koinos.case";
-
-/// The timeline event control sends into a case room when a host ends its call for everyone
-/// (`{"ended_by": host}`); believed by the page only from a sender who may remove members.
-pub const CALL_ENDED_EVENT: &str = "org.koinos.call.ended";
+/// The room type of a case room, and the event a host's end of the call is recorded as (believed
+/// by the page only from a sender who may remove members).
+pub use koinos_proto::contract::{CALL_ENDED_EVENT, CASE_ROOM_TYPE};
 
 /// The user whose slot a call membership's state key names, in the spellings MatrixRTC clients
 /// use: `_@user:server_DEVICE_m.call` (matrix-js-sdk, Element Call), `@user:server_DEVICE` and

@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 
 /// The participant attribute holding the stage (absent when video flows normally). The page
 /// reads it to tell the practitioner why their video stopped; others see it on their tile.
-pub const ATTRIBUTE: &str = "org.koinos.rtc.fallback";
+pub use koinos_proto::contract::FALLBACK_ATTRIBUTE as ATTRIBUTE;
+use koinos_proto::contract::FallbackStage;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -88,17 +89,19 @@ impl Stage {
     /// The attribute value (empty deletes the attribute in LiveKit).
     pub fn attribute(self) -> &'static str {
         match self {
-            Stage::Normal => "",
-            Stage::IncomingPaused => "incoming_video",
-            Stage::CameraPaused => "camera",
+            Stage::Normal => FallbackStage::None,
+            Stage::IncomingPaused => FallbackStage::IncomingVideo,
+            Stage::CameraPaused => FallbackStage::Camera,
         }
+        .wire()
     }
 
+    /// The stage an attribute value names; anything else is no fallback.
     pub fn from_attribute(value: &str) -> Stage {
-        match value {
-            "incoming_video" => Stage::IncomingPaused,
-            "camera" => Stage::CameraPaused,
-            _ => Stage::Normal,
+        match FallbackStage::from_wire(value) {
+            Some(FallbackStage::IncomingVideo) => Stage::IncomingPaused,
+            Some(FallbackStage::Camera) => Stage::CameraPaused,
+            Some(FallbackStage::None) | None => Stage::Normal,
         }
     }
 
@@ -280,21 +283,20 @@ impl Fallback {
 mod tests {
     use super::*;
 
-    /// The wire values are the contract control, the load tester and the page are held to.
+    /// Each stage is written as a distinct value of the shared contract, and read back as itself.
     #[test]
-    fn the_attribute_and_its_values_are_the_shared_contracts() {
-        let contract: serde_json::Value =
-            serde_json::from_str(include_str!("../../proto/contract/fallback.json")).unwrap();
-        assert_eq!(contract["attribute"], ATTRIBUTE);
-        for (stage, name) in [
-            (Stage::Normal, "none"),
-            (Stage::IncomingPaused, "incoming_video"),
-            (Stage::CameraPaused, "camera"),
-        ] {
-            assert_eq!(contract["stages"][name], stage.attribute(), "{name}");
+    fn each_stage_is_a_value_of_the_shared_contract() {
+        let stages = [Stage::Normal, Stage::IncomingPaused, Stage::CameraPaused];
+        for stage in stages {
+            assert!(
+                FallbackStage::from_wire(stage.attribute()).is_some(),
+                "{stage:?}"
+            );
             assert_eq!(Stage::from_attribute(stage.attribute()), stage);
         }
-        assert_eq!(contract["stages"].as_object().unwrap().len(), 3);
+        let written: std::collections::HashSet<_> = stages.map(Stage::attribute).into();
+        assert_eq!(written.len(), FallbackStage::ALL.len());
+        assert_eq!(Stage::from_attribute("anything else"), Stage::Normal);
     }
 
     const POOR: i32 = ConnectionQuality::Poor as i32;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::revocations::SessionKey;
 
 /// The Matrix user a ticket (and a LiveKit participant) belongs to, set by control.
-pub const MATRIX_USER_ATTRIBUTE: &str = "org.koinos.matrix_user_id";
+pub use koinos_proto::contract::MATRIX_USER_ATTRIBUTE;
 
 /// Tokens are a few hundred bytes; anything much larger is not one of control's.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// `creation_content.type` of a case room (design.md).
-const CASE_TYPE: &str = "org.koinos.case";
+use koinos_proto::contract::CASE_ROOM_TYPE as CASE_TYPE;
+
 const CALL_MEMBER: &str = "org.matrix.msc3401.call.member";
 /// Control's service account: it must be in every case room (control reads membership as it).
 const SERVICE_ACCOUNT: &str = "koinos-rtc";

@@ -44,6 +44,10 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCPeerConnectionState,
 };
 
+use koinos_proto::contract::{
+    FALLBACK_ATTRIBUTE, FallbackStage, MATRIX_DEVICE_ATTRIBUTE, MATRIX_USER_ATTRIBUTE,
+};
+
 use crate::accounts::{self, Account, Homeserver};
 use crate::hostile::HostileReport;
 use crate::loss::{LossInterceptor, LossSpec, Schedule};
@@ -55,8 +59,6 @@ use media_path::*;
 
 const OPUS_PT: u8 = 111;
 const VP8_PT: u8 = 96;
-/// The gateway's audio-only fallback stage, a LiveKit participant attribute.
-const FALLBACK_ATTRIBUTE: &str = "org.koinos.rtc.fallback";
 
 /// Where and how one participant connects.
 #[derive(Clone)]
@@ -481,7 +483,7 @@ pub async fn run(
                                 if p.sid == my_sid
                                     && fallback_stage == "camera"
                                     && p.tracks.iter().any(|t| t.sid == own_camera && !t.muted)
-                                    && p.attributes.get(FALLBACK_ATTRIBUTE).map(String::as_str) == Some("camera")
+                                    && p.attributes.get(FALLBACK_ATTRIBUTE).map(String::as_str) == Some(FallbackStage::Camera.wire())
                                 {
                                     hostile(&observations, |h| h.unmuted_while_paused = true);
                                 }
@@ -641,11 +643,21 @@ fn direct_token(secret: &str, token: &accounts::RtcToken, account: &Account) -> 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
+    let attributes = serde_json::Map::from_iter([
+        (
+            MATRIX_USER_ATTRIBUTE.to_owned(),
+            account.user_id.clone().into(),
+        ),
+        (
+            MATRIX_DEVICE_ATTRIBUTE.to_owned(),
+            account.device_id.clone().into(),
+        ),
+    ]);
     let body = serde_json::json!({
         "iss": "devkey", "sub": token.identity, "name": claims["name"], "nbf": now, "exp": now + 600,
         "video": {"room": claims["video"]["room"], "roomJoin": true, "canPublish": true,
                   "canSubscribe": true, "canPublishData": true},
-        "attributes": {"org.koinos.matrix_user_id": account.user_id, "org.koinos.matrix_device_id": account.device_id},
+        "attributes": attributes,
     });
     let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
     let signed = format!(
@@ -676,14 +688,6 @@ async fn flush(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_fallback_attribute_is_the_shared_contracts() {
-        let contract: serde_json::Value =
-            serde_json::from_str(include_str!("../../proto/contract/fallback.json")).unwrap();
-        assert_eq!(contract["attribute"], FALLBACK_ATTRIBUTE);
-        assert_eq!(contract["stages"]["camera"], "camera");
-    }
 
     #[test]
     fn the_video_mid_is_read_from_the_offer() {

@@ -1,7 +1,8 @@
 //! The wire formats control and the gateway share: the generated code of the control-plane
-//! protocol (`proto/koinos/rtc/v1/*.proto`), how the gateway credential travels, and the
-//! Prometheus text exposition helper.
+//! protocol (`proto/koinos/rtc/v1/*.proto`), the names and values every component agrees on
+//! (`contract`), how the gateway credential travels, and the Prometheus text exposition helper.
 
+pub mod contract;
 pub mod gateway_credential;
 pub mod prometheus_text;
 

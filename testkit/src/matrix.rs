@@ -73,7 +73,7 @@ pub async fn matrix_status(
 }
 
 /// The room type of a case (`creation_content.type`).
-pub const CASE_TYPE: &str = "org.koinos.case";
+pub use koinos_proto::contract::CASE_ROOM_TYPE as CASE_TYPE;
 
 /// A fresh room created by `creator` (so tests never disturb "Demo case"), of `room_type`
 /// (`Some(CASE_TYPE)` for a case, `None` for an ordinary room): control's service account and

@@ -227,7 +227,7 @@ pub fn livekit_token(room: &str, identity: &str, matrix_user: Option<&str>) -> S
             ..Default::default()
         });
     if let Some(user) = matrix_user {
-        token = token.with_attributes([("org.koinos.matrix_user_id", user)]);
+        token = token.with_attributes([(koinos_proto::contract::MATRIX_USER_ATTRIBUTE, user)]);
     }
     token.to_jwt().unwrap()
 }

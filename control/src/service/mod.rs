@@ -36,11 +36,8 @@ use crate::{
     turn::{TurnCredentials, TurnMinter},
 };
 
-/// The one participant attribute a gateway may set: the audio-only fallback's stage
-/// (`gateway/src/fallback.rs`), which the page reads to say why video stopped.
-pub const FALLBACK_ATTRIBUTE: &str = "org.koinos.rtc.fallback";
-/// The stages the fallback writes; "" deletes the attribute.
-const FALLBACK_STAGES: [&str; 3] = ["", "incoming_video", "camera"];
+pub use koinos_proto::contract::FALLBACK_ATTRIBUTE;
+use koinos_proto::contract::FallbackStage;
 
 /// Whether LiveKit's track is a camera as the gateway's ladder counts them (video that is
 /// not a screen share).
@@ -395,9 +392,10 @@ impl RtcService {
                     request.key
                 )));
             }
-            if !FALLBACK_STAGES.contains(&request.value.as_str()) {
+            if FallbackStage::from_wire(&request.value).is_none() {
                 return Err(ApiError::BadJson(format!(
-                    "{FALLBACK_ATTRIBUTE} must be one of {FALLBACK_STAGES:?}, got {:?}",
+                    "{FALLBACK_ATTRIBUTE} must be one of {:?}, got {:?}",
+                    FallbackStage::ALL.map(FallbackStage::wire),
                     request.value
                 )));
             }

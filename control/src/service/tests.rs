@@ -3,24 +3,6 @@ use std::sync::Arc;
 use super::*;
 use crate::testing::*;
 
-/// What a gateway may set is exactly the contract's attribute and stage values.
-#[test]
-fn the_fallback_attribute_and_its_values_are_the_shared_contracts() {
-    let contract: serde_json::Value =
-        serde_json::from_str(include_str!("../../../proto/contract/fallback.json")).unwrap();
-    assert_eq!(contract["attribute"], FALLBACK_ATTRIBUTE);
-    let mut stages: Vec<&str> = contract["stages"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    stages.sort_unstable();
-    let mut ours = FALLBACK_STAGES.to_vec();
-    ours.sort_unstable();
-    assert_eq!(stages, ours);
-}
-
 #[tokio::test]
 async fn a_member_gets_a_ticket_for_the_room_that_livekit_would_refuse() {
     let livekit = Arc::new(FakeLiveKit::default());
