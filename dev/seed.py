@@ -24,9 +24,10 @@ STATE_DIR = os.environ["KOINOS_STATE_DIR"]
 PASSWORD = "koinos-dev"
 PRACTITIONERS = ["alice", "bob", "carol", "dave", "erin", "frank"]
 SERVICE_ACCOUNT = "koinos-rtc"
-CASE_TYPE = "org.koinos.case"
 CASE_NAME = "Demo case"
-CALL_MEMBER = "org.matrix.msc3401.call.member"
+# How a case room is created: the contract the page and the load tester are checked against too.
+CASE_ROOM = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto", "contract", "case-room.json")))
+CASE_TYPE = CASE_ROOM["type"]
 
 
 class MatrixError(Exception):
@@ -91,29 +92,24 @@ def login(localpart: str, password: str) -> str:
     return resp["access_token"]
 
 
-# What Synapse sets for a private room's events when `events` is not overridden.
-DEFAULT_EVENT_LEVELS = {
-    "m.room.name": 50,
-    "m.room.avatar": 50,
-    "m.room.canonical_alias": 50,
-    "m.room.topic": 50,
-    "m.room.power_levels": 100,
-    "m.room.history_visibility": 100,
-    "m.room.tombstone": 100,
-    "m.room.server_acl": 100,
-    "m.room.encryption": 100,
-}
+def creators_are_privileged(room_version: str) -> bool:
+    """Room versions where creators hold their power implicitly (MSC4289): they must not be
+    listed in `users` of the power levels."""
+    rule = CASE_ROOM["privileged_creators"]
+    if any(room_version.startswith(prefix) for prefix in rule["room_version_prefixes"]):
+        return True
+    return room_version.isdigit() and int(room_version) >= rule["from_numeric_room_version"]
 
 
 def case_users(token: str) -> dict:
-    """Power levels of the case's users: the service account at 100, and the creator at 100
-    unless the room version makes creators privileged (v12+, MSC4289), where listing the
-    creator is forbidden."""
-    users = {user_id(SERVICE_ACCOUNT): 100}
+    """Power levels of the case's users: the service account at the admin level, and the
+    creator too unless the room version makes creators privileged."""
+    admin = CASE_ROOM["admin_power_level"]
+    users = {user_id(SERVICE_ACCOUNT): admin}
     version = call("GET", "/_matrix/client/v3/capabilities", token=token)
-    default = version.get("capabilities", {}).get("m.room_versions", {}).get("default", "1")
-    if not (default.isdigit() and int(default) >= 12):
-        users[user_id("alice")] = 100
+    default = version.get("capabilities", {}).get("m.room_versions", {}).get("default", "")
+    if not creators_are_privileged(default):
+        users[user_id("alice")] = admin
     return users
 
 
@@ -146,11 +142,10 @@ def main() -> int:
             {
                 "name": CASE_NAME,
                 "topic": "Demonstration case for koinos-rtc",
-                "preset": "private_chat",
+                "preset": CASE_ROOM["preset"],
                 "creation_content": {"type": CASE_TYPE},
                 "power_level_content_override": {
-                    # The homeserver replaces (not merges) `events`: restate its defaults.
-                    "events": {**DEFAULT_EVENT_LEVELS, CALL_MEMBER: 0},
+                    "events": CASE_ROOM["event_power_levels"],
                     "users": case_users(tokens["alice"]),
                 },
                 "invite": [user_id(u) for u in PRACTITIONERS[1:] + [SERVICE_ACCOUNT]],

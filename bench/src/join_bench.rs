@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
+use koinos_proto::contract::{MATRIX_DEVICE_ATTRIBUTE, MATRIX_USER_ATTRIBUTE};
 use livekit_api::access_token::{AccessToken, VideoGrants};
 use livekit_protocol::{SignalRequest, SignalResponse, signal_request, signal_response};
 use prost::Message as _;
@@ -155,8 +156,8 @@ async fn run() -> Result<()> {
     let livekit_token = AccessToken::with_api_key("devkey", &secret)
         .with_identity(&identity)
         .with_attributes([
-            ("org.koinos.matrix_user_id", "@alice:localhost"),
-            ("org.koinos.matrix_device_id", "JOINBENCH"),
+            (MATRIX_USER_ATTRIBUTE, "@alice:localhost"),
+            (MATRIX_DEVICE_ATTRIBUTE, "JOINBENCH"),
         ])
         .with_grants(VideoGrants {
             room_join: true,

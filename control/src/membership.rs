@@ -117,7 +117,7 @@ impl CallMembership {
 }
 
 /// The MatrixRTC call membership state event (Element Call "compatibility" mode).
-pub const CALL_MEMBER_EVENT: &str = "org.matrix.msc3401.call.member";
+pub use koinos_proto::contract::CALL_MEMBER_EVENT;
 
 /// The room type of a case room, and the event a host's end of the call is recorded as (believed
 /// by the page only from a sender who may remove members).
@@ -643,15 +643,6 @@ mod tests {
                 "state key {key:?}"
             );
         }
-    }
-
-    #[test]
-    fn the_pages_copy_of_the_call_ended_event_type_is_controls() {
-        let page = include_str!("../../web/src/call/callController.ts");
-        assert!(
-            page.contains(&format!("CALL_ENDED_EVENT = \"{CALL_ENDED_EVENT}\"")),
-            "web/src/call/callController.ts must name {CALL_ENDED_EVENT}"
-        );
     }
 
     #[test]

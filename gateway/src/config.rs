@@ -78,20 +78,13 @@ impl Default for Config {
                 max_connections_per_address: 256,
                 ..koinos_net::ServeLimits::default()
             },
-            ladder: vec![
-                LadderStep {
-                    max_participants: 2,
-                    max_height: 720,
-                },
-                LadderStep {
-                    max_participants: 4,
-                    max_height: 540,
-                },
-                LadderStep {
-                    max_participants: 6,
-                    max_height: 360,
-                },
-            ],
+            ladder: koinos_proto::contract::DEFAULT_LADDER
+                .iter()
+                .map(|&(max_participants, max_height)| LadderStep {
+                    max_participants,
+                    max_height,
+                })
+                .collect(),
             fallback: crate::fallback::FallbackConfig::default(),
         }
     }

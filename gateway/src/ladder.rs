@@ -48,7 +48,7 @@ pub struct LadderConfig {
 impl Default for LadderConfig {
     fn default() -> Self {
         Self {
-            steps: vec![(2, 720), (4, 540), (6, 360)],
+            steps: koinos_proto::contract::DEFAULT_LADDER.to_vec(),
         }
     }
 }

@@ -12,9 +12,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// `creation_content.type` of a case room (design.md).
-use koinos_proto::contract::CASE_ROOM_TYPE as CASE_TYPE;
+use koinos_proto::contract::case_room;
 
-const CALL_MEMBER: &str = "org.matrix.msc3401.call.member";
 /// Control's service account: it must be in every case room (control reads membership as it).
 const SERVICE_ACCOUNT: &str = "koinos-rtc";
 
@@ -153,8 +152,8 @@ impl Homeserver {
         })
     }
 
-    /// A case room created by `creator`, with `members` and control's service account invited.
-    /// Call memberships are open to every member, as in the web page's case rooms.
+    /// A case room created by `creator`, with `members` and control's service account invited,
+    /// as the page and the seeding create them (`koinos_proto::contract::case_room`).
     pub async fn create_case(
         &self,
         creator: &Account,
@@ -162,29 +161,46 @@ impl Homeserver {
         members: &[&Account],
     ) -> Result<String> {
         let server = server_name(&creator.user_id)?;
+        let service_account = format!("@{SERVICE_ACCOUNT}:{server}");
         let mut invite: Vec<String> = members.iter().map(|m| m.user_id.clone()).collect();
-        invite.push(format!("@{SERVICE_ACCOUNT}:{server}"));
+        invite.push(service_account.clone());
+        let room_version = self.default_room_version(creator).await?;
+        let body = case_room::create_room_body(
+            name,
+            &creator.user_id,
+            &service_account,
+            &room_version,
+            &invite,
+        );
         let body = self
             .post(
                 "create case room",
                 "/_matrix/client/v3/createRoom",
                 Some(&creator.access_token),
-                json!({
-                    "name": name,
-                    "preset": "private_chat",
-                    "creation_content": {"type": CASE_TYPE},
-                    "power_level_content_override": {"events": {
-                        "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
-                        "m.room.tombstone": 100, "m.room.server_acl": 100, "m.room.encryption": 100,
-                        CALL_MEMBER: 0,
-                    }},
-                    "invite": invite,
-                }),
+                body,
             )
             .await?;
         Ok(body["room_id"]
             .as_str()
             .context("createRoom: no room_id")?
+            .to_owned())
+    }
+
+    /// The room version the homeserver gives new rooms ("" when it does not say).
+    async fn default_room_version(&self, account: &Account) -> Result<String> {
+        let response = self
+            .http
+            .get(format!("{}/_matrix/client/v3/capabilities", self.base))
+            .bearer_auth(&account.access_token)
+            .send()
+            .await
+            .with_context(|| {
+                format!("capabilities: cannot reach the homeserver at {}", self.base)
+            })?;
+        let body = json_or_refusal("capabilities", response).await?;
+        Ok(body["capabilities"]["m.room_versions"]["default"]
+            .as_str()
+            .unwrap_or_default()
             .to_owned())
     }
 

@@ -74,6 +74,7 @@ pub async fn matrix_status(
 
 /// The room type of a case (`creation_content.type`).
 pub use koinos_proto::contract::CASE_ROOM_TYPE as CASE_TYPE;
+use koinos_proto::contract::case_room;
 
 /// A fresh room created by `creator` (so tests never disturb "Demo case"), of `room_type`
 /// (`Some(CASE_TYPE)` for a case, `None` for an ordinary room): control's service account and
@@ -86,11 +87,15 @@ pub async fn new_room(
 ) -> String {
     let mut invitees = vec!["@koinos-rtc:localhost".to_owned()];
     invitees.extend(invite.iter().map(|u| format!("@{u}:localhost")));
+    let events: serde_json::Map<String, Value> = case_room::EVENT_POWER_LEVELS
+        .iter()
+        .map(|(event, level)| ((*event).to_owned(), json!(level)))
+        .collect();
     let mut body = json!({
-        "name": "Test case", "preset": "private_chat",
+        "name": "Test case", "preset": case_room::PRESET,
         "power_level_content_override": {
-            "events": {"org.matrix.msc3401.call.member": 0, "m.room.power_levels": 100},
-            "users": {"@koinos-rtc:localhost": 100}
+            "events": events,
+            "users": {"@koinos-rtc:localhost": case_room::ADMIN_POWER_LEVEL}
         },
         "invite": invitees
     });
@@ -149,7 +154,7 @@ pub async fn reinvite(host: &str, room: &str, user: &str) {
     .await;
 }
 
-pub const CALL_MEMBER: &str = "org.matrix.msc3401.call.member";
+pub use koinos_proto::contract::CALL_MEMBER_EVENT as CALL_MEMBER;
 
 /// A call membership's content as matrix-js-sdk writes it for `device`.
 pub fn call_member_content(room: &str, device: &str) -> Value {

@@ -6,22 +6,14 @@ import { appError, toAppError, type AppError } from "../errors/errors";
 import type { CallController } from "./callController";
 import { mayKick } from "./membershipTrust";
 import { fallbackNotice, fallbackStageOf } from "./networkFallback";
+import { matrixUserOf } from "./participantIdentity";
 import { ParticipantTile, ScreenShareTile } from "./ParticipantTile";
 import { DevicePickers } from "./DevicePickers";
 import { maySetRecordingFlag, setRecordingFlag, useRecordingFlag } from "./recording";
 import { displayNameOf } from "./useRtcSession";
 
-/** LiveKit identity `<user_id>:<device_id>` → Matrix user id (device ids contain no ':'). */
-export function userIdFromIdentity(identity: string): string | undefined {
-  if (!identity.startsWith("@")) return undefined;
-  const last = identity.lastIndexOf(":");
-  const first = identity.indexOf(":");
-  if (last <= first) return undefined;
-  return identity.slice(0, last);
-}
-
 function nameFor(room: MatrixRoom, p: Participant): string {
-  const userId = userIdFromIdentity(p.identity);
+  const userId = matrixUserOf(p);
   if (userId) return displayNameOf(room, userId);
   return p.name || p.identity;
 }

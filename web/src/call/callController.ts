@@ -30,14 +30,14 @@ import {
 } from "./recovery";
 import { mayKick } from "./membershipTrust";
 import { requestEndCall, requestRtcToken, requestTurnServer } from "./rtcToken";
+import matrixContract from "../../../proto/contract/matrix.json";
 
 /**
- * What control sends into the case room when a host ends the call for everyone (control's
- * `CALL_ENDED_EVENT`, `control/src/membership.rs`; a control test checks this copy). The
- * homeserver's record of the end: it reaches the page while the media server is away, when no
- * LiveKit room is there to be deleted.
+ * What control sends into the case room when a host ends the call for everyone (the shared
+ * contract, `proto/contract/matrix.json`). The homeserver's record of the end: it reaches the
+ * page while the media server is away, when no LiveKit room is there to be deleted.
  */
-export const CALL_ENDED_EVENT = "org.koinos.call.ended";
+export const CALL_ENDED_EVENT: string = matrixContract.events.call_ended;
 
 const SCREEN_SHARE_STOPPED = "Your screen share stopped while the call reconnected. Share your screen again to show it.";
 

@@ -1,18 +1,22 @@
 import type { Participant } from "livekit-client";
+// The attribute and its stage values, as the gateway and control write them (one contract).
+import contract from "../../../proto/contract/fallback.json";
 
 /**
  * The gateway's audio-only fallback, as the page sees it: the gateway writes the stage into the
  * participant's LiveKit attribute `org.koinos.rtc.fallback` (absent when video flows normally).
  * Everyone can read it, so remote tiles can say why someone's video stopped too.
  */
-export const FALLBACK_ATTRIBUTE = "org.koinos.rtc.fallback";
+export const FALLBACK_ATTRIBUTE: string = contract.attribute;
 
 /** `incoming_video`: the video this participant receives is paused; `camera`: its camera too. */
-export type FallbackStage = "none" | "incoming_video" | "camera";
+export type FallbackStage = keyof typeof contract.stages;
 
 export function fallbackStageOf(participant: Participant): FallbackStage {
   const value = participant.attributes[FALLBACK_ATTRIBUTE];
-  return value === "incoming_video" || value === "camera" ? value : "none";
+  if (value === contract.stages.incoming_video) return "incoming_video";
+  if (value === contract.stages.camera) return "camera";
+  return "none";
 }
 
 /** What the practitioner is told, in plain words and without alarm. */

@@ -1,11 +1,15 @@
-import { Preset, type MatrixClient, type Room } from "matrix-js-sdk";
+import type { MatrixClient, Preset, Room } from "matrix-js-sdk";
 import { serverNameOf } from "../auth/session";
 import { AppErrorException, toAppError } from "../errors/errors";
+// How a case room is created, shared with the seeding and the load tester (and control's type
+// check): the page builds its createRoom body from the contract itself, not from a copy.
+import caseRoom from "../../../proto/contract/case-room.json";
+import matrixContract from "../../../proto/contract/matrix.json";
 
 /** `creation_content.type` of a case room (design.md). */
-export const CASE_ROOM_TYPE = "org.koinos.case";
+export const CASE_ROOM_TYPE: string = caseRoom.type;
 /** MatrixRTC membership state event type (Element Call "compatibility" mode). */
-export const CALL_MEMBER_EVENT_TYPE = "org.matrix.msc3401.call.member";
+export const CALL_MEMBER_EVENT_TYPE: string = matrixContract.events.call_member;
 
 /** Control plane's service account on the user's own homeserver. */
 export function serviceAccountFor(userId: string): string {
@@ -28,28 +32,16 @@ export function listJoinedCases(client: MatrixClient): Room[] {
     .sort((a, b) => a.name.localeCompare(b.name) || a.roomId.localeCompare(b.roomId));
 }
 
-/** The homeserver's usual per-event levels for a private room (kept when overriding `events`). */
-const DEFAULT_EVENT_LEVELS: Record<string, number> = {
-  "m.room.name": 50,
-  "m.room.avatar": 50,
-  "m.room.canonical_alias": 50,
-  "m.room.topic": 50,
-  "m.room.power_levels": 100,
-  "m.room.history_visibility": 100,
-  "m.room.tombstone": 100,
-  "m.room.server_acl": 100,
-  "m.room.encryption": 100,
-};
-
 /**
  * Room versions in which the creator's power is implicit (MSC4289) and creators must not be
  * listed in `users` of the power levels.
  */
-function creatorsArePrivileged(roomVersion: string | undefined): boolean {
+export function creatorsArePrivileged(roomVersion: string | undefined): boolean {
   if (!roomVersion) return false;
-  if (roomVersion.startsWith("org.matrix.hydra")) return true;
+  const rule = caseRoom.privileged_creators;
+  if (rule.room_version_prefixes.some((prefix) => roomVersion.startsWith(prefix))) return true;
   const n = Number(roomVersion);
-  return Number.isInteger(n) && n >= 12;
+  return /^[0-9]+$/.test(roomVersion) && n >= rule.from_numeric_room_version;
 }
 
 async function defaultRoomVersion(client: MatrixClient): Promise<string | undefined> {
@@ -61,32 +53,34 @@ async function defaultRoomVersion(client: MatrixClient): Promise<string | undefi
   }
 }
 
+/** The createRoom body of a case room named `name` by `creator` (see proto/contract/case-room.json). */
+export function caseRoomRequest(name: string, creator: string, roomVersion: string | undefined) {
+  const service = serviceAccountFor(creator);
+  const users: Record<string, number> = { [service]: caseRoom.admin_power_level };
+  // In room versions with privileged creators the creator already has infinite power and
+  // may not appear in `users`; everywhere else the creator is set to the admin level explicitly.
+  if (!creatorsArePrivileged(roomVersion)) {
+    users[creator] = caseRoom.admin_power_level;
+  }
+  return {
+    name: name.trim(),
+    preset: caseRoom.preset as Preset,
+    creation_content: { type: CASE_ROOM_TYPE },
+    // The homeserver replaces (not merges) `events`, so the contract restates the usual levels.
+    power_level_content_override: { events: { ...caseRoom.event_power_levels } as Record<string, number>, users },
+    invite: [service],
+  };
+}
+
 /**
  * Creates a case room per design.md: room type org.koinos.case, call.member events allowed for
  * everyone (power level 0), the creator and control's service account at power level 100,
  * and the service account invited.
  */
 export async function createCase(client: MatrixClient, name: string): Promise<string> {
-  const me = client.getSafeUserId();
-  const service = serviceAccountFor(me);
-  const users: Record<string, number> = { [service]: 100 };
-  // In room versions with privileged creators the creator already has infinite power and
-  // may not appear in `users`; everywhere else the creator is set to 100 explicitly.
-  if (!creatorsArePrivileged(await defaultRoomVersion(client))) {
-    users[me] = 100;
-  }
+  const request = caseRoomRequest(name, client.getSafeUserId(), await defaultRoomVersion(client));
   try {
-    const { room_id } = await client.createRoom({
-      name: name.trim(),
-      preset: Preset.PrivateChat,
-      creation_content: { type: CASE_ROOM_TYPE },
-      power_level_content_override: {
-        // The homeserver replaces (not merges) `events`, so the usual defaults are restated.
-        events: { ...DEFAULT_EVENT_LEVELS, [CALL_MEMBER_EVENT_TYPE]: 0 },
-        users,
-      },
-      invite: [service],
-    });
+    const { room_id } = await client.createRoom(request);
     return room_id;
   } catch (err) {
     throw new AppErrorException(toAppError(err));
