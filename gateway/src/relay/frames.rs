@@ -53,6 +53,35 @@ pub(super) struct Out {
     /// RoomService requests (through control), carried out in order beside the loop, before
     /// any of the frames above are sent.
     pub(super) admin: Vec<AdminRequest>,
+    /// What happened that the metrics count.
+    pub(super) tallies: Vec<Tally>,
+}
+
+/// Something the policy decided that the gateway's metrics count; the pump records it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Tally {
+    /// A client request refused or rewritten, by reason.
+    Policed(&'static str),
+    /// The fallback reached a stage (its label).
+    FallbackEntered(&'static str),
+    /// The fallback ended, from a stage (or `session_end`), after so long in it.
+    FallbackLeft(&'static str, Duration),
+    /// A resumed session carried on the fallback from the participant's attribute.
+    FallbackResumed,
+    /// A camera subscription moved between layers (`None`: not counted at all).
+    SubscriptionMoved(Option<u32>, Option<u32>),
+}
+
+impl Tally {
+    pub(super) fn record(&self, metrics: &Metrics) {
+        match *self {
+            Self::Policed(reason) => metrics.policed(reason),
+            Self::FallbackEntered(stage) => metrics.fallback_entered(stage),
+            Self::FallbackLeft(from, spent) => metrics.fallback_left(from, spent),
+            Self::FallbackResumed => metrics.fallback_resumed(),
+            Self::SubscriptionMoved(from, to) => metrics.subscription_moved(from, to),
+        }
+    }
 }
 
 impl Out {
@@ -67,6 +96,14 @@ impl Out {
         self.upstream.extend(other.upstream);
         self.browser.extend(other.browser);
         self.admin.extend(other.admin);
+        self.tallies.extend(other.tallies);
         self
+    }
+
+    pub(super) fn tallied(tallies: Vec<Tally>) -> Self {
+        Self {
+            tallies,
+            ..Self::default()
+        }
     }
 }

@@ -119,6 +119,7 @@ struct Lease {
     ice_servers: Vec<livekit_protocol::IceServer>,
     renew_every: Duration,
     browser_silence: Duration,
+    metrics: Arc<Metrics>,
 }
 
 pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext) {
@@ -142,6 +143,7 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
         ice_servers,
         renew_every,
         browser_silence,
+        metrics: metrics.clone(),
     };
     let span = info_span!("session", %identity, %path);
     async move {
@@ -153,7 +155,6 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
             counted_at: None,
             ladder,
             fallback,
-            metrics: metrics.clone(),
         };
         let end = relay(browser, upstream, session, policy, admin, room, lease).await;
         metrics.session_ended(match &end {
@@ -181,27 +182,26 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
 type BrowserSink = SplitSink<WebSocket, ws::Message>;
 type UpstreamSink = SplitSink<Upstream, tungstenite::Message>;
 
-/// Where what the policy decides goes: LiveKit's leg, the browser's leg, and the task that
-/// carries out RoomService requests.
+/// Where what the policy decides goes: LiveKit's leg, the browser's leg, the task that carries
+/// out RoomService requests, and the metrics.
 struct Sinks {
     upstream: UpstreamSink,
     browser: BrowserSink,
     admin: mpsc::UnboundedSender<AdminRequest>,
+    metrics: Arc<Metrics>,
 }
 
 /// Sends what the policy asked for; a failure ends the session.
-async fn send_out(
-    out: Out,
-    sinks: &mut Sinks,
-    encoding: Encoding,
-    metrics: &Metrics,
-) -> Result<(), End> {
+async fn send_out(out: Out, sinks: &mut Sinks, encoding: Encoding) -> Result<(), End> {
+    for tally in &out.tallies {
+        tally.record(&sinks.metrics);
+    }
     for request in out.admin {
         // The task ends only with the session.
         let _ = sinks.admin.send(request);
     }
     for (source, settings) in out.upstream {
-        metrics.settings_sent(source, settings.height);
+        sinks.metrics.settings_sent(source, settings.height);
         sinks
             .upstream
             .send(settings_frame(settings))
@@ -272,13 +272,11 @@ async fn client_request(
     sinks: &mut Sinks,
     encoding: Encoding,
 ) -> Result<(), End> {
-    let metrics = policy.metrics.clone();
-    let action = policy.on_client(request);
-    policy.count_subscriptions();
-    let then = match action {
-        ClientAction::Forward(then) => then,
+    let then = match policy.on_client(request) {
+        ClientAction::Forward(then) => policy.counted(then),
         ClientAction::Replace(instead) => {
-            return send_out(instead, sinks, encoding, &metrics).await;
+            let instead = policy.counted(instead);
+            return send_out(instead, sinks, encoding).await;
         }
     };
     sinks
@@ -286,8 +284,8 @@ async fn client_request(
         .send(forward)
         .await
         .map_err(|e| End::UpstreamError(e.to_string()))?;
-    metrics.frame_relayed("upstream", arrived.elapsed());
-    send_out(then, sinks, encoding, &metrics).await
+    sinks.metrics.frame_relayed("upstream", arrived.elapsed());
+    send_out(then, sinks, encoding).await
 }
 
 /// Asks for LiveKit's listing of the room beside the relay; the answer comes on `listed`.
@@ -319,14 +317,15 @@ async fn relay(
     room: Arc<dyn RoomApi>,
     mut lease: Lease,
 ) -> End {
+    let metrics = lease.metrics.clone();
     let (to_browser, mut from_browser) = browser.split();
     let (to_upstream, mut from_upstream) = upstream.split();
     let mut sinks = Sinks {
         upstream: to_upstream,
         browser: to_browser,
         admin,
+        metrics: metrics.clone(),
     };
-    let metrics = policy.metrics.clone();
     let mut encoding = Encoding::Binary;
     let mut heard_from_browser = Instant::now();
     let mut renew_at = Instant::now() + lease.renew_every;
@@ -349,8 +348,7 @@ async fn relay(
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                 let out = policy.on_timer(Instant::now());
-                policy.count_subscriptions();
-                if let Err(end) = send_out(out, &mut sinks, encoding, &metrics).await {
+                if let Err(end) = send_out(policy.counted(out), &mut sinks, encoding).await {
                     break end;
                 }
             }
@@ -410,8 +408,7 @@ async fn relay(
                 };
                 metrics.resume_listed(listing.is_ok(), since.elapsed());
                 let out = policy.on_listing(listing, &reconnect, Instant::now());
-                policy.count_subscriptions();
-                if let Err(end) = send_out(out, &mut sinks, encoding, &metrics).await {
+                if let Err(end) = send_out(policy.counted(out), &mut sinks, encoding).await {
                     break end;
                 }
                 // What waited, in order, until one of them is another resume.
@@ -429,8 +426,7 @@ async fn relay(
                                 Ok(())
                             }
                             ServerStep::Out(out) => {
-                                policy.count_subscriptions();
-                                send_out(out, &mut sinks, encoding, &metrics).await
+                                send_out(policy.counted(out), &mut sinks, encoding).await
                             }
                         },
                         Deferred::Client(request, forward, arrived) => {
@@ -543,8 +539,7 @@ async fn relay(
                         });
                     }
                     ServerStep::Out(out) => {
-                        policy.count_subscriptions();
-                        if let Err(end) = send_out(out, &mut sinks, encoding, &metrics).await {
+                        if let Err(end) = send_out(policy.counted(out), &mut sinks, encoding).await {
                             break end;
                         }
                     }
@@ -552,7 +547,9 @@ async fn relay(
             }
         }
     };
-    policy.end(Instant::now());
+    for tally in policy.end(Instant::now()) {
+        tally.record(&metrics);
+    }
     // Couple the legs: whichever side ended, the other is closed now, so that the client's
     // own resume logic starts from a clean pair instead of a half-open session.
     let _ = sinks.browser.send(ws::Message::Close(None)).await;

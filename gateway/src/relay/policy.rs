@@ -28,8 +28,8 @@ pub(super) enum Deferred {
 }
 
 /// The session's policy: the ladder, the fallback, and the RoomService requests they lead to.
-/// Without I/O: frames, listings and the time come in, what to send and to ask goes out
-/// ([`Out`]); only the metrics are counted here.
+/// Without I/O: frames, listings and the time come in; what to send, what to ask and what the
+/// metrics count go out ([`Out`]).
 pub(super) struct Policy {
     pub(super) ladder: Ladder,
     pub(super) fallback: Fallback,
@@ -37,7 +37,6 @@ pub(super) struct Policy {
     /// revision it was counted at.
     pub(super) counted: HashMap<String, u32>,
     pub(super) counted_at: Option<u64>,
-    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Policy {
@@ -88,7 +87,6 @@ impl Policy {
                 // The camera is paused for the network's sake: the client's unmute is refused
                 // and the client told so, keeping its view of the track true.
                 info!(track = %mute.sid, "camera unmute refused during the audio-only fallback");
-                self.metrics.policed("unmute_refused");
                 ClientAction::Replace(Out {
                     browser: vec![SignalResponse {
                         message: Some(signal_response::Message::Mute(MuteTrackRequest {
@@ -96,6 +94,7 @@ impl Policy {
                             muted: true,
                         })),
                     }],
+                    tallies: vec![Tally::Policed("unmute_refused")],
                     ..Out::default()
                 })
             }
@@ -181,8 +180,8 @@ impl Policy {
                 if stage != Stage::Normal {
                     info!(stage = stage.label(), "resumed in the audio-only fallback");
                     self.fallback.resume_in(stage, now);
-                    self.metrics.fallback_resumed();
-                    out = Out::settings("fallback", self.ladder.set_paused(true));
+                    out = Out::settings("fallback", self.ladder.set_paused(true))
+                        .and(Out::tallied(vec![Tally::FallbackResumed]));
                 }
                 out.and(Out::settings(
                     self.injected(),
@@ -223,8 +222,8 @@ impl Policy {
         told.and(match step {
             Step::PauseIncoming => {
                 info!("link stayed bad: incoming video paused (audio-only fallback)");
-                self.metrics.fallback_entered(stage.label());
                 Out::settings("fallback", self.ladder.set_paused(true))
+                    .and(Out::tallied(vec![Tally::FallbackEntered(stage.label())]))
             }
             Step::PauseCamera => {
                 let cameras = self.ladder.own_cameras();
@@ -232,9 +231,9 @@ impl Policy {
                     cameras = cameras.len(),
                     "link still bad without incoming video: camera paused"
                 );
-                self.metrics.fallback_entered(stage.label());
                 Out {
                     admin: cameras.into_iter().map(AdminRequest::MuteCamera).collect(),
+                    tallies: vec![Tally::FallbackEntered(stage.label())],
                     ..Out::default()
                 }
             }
@@ -244,44 +243,55 @@ impl Policy {
                     spent_secs = spent.as_secs(),
                     "link stayed good: video restored"
                 );
-                self.metrics.fallback_left(from.label(), spent);
                 let settings = self.ladder.set_paused(false);
                 Out::settings("injected", settings)
+                    .and(Out::tallied(vec![Tally::FallbackLeft(from.label(), spent)]))
             }
         })
     }
 
-    /// Brings the subscriptions-by-layer gauge up to date with what the ladder holds now.
-    pub(super) fn count_subscriptions(&mut self) {
+    /// What moved in the subscriptions-by-layer gauge since it was last brought up to date with
+    /// what the ladder holds.
+    pub(super) fn count_subscriptions(&mut self) -> Vec<Tally> {
         // Most frames (pings, offers, quality updates) change nothing here.
         let revision = self.ladder.revision();
         if self.counted_at == Some(revision) {
-            return;
+            return Vec::new();
         }
         self.counted_at = Some(revision);
         let now = self.ladder.enforced_layers();
+        let mut moved = Vec::new();
         for (sid, height) in &now {
             let before = self.counted.get(sid).copied();
             if before != Some(*height) {
-                self.metrics.subscription_moved(before, Some(*height));
+                moved.push(Tally::SubscriptionMoved(before, Some(*height)));
             }
         }
         for (sid, height) in &self.counted {
             if !now.contains_key(sid) {
-                self.metrics.subscription_moved(Some(*height), None);
+                moved.push(Tally::SubscriptionMoved(Some(*height), None));
             }
         }
         self.counted = now;
+        moved
+    }
+
+    /// `out`, with what it moved in the subscriptions-by-layer gauge.
+    pub(super) fn counted(&mut self, out: Out) -> Out {
+        let moved = self.count_subscriptions();
+        out.and(Out::tallied(moved))
     }
 
     /// The session is over; a fallback in progress ends with it (the attribute stays, for a
     /// resume to carry on from).
-    pub(super) fn end(&mut self, now: Instant) {
-        for height in std::mem::take(&mut self.counted).into_values() {
-            self.metrics.subscription_moved(Some(height), None);
-        }
+    pub(super) fn end(&mut self, now: Instant) -> Vec<Tally> {
+        let mut tallies: Vec<Tally> = std::mem::take(&mut self.counted)
+            .into_values()
+            .map(|height| Tally::SubscriptionMoved(Some(height), None))
+            .collect();
         if let Some(spent) = self.fallback.abandon(now) {
-            self.metrics.fallback_left("session_end", spent);
+            tallies.push(Tally::FallbackLeft("session_end", spent));
         }
+        tallies
     }
 }

@@ -44,7 +44,6 @@ fn policy(config: FallbackConfig) -> Policy {
         counted_at: None,
         ladder: Ladder::new(LadderConfig::default(), "me".into()),
         fallback: Fallback::new(config, Instant::now()),
-        metrics: Arc::new(Metrics::default()),
     }
 }
 
@@ -195,6 +194,7 @@ async fn a_bad_link_of_this_participant_disables_its_video_and_tells_everyone_wh
     match policy.on_client(&unmute) {
         ClientAction::Replace(out) => {
             assert!(out.upstream.is_empty());
+            assert_eq!(out.tallies, vec![Tally::Policed("unmute_refused")]);
             assert!(matches!(
                 &out.browser[..],
                 [SignalResponse { message: Some(signal_response::Message::Mute(m)) }] if m.muted && m.sid == "TR_mine"
@@ -221,8 +221,10 @@ async fn the_subscriptions_gauge_follows_the_layer_each_camera_is_held_at() {
         enter_after_secs: 0,
         ..Default::default()
     });
-    let gauge = |policy: &Policy, height: u32| -> String {
-        let text = policy.metrics.render(Default::default());
+    let metrics = Metrics::default();
+    let count = |tallies: Vec<Tally>| tallies.iter().for_each(|t| t.record(&metrics));
+    let gauge = |height: u32| -> String {
+        let text = metrics.render(Default::default());
         let prefix = format!("koinos_gateway_subscriptions{{height=\"{height}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
@@ -234,8 +236,10 @@ async fn the_subscriptions_gauge_follows_the_layer_each_camera_is_held_at() {
         ..Default::default()
     }));
     serve(&mut policy, &join, &room).await;
-    policy.count_subscriptions();
-    assert_eq!(gauge(&policy, 540), "2");
+    count(policy.count_subscriptions());
+    assert_eq!(gauge(540), "2");
+    // Nothing moved since: nothing counted twice.
+    assert_eq!(policy.count_subscriptions(), vec![]);
 
     serve(
         &mut policy,
@@ -243,12 +247,12 @@ async fn the_subscriptions_gauge_follows_the_layer_each_camera_is_held_at() {
         &room,
     )
     .await;
-    policy.count_subscriptions();
-    assert_eq!(gauge(&policy, 540), "0");
-    assert_eq!(gauge(&policy, 0), "2");
+    count(policy.count_subscriptions());
+    assert_eq!(gauge(540), "0");
+    assert_eq!(gauge(0), "2");
 
-    policy.end(Instant::now());
-    assert_eq!(gauge(&policy, 0), "0");
+    count(policy.end(Instant::now()));
+    assert_eq!(gauge(0), "0");
 }
 
 #[tokio::test]
@@ -552,9 +556,33 @@ mod frame_fuzz {
         }
     }
 
+    /// Camera subscriptions held per layer, as the gauge counts them from the tallies.
+    #[derive(Default)]
+    struct Held(HashMap<u32, i64>);
+
+    impl Held {
+        fn add(&mut self, tallies: &[Tally]) {
+            for tally in tallies {
+                if let Tally::SubscriptionMoved(from, to) = *tally {
+                    assert_ne!(from, to, "a move that moves nothing");
+                    from.into_iter()
+                        .for_each(|h| *self.0.entry(h).or_default() -= 1);
+                    to.into_iter()
+                        .for_each(|h| *self.0.entry(h).or_default() += 1);
+                }
+            }
+            assert!(
+                self.0.values().all(|n| *n >= 0),
+                "gauge below zero: {:?}",
+                self.0
+            );
+        }
+    }
+
     /// A decoded client frame through the policy, as `relay` does whatever its encoding.
     fn client(
         policy: &mut Policy,
+        held: &mut Held,
         decoded: Result<(ClientVerdict, SignalRequest), crate::signal::FrameError>,
     ) {
         match decoded {
@@ -562,6 +590,8 @@ mod frame_fuzz {
                 let out = match policy.on_client(&request) {
                     ClientAction::Forward(out) | ClientAction::Replace(out) => out,
                 };
+                let out = policy.counted(out);
+                held.add(&out.tallies);
                 assert_well_formed(&out);
             }
             Ok((ClientVerdict::Drop(kind), request)) => {
@@ -582,7 +612,7 @@ mod frame_fuzz {
         })]
 
         #[test]
-        fn the_frame_path_never_panics_and_writes_only_well_formed_frames(
+        fn the_frame_path_never_panics_writes_only_well_formed_frames_and_counts_true(
             events in prop::collection::vec(event(), 1..60),
         ) {
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -595,24 +625,31 @@ mod frame_fuzz {
                 // session is deterministic.
                 let mut policy = policy(FallbackConfig::default());
                 let mut now = Instant::now();
+                let mut held = Held::default();
                 for event in events {
                     match event {
                         Event::FromServer(bytes) => {
                             if let Ok((_, response)) = decode_server_frame(&bytes) {
                                 let out = serve_at(&mut policy, &response, &room, now).await;
+                                let out = policy.counted(out);
+                                held.add(&out.tallies);
                                 assert_well_formed(&out);
                             }
                         }
-                        Event::FromClient(bytes) => client(&mut policy, decode_client_frame(&bytes)),
-                        Event::FromClientText(text) => client(&mut policy, decode_client_text(&text)),
+                        Event::FromClient(bytes) => client(&mut policy, &mut held, decode_client_frame(&bytes)),
+                        Event::FromClientText(text) => client(&mut policy, &mut held, decode_client_text(&text)),
                         Event::Timer(secs) => {
                             now += Duration::from_secs(secs);
                             let out = policy.on_timer(now);
+                            let out = policy.counted(out);
+                            held.add(&out.tallies);
                             assert_well_formed(&out);
                         }
                     }
                 }
-                policy.end(now);
+                // Whatever the session did, the gauge it leaves behind is back to nothing.
+                held.add(&policy.end(now));
+                assert!(held.0.values().all(|n| *n == 0), "left in the gauge: {:?}", held.0);
             });
         }
     }
