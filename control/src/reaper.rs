@@ -15,8 +15,11 @@
 //! missed webhooks and control restarts) and on hints from LiveKit's `participant_left` /
 //! `room_finished` webhooks (so the absence clock starts when the participant left, not at the
 //! next tick). Reads of memberships come from the synced state; a clear is confirmed with the
-//! homeserver first and only removes the exact event that was judged a ghost. When LiveKit or
-//! the membership state cannot be read, nothing is cleared (an unknown is never a ghost).
+//! homeserver first and only removes the exact event that was judged a ghost. When the
+//! membership state cannot be read, nothing is cleared (an unknown is never a ghost); when
+//! LiveKit cannot be listed, nobody's absence is judged, but the memberships of those no longer
+//! in the case room are cleared all the same (that needs only the homeserver, and a LiveKit
+//! outage must not keep a removed member listed in the call).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -64,11 +67,13 @@ impl GhostTracker {
     /// Records what one room looks like at `now` and returns its ghosts. `departed` holds the
     /// members known not to be joined to the case room any more: their memberships are ghosts
     /// without a grace (a reconnecting client is still joined; a removed one cannot come back
-    /// into the call with this membership).
+    /// into the call with this membership). `present` is LiveKit's listing of the call, `None`
+    /// when it could not be read: then only the departed are ghosts, and every other
+    /// membership's absence clock stays as it was (neither started nor reset by an unknown).
     pub fn observe(
         &mut self,
         memberships: &[CallMembership],
-        present: &[LiveParticipant],
+        present: Option<&[LiveParticipant]>,
         departed: &HashSet<&UserId>,
         now: Instant,
         ghost_after: Duration,
@@ -80,6 +85,7 @@ impl GhostTracker {
                 ghosts.push(membership.clone());
                 continue;
             }
+            let Some(present) = present else { continue };
             let here = present
                 .iter()
                 .any(|p| p.is_device(membership.user_id.as_str(), &membership.device_id));
@@ -140,18 +146,22 @@ async fn reconcile(service: &RtcService, tracker: &mut GhostTracker, settings: &
             .push(membership.clone());
     }
     for (room_id, memberships) in by_room {
-        let present = match service
+        let present = service
             .livekit
             .participants(&livekit_room_name(room_id))
             .await
-        {
-            Ok(present) => present,
-            Err(_) => continue,
-        };
+            .ok();
         let departed = departed_members(service, room_id, &memberships).await;
         let departed: HashSet<&UserId> = departed.iter().map(AsRef::as_ref).collect();
         let now = Instant::now();
-        for ghost in tracker.observe(&memberships, &present, &departed, now, settings.ghost_after) {
+        let ghosts = tracker.observe(
+            &memberships,
+            present.as_deref(),
+            &departed,
+            now,
+            settings.ghost_after,
+        );
+        for ghost in ghosts {
             match service.membership.clear_call_membership(&ghost).await {
                 Ok(true) => {
                     service.metrics.ghost_cleared();
@@ -228,17 +238,17 @@ mod tests {
 
         assert!(
             tracker
-                .observe(&both, &only_carol, &NOBODY_LEFT, t0, GRACE)
+                .observe(&both, Some(&only_carol), &NOBODY_LEFT, t0, GRACE)
                 .is_empty()
         );
         let almost = t0 + GRACE - Duration::from_millis(1);
         assert!(
             tracker
-                .observe(&both, &only_carol, &NOBODY_LEFT, almost, GRACE)
+                .observe(&both, Some(&only_carol), &NOBODY_LEFT, almost, GRACE)
                 .is_empty()
         );
         assert_eq!(
-            tracker.observe(&both, &only_carol, &NOBODY_LEFT, t0 + GRACE, GRACE),
+            tracker.observe(&both, Some(&only_carol), &NOBODY_LEFT, t0 + GRACE, GRACE),
             vec![bob]
         );
     }
@@ -252,7 +262,7 @@ mod tests {
         let other_device = [participant("@bob:localhost", "PHONE")];
         assert!(
             tracker
-                .observe(&bob, &other_device, &NOBODY_LEFT, t0, GRACE)
+                .observe(&bob, Some(&other_device), &NOBODY_LEFT, t0, GRACE)
                 .is_empty()
         );
         // A reconnect within the grace: present again, the clock restarts from scratch.
@@ -260,18 +270,18 @@ mod tests {
         let t1 = t0 + Duration::from_secs(20);
         assert!(
             tracker
-                .observe(&bob, &back, &NOBODY_LEFT, t1, GRACE)
+                .observe(&bob, Some(&back), &NOBODY_LEFT, t1, GRACE)
                 .is_empty()
         );
         let t2 = t1 + Duration::from_secs(20);
         assert!(
             tracker
-                .observe(&bob, &[], &NOBODY_LEFT, t2, GRACE)
+                .observe(&bob, Some(&[]), &NOBODY_LEFT, t2, GRACE)
                 .is_empty()
         );
         assert_eq!(
             tracker
-                .observe(&bob, &[], &NOBODY_LEFT, t2 + GRACE, GRACE)
+                .observe(&bob, Some(&[]), &NOBODY_LEFT, t2 + GRACE, GRACE)
                 .len(),
             1
         );
@@ -285,7 +295,7 @@ mod tests {
             tracker
                 .observe(
                     &[membership("$old", "@bob:localhost", "B")],
-                    &[],
+                    Some(&[]),
                     &NOBODY_LEFT,
                     t0,
                     GRACE
@@ -297,7 +307,7 @@ mod tests {
         tracker.retain(&HashSet::from(["$new"]));
         assert!(
             tracker
-                .observe(&renewed, &[], &NOBODY_LEFT, t0 + GRACE, GRACE)
+                .observe(&renewed, Some(&[]), &NOBODY_LEFT, t0 + GRACE, GRACE)
                 .is_empty()
         );
     }
@@ -314,14 +324,54 @@ mod tests {
         // now, even while LiveKit still lists him (enforcement is removing him there).
         let present = [participant("@bob:localhost", "B")];
         assert_eq!(
-            tracker.observe(&[bob, carol.clone()], &present, &departed, t0, GRACE),
+            tracker.observe(&[bob, carol.clone()], Some(&present), &departed, t0, GRACE),
             vec![membership("$bob", "@bob:localhost", "B")]
         );
         // carol, still a member, keeps her grace.
         assert!(
             tracker
-                .observe(&[carol], &[], &departed, t0, GRACE)
+                .observe(&[carol], Some(&[]), &departed, t0, GRACE)
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn while_livekit_cannot_be_listed_only_the_departed_are_ghosts_and_no_clock_moves() {
+        let mut tracker = GhostTracker::default();
+        let t0 = Instant::now();
+        let bob = membership("$bob", "@bob:localhost", "B");
+        let carol = membership("$carol", "@carol:localhost", "C");
+        let bob_id: &UserId = "@bob:localhost".try_into().unwrap();
+        let departed = HashSet::from([bob_id]);
+        // carol is absent from LiveKit: her clock starts.
+        assert!(
+            tracker
+                .observe(
+                    std::slice::from_ref(&carol),
+                    Some(&[]),
+                    &NOBODY_LEFT,
+                    t0,
+                    GRACE
+                )
+                .is_empty()
+        );
+        // LiveKit is away: bob, removed from the case meanwhile, is cleared all the same; carol
+        // is not judged on an unknown, even past her grace.
+        assert_eq!(
+            tracker.observe(&[bob, carol.clone()], None, &departed, t0 + GRACE, GRACE),
+            vec![membership("$bob", "@bob:localhost", "B")]
+        );
+        // Her clock was not reset by the outage either: once LiveKit answers without her, she
+        // is a ghost at once.
+        assert_eq!(
+            tracker.observe(
+                std::slice::from_ref(&carol),
+                Some(&[]),
+                &NOBODY_LEFT,
+                t0 + GRACE,
+                GRACE
+            ),
+            vec![carol]
         );
     }
 }

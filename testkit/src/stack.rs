@@ -176,6 +176,43 @@ impl Drop for Frozen {
     }
 }
 
+/// A component of the dev stack stopped by its supervisor (a process that is gone: its ports
+/// refuse connections), started again when dropped, also when the test fails; the drop waits
+/// until `port` accepts connections again so that the next test finds the stack whole.
+pub struct Stopped {
+    name: String,
+    port: u16,
+}
+
+impl Stopped {
+    pub fn component(name: &str, port: u16) -> Stopped {
+        let out = supervisorctl(&["stop", name]);
+        assert!(out.contains("stopped"), "supervisorctl stop {name}: {out}");
+        Stopped {
+            name: name.to_owned(),
+            port,
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        supervisorctl(&["start", &self.name]);
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        for _ in 0..600 {
+            let timeout = std::time::Duration::from_millis(100);
+            if std::net::TcpStream::connect_timeout(&address, timeout).is_ok() {
+                return;
+            }
+            std::thread::sleep(timeout);
+        }
+        eprintln!(
+            "{} did not accept connections on :{} again",
+            self.name, self.port
+        );
+    }
+}
+
 fn signal(pid: &str, which: &str) {
     let status = std::process::Command::new("kill")
         .args([which, pid])

@@ -101,6 +101,36 @@ async fn a_removed_members_call_membership_is_cleared_at_once() {
     bob_session.leave().await;
 }
 
+/// Removed from the case while LiveKit is down: the member's call membership is cleared all the
+/// same (who is in the case needs only the homeserver), so no page lists them in the call when
+/// LiveKit is back. Without it, nothing was cleared while LiveKit could not be listed.
+#[tokio::test]
+async fn a_member_removed_while_livekit_is_down_is_cleared_all_the_same() {
+    let Some(_logs) = stack::up() else { return };
+    let (alice, _) = login("alice").await;
+    let room = new_case(&alice, &["dave"], &["dave"]).await;
+    tickets_once_control_is_in(&room, &[("dave", "AWAYD")]).await;
+    let dave_key = put_call_membership("dave", &room, "AWAYD").await;
+
+    let livekit = stack::Stopped::component("livekit", 7881);
+    kick(&alice, &room, "@dave:localhost").await;
+    // The reaper's round (call.reconcile_interval, 10 s) and the kick's sync, with room to spare.
+    let mut cleared = Value::Null;
+    for _ in 0..100 {
+        let event = call_membership_event(&room, &dave_key).await;
+        if event["content"] == json!({}) {
+            cleared = event;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(livekit);
+    assert_eq!(
+        cleared["sender"], "@koinos-rtc:localhost",
+        "control clears a removed member's call membership while LiveKit is down: {cleared}"
+    );
+}
+
 #[tokio::test]
 async fn a_forged_livekit_webhook_is_refused() {
     let Some(_logs) = stack::up() else { return };
