@@ -22,7 +22,7 @@ use std::{
 use async_trait::async_trait;
 use matrix_sdk::{
     Client, Room, RoomState,
-    config::SyncSettings,
+    config::{RequestConfig, SyncSettings},
     deserialized_responses::RawAnySyncOrStrippedState,
     ruma::{
         OwnedRoomId, OwnedUserId, RoomId, UserId,
@@ -116,6 +116,19 @@ impl CallMembership {
     }
 }
 
+/// How control's Matrix client asks the homeserver. By default matrix-sdk retries a failing
+/// request (a 5xx, a timeout) by itself, with growing waits, for up to 15 minutes, and control
+/// would neither see nor log the failure meanwhile: a token request needing the homeserver's
+/// word would hang instead of being refused, the sync loop would not back off or become "not
+/// ready", and a state read while judging a LiveKit room would hold up every removal behind it.
+/// One quick retry, then the failure is control's to handle: refuse (fail closed), log, back off.
+fn homeserver_requests() -> RequestConfig {
+    RequestConfig::new()
+        .timeout(Duration::from_secs(10))
+        .retry_limit(1)
+        .max_retry_time(Duration::from_secs(5))
+}
+
 /// The MatrixRTC call membership state event (Element Call "compatibility" mode).
 pub use koinos_proto::contract::CALL_MEMBER_EVENT;
 
@@ -201,6 +214,7 @@ impl MatrixMembership {
     ) -> anyhow::Result<Arc<Self>> {
         let client = Client::builder()
             .homeserver_url(homeserver_url)
+            .request_config(homeserver_requests())
             .build()
             .await?;
         client

@@ -162,3 +162,54 @@ async fn a_wrong_livekit_secret_is_caught_and_nothing_is_issued() {
             .all(|c| c.refused.as_deref() == Some("unauthenticated"))
     );
 }
+
+/// A homeserver whose client API answers 500 (its OpenID route still working): a request that
+/// needs the homeserver's word on membership is refused promptly, not held while the Matrix
+/// client retries by itself for minutes (its default), and control logs why.
+#[tokio::test]
+async fn a_homeserver_answering_500_to_a_membership_check_gets_a_prompt_refusal() {
+    let w = World::start().await;
+    let room = w.case(&["bob"]).await;
+    w.homeserver.set_failing(Failing::ClientApi);
+    // carol is not a member in control's synced state: control asks the homeserver.
+    let answer = tokio::time::timeout(Duration::from_secs(30), w.token(&room, "carol", "C")).await;
+    let (status, body) =
+        answer.expect("control answers within 30 s instead of retrying for minutes");
+    assert_refused(status, &body, 503, "M_UNAVAILABLE");
+    assert_nothing_issued(&body);
+    assert!(w.livekit.served("CreateRoom").is_empty());
+    w.homeserver.set_failing(Failing::No);
+}
+
+/// Room-state reads answering 502 (a worker behind the homeserver's proxy down) while control
+/// judges an intruder: the judgement gives up on what it cannot read (an unknown is never
+/// removed) instead of waiting on retries, and a kick seen meanwhile still removes the member.
+#[tokio::test]
+async fn failing_state_reads_do_not_stall_removals() {
+    let w = World::with(|c| {
+        c.set("call", "enforce_interval", "1");
+    })
+    .await;
+    let room = w.case(&["bob", "carol"]).await;
+    let name = livekit_room_name(&room);
+    w.in_call(&room, "bob", "B").await;
+    let carol = w.in_call(&room, "carol", "C").await;
+    w.homeserver.set_failing(Failing::StateReads);
+    let user_attribute = koinos_proto::contract::MATRIX_USER_ATTRIBUTE;
+    w.livekit.add_participant(
+        &name,
+        "@mallory:localhost:M",
+        &[(user_attribute, "@mallory:localhost")],
+    );
+    // A judgement round meets mallory, whom control must ask the homeserver about.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.homeserver.kick(&room, "alice", "carol");
+    wait_for(20, "carol's participant is removed", || async {
+        w.livekit
+            .removed()
+            .iter()
+            .any(|(_, identity)| *identity == carol.identity)
+    })
+    .await;
+    w.homeserver.set_failing(Failing::No);
+}
