@@ -116,16 +116,19 @@ impl CallMembership {
     }
 }
 
-/// How control's Matrix client asks the homeserver. By default matrix-sdk retries a failing
-/// request (a 5xx, a timeout) by itself, with growing waits, for up to 15 minutes, and control
-/// would neither see nor log the failure meanwhile: a token request needing the homeserver's
-/// word would hang instead of being refused, the sync loop would not back off or become "not
-/// ready", and a state read while judging a LiveKit room would hold up every removal behind it.
-/// One quick retry, then the failure is control's to handle: refuse (fail closed), log, back off.
+/// How control's Matrix client asks the homeserver. By default matrix-sdk retries a request
+/// the homeserver answers with a 5xx or a 429 by itself, with growing waits, for up to 15
+/// minutes, and control would neither see nor log the failure meanwhile: a token request
+/// needing the homeserver's word would hang instead of being refused, the sync loop would not
+/// back off or become "not ready", and a state read while judging a LiveKit room would hold up
+/// every removal behind it. Here a request is tried twice (matrix-sdk's `retry_limit` counts
+/// attempts; the second after the homeserver's own `retry_after` on a 429, else after 0.5 s, and
+/// never more than 5 s later), each for at most 10 s (a sync's long-poll is added to that);
+/// then the failure is control's to handle: refuse (fail closed), log, back off.
 fn homeserver_requests() -> RequestConfig {
     RequestConfig::new()
         .timeout(Duration::from_secs(10))
-        .retry_limit(1)
+        .retry_limit(2)
         .max_retry_time(Duration::from_secs(5))
 }
 
@@ -286,10 +289,30 @@ impl MatrixMembership {
                         decline(&room).await;
                         return;
                     }
-                    match room.join().await {
-                        Ok(()) => info!(%room_id, inviter = %ev.sender, "joined case room on invite"),
-                        Err(e) => warn!(%room_id, error = %e, "could not accept invite"),
-                    }
+                    // A join the homeserver fails now is tried again (the invite is seen once,
+                    // and without control in it a case room's calls would all be refused),
+                    // beside the sync: event handlers run inside it, and must not hold it up.
+                    let inviter = ev.sender.clone();
+                    tokio::spawn(async move {
+                        let mut wait = Duration::from_secs(2);
+                        loop {
+                            match room.join().await {
+                                Ok(()) => {
+                                    info!(%room_id, %inviter, "joined case room on invite");
+                                    return;
+                                }
+                                Err(e) if wait <= Duration::from_secs(64) => {
+                                    warn!(%room_id, error = %e, retry_in = ?wait, "could not accept invite");
+                                    tokio::time::sleep(wait).await;
+                                    wait *= 2;
+                                }
+                                Err(e) => {
+                                    warn!(%room_id, error = %e, "could not accept invite; given up until control restarts");
+                                    return;
+                                }
+                            }
+                        }
+                    });
                 }
             },
         );

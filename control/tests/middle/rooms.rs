@@ -30,6 +30,41 @@ async fn control_accepts_invites_to_case_rooms_and_declines_every_other() {
     w.assert_clean();
 }
 
+/// The homeserver fails control's join once it was invited into a new case: the invite is
+/// seen once, so control tries the join again until it is in (without, every call in that case
+/// would be refused until control restarts).
+#[tokio::test]
+async fn a_join_the_homeserver_failed_is_tried_again() {
+    let w = World::start().await;
+    let hs = &w.homeserver;
+    let control = hs.service_user();
+    let case = hs.create_room("alice", Some(koinos_proto::contract::CASE_ROOM_TYPE));
+    hs.join(&case, "bob");
+    hs.set_failing(Failing::Joins);
+    hs.invite(&case, "alice", &control);
+    let joins = || {
+        hs.requests()
+            .iter()
+            .filter(|r| r.starts_with("POST") && r.contains(&case) && r.contains("join"))
+            .count()
+    };
+    // Both tries of the one request (the Matrix client's own retry) fail.
+    wait_for(10, "control tried to join, twice", || async {
+        joins() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hs.membership(&case, &control).as_deref(), Some("invite"));
+    hs.set_failing(Failing::No);
+    wait_for(20, "control joined once the homeserver let it", || async {
+        hs.membership(&case, &control).as_deref() == Some("join")
+    })
+    .await;
+    w.synced().await;
+    w.ticket(&case, "bob", "D").await;
+    w.assert_clean();
+}
+
 /// mallory writes a call membership into bob's slot: not believed, and cleared by control (an
 /// empty content from control's account in that slot).
 #[tokio::test]

@@ -39,6 +39,8 @@ pub enum Failing {
     /// Reading room state (`GET /rooms/{id}/state…`) answers 502, as a proxy in front of a
     /// worker that is down would; sync and everything else still work.
     StateReads,
+    /// Joining a room answers 502; everything else works.
+    Joins,
 }
 
 struct Room {

@@ -66,6 +66,11 @@ async fn gate(Axum(shared): Axum<Arc<Shared>>, request: Request, next: Next) -> 
     if failing == Failing::StateReads && state_read {
         return error(StatusCode::BAD_GATEWAY, "M_UNKNOWN", "failing on purpose");
     }
+    let join = request.method() == axum::http::Method::POST
+        && (path.contains("/join/") || path.ends_with("/join"));
+    if failing == Failing::Joins && join {
+        return error(StatusCode::BAD_GATEWAY, "M_UNKNOWN", "failing on purpose");
+    }
     let open =
         path.ends_with("/login") || path.ends_with("/versions") || path.contains("/federation/");
     if !open && path.starts_with("/_matrix/client/") {
@@ -175,7 +180,7 @@ async fn sync(
         let stuck = {
             let state = shared.lock();
             match state.failing {
-                Failing::No | Failing::ClientApi | Failing::StateReads => {
+                Failing::No | Failing::ClientApi | Failing::StateReads | Failing::Joins => {
                     let position = state.events.len() as u64;
                     if was_stuck
                         || since.is_none_or(|since| position > since)
