@@ -146,35 +146,52 @@ async fn reconcile(service: &RtcService, tracker: &mut GhostTracker, settings: &
             .push(membership.clone());
     }
     for (room_id, memberships) in by_room {
-        let present = service
-            .livekit
-            .participants(&livekit_room_name(room_id))
-            .await
-            .ok();
         let departed = departed_members(service, room_id, &memberships).await;
         let departed: HashSet<&UserId> = departed.iter().map(AsRef::as_ref).collect();
         let now = Instant::now();
-        let ghosts = tracker.observe(
-            &memberships,
-            present.as_deref(),
-            &departed,
+        // Departures need only the homeserver: cleared before LiveKit is asked, which may be
+        // slow or away.
+        let gone = tracker.observe(&memberships, None, &departed, now, settings.ghost_after);
+        clear_ghosts(service, room_id, gone).await;
+        let staying: Vec<CallMembership> = memberships
+            .into_iter()
+            .filter(|m| !departed.contains(m.user_id.as_ref() as &UserId))
+            .collect();
+        if staying.is_empty() {
+            continue;
+        }
+        let Ok(present) = service
+            .livekit
+            .participants(&livekit_room_name(room_id))
+            .await
+        else {
+            continue;
+        };
+        let absent = tracker.observe(
+            &staying,
+            Some(&present),
+            &HashSet::new(),
             now,
             settings.ghost_after,
         );
-        for ghost in ghosts {
-            match service.membership.clear_call_membership(&ghost).await {
-                Ok(true) => {
-                    service.metrics.ghost_cleared();
-                    info!(
-                        room_id,
-                        user_id = %ghost.user_id,
-                        device_id = %ghost.device_id,
-                        "cleared a call membership with no participant in the call"
-                    );
-                }
-                Ok(false) => {}
-                Err(e) => warn!(room_id, error = %e, "could not clear a ghost membership"),
+        clear_ghosts(service, room_id, absent).await;
+    }
+}
+
+async fn clear_ghosts(service: &RtcService, room_id: &str, ghosts: Vec<CallMembership>) {
+    for ghost in ghosts {
+        match service.membership.clear_call_membership(&ghost).await {
+            Ok(true) => {
+                service.metrics.ghost_cleared();
+                info!(
+                    room_id,
+                    user_id = %ghost.user_id,
+                    device_id = %ghost.device_id,
+                    "cleared a call membership with no participant in the call"
+                );
             }
+            Ok(false) => {}
+            Err(e) => warn!(room_id, error = %e, "could not clear a ghost membership"),
         }
     }
 }
