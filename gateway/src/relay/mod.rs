@@ -272,13 +272,18 @@ async fn client_request(
     sinks: &mut Sinks,
     encoding: Encoding,
 ) -> Result<(), End> {
-    let then = match policy.on_client(request) {
+    let mut then = match policy.on_client(request) {
         ClientAction::Forward(then) => policy.counted(then),
         ClientAction::Replace(instead) => {
             let instead = policy.counted(instead);
             return send_out(instead, sinks, encoding).await;
         }
     };
+    // What the policy counted is recorded now: the forward below may fail (LiveKit gone), and
+    // the policy's bookkeeping already moved, so a lost tally would skew the gauges for good.
+    for tally in std::mem::take(&mut then.tallies) {
+        tally.record(&sinks.metrics);
+    }
     sinks
         .upstream
         .send(forward)
