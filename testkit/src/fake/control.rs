@@ -8,6 +8,7 @@
 
 use std::{
     collections::BTreeMap,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -142,7 +143,12 @@ impl ControlBuilder {
         let (http_port, grpc_port) = (free_port(), free_port());
         let dir =
             std::env::temp_dir().join(format!("koinos-middle-{}-{http_port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // The secrets go in files, as in production: a directory of this test's own (an
+        // existing one, perhaps planted, is refused), readable by nobody else.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .unwrap_or_else(|e| panic!("a private directory {}: {e}", dir.display()));
         let livekit_secret = self
             .livekit_secret_override
             .clone()
@@ -156,7 +162,13 @@ impl ControlBuilder {
                 self.secrets.gateway_credential.clone(),
             ),
         ] {
-            std::fs::write(dir.join(file), value).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join(file))
+                .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()))
+                .unwrap();
         }
         let path = |file: &str| quoted(&dir.join(file).display().to_string());
         let http = format!("http://127.0.0.1:{http_port}");
