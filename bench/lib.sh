@@ -61,7 +61,8 @@ scratch() {
 side_start() {
   local name=$1 url=$2 timeout=$3 log deadline
   shift 3; [ "${1:-}" = -- ] && shift
-  answers "$url" 1 && die "something already answers $url (another bench running?)"
+  # Any HTTP answer at all, ready or not, means the port is someone else's.
+  curl -s -o /dev/null --max-time 1 "$url" && die "something already answers $url (another bench running?)"
   log=$(mktemp "${TMPDIR:-/tmp}/koinos-bench-$name.XXXXXX")
   say "starting the bench's $name (log: $log)"
   "$@" >"$log" 2>&1 &
@@ -74,4 +75,7 @@ side_start() {
     [ $SECONDS -lt $deadline ] || die "the bench's $name was not ready within $timeout s"
     sleep 0.2
   done
+  # The answer must have been ours: a process that lost the port to another exits.
+  sleep 0.2
+  kill -0 "$SIDE_PID" 2>/dev/null || die "the bench's $name exited during start"
 }
