@@ -1,4 +1,4 @@
-import { defineConfig } from "vite";
+import { defineConfig, searchForWorkspaceRoot } from "vite";
 
 // No React plugin: esbuild compiles JSX with the automatic runtime.
 export default defineConfig({
@@ -14,5 +14,10 @@ export default defineConfig({
   },
   server: {
     port: 5173,
+    // The page imports the shared contract files (../proto/contract/*.json): the dev server may
+    // serve them, and nothing else outside web/.
+    fs: {
+      allow: [searchForWorkspaceRoot(process.cwd()), "../proto/contract"],
+    },
   },
 });
