@@ -9,6 +9,7 @@ import {
   joinDemoCall,
   liveCallMemberships,
   roomState,
+  setDisplayName,
   test,
 } from "./fixtures";
 import type { EcHostSession, EcHostState } from "./element-call/host";
@@ -226,34 +227,45 @@ test.describe("stock Element Call through the gateway", () => {
 
   test(`Element Call ${elementCallVersion()} and this page in one call: each sees and hears the other, and the page names the Element Call participant`, async ({ openUserPage }) => {
     test.setTimeout(300_000);
-    const alice = await joinWithElementCall(openUserPage, "alice", "start_call");
-    await expect
-      .poll(async () => (await hostState(alice.page)).actions, { message: "alice's Element Call joins", timeout: 120_000, intervals: [1000] })
-      .toContain("io.element.join");
-    const bob = await openUserPage("bob");
-    await joinDemoCall(bob, "bob");
-
-    // One LiveKit room for both clients (MSC4195's room name). The page names her by the user
-    // attribute control put in her token (whatever identity her Element Call asked for: 0.26
-    // gets `<user>:<device>`, later ones MSC4195's hash; participantIdentity.test.ts), with her
-    // display name in the case.
-    const aliceOnBob = bob.locator('[data-testid="tile"][data-local="false"]');
-    await expect(aliceOnBob).toHaveCount(1, { timeout: 60_000 });
-    await expect(aliceOnBob.locator(".tile-name")).toHaveText("alice");
-
-    // Each receives the other's camera and microphone.
-    await expectPageMediaFlowing(bob, "bob, on this page");
-    await expectMediaFlowing(alice, "alice, in Element Call");
-
-    await bob.getByRole("button", { name: "Leave call" }).click();
-    await alice.frame().getByTestId("incall_leave").click();
-    await expect
-      .poll(async () => (await hostState(alice.page)).closed, { message: "alice's Element Call leaves and closes", timeout: 60_000 })
-      .toBe(true);
-    await expect
-      .poll(() => liveCallMemberships(alice.session.roomId), { message: "alice's membership is cleared", timeout: 60_000 })
-      .not.toContain(stateKeyOf(alice.session));
-    expect((await hostState(alice.page)).errors).toEqual([]);
-    await alice.page.evaluate(() => window.__ecHost?.close());
+    // A display name unlike her user name and unlike the name in her LiveKit token (control
+    // puts the localpart there), so the tile shows which of them the page chose.
+    const aliceWas = await setDisplayName("alice", "Dr Alice Martin");
+    try {
+      await elementCallAndThisPage(openUserPage);
+    } finally {
+      await setDisplayName("alice", aliceWas);
+    }
   });
 });
+
+async function elementCallAndThisPage(openUserPage: (label: string) => Promise<Page>): Promise<void> {
+  const alice = await joinWithElementCall(openUserPage, "alice", "start_call");
+  await expect
+    .poll(async () => (await hostState(alice.page)).actions, { message: "alice's Element Call joins", timeout: 120_000, intervals: [1000] })
+    .toContain("io.element.join");
+  const bob = await openUserPage("bob");
+  await joinDemoCall(bob, "bob");
+
+  // One LiveKit room for both clients (MSC4195's room name). The page names her by the user
+  // attribute control put in her token (whatever identity her Element Call asked for: 0.26
+  // gets `<user>:<device>`, later ones MSC4195's hash; participantIdentity.test.ts), with her
+  // display name in the case.
+  const aliceOnBob = bob.locator('[data-testid="tile"][data-local="false"]');
+  await expect(aliceOnBob).toHaveCount(1, { timeout: 60_000 });
+  await expect(aliceOnBob.locator(".tile-name")).toHaveText("Dr Alice Martin");
+
+  // Each receives the other's camera and microphone.
+  await expectPageMediaFlowing(bob, "bob, on this page");
+  await expectMediaFlowing(alice, "alice, in Element Call");
+
+  await bob.getByRole("button", { name: "Leave call" }).click();
+  await alice.frame().getByTestId("incall_leave").click();
+  await expect
+    .poll(async () => (await hostState(alice.page)).closed, { message: "alice's Element Call leaves and closes", timeout: 60_000 })
+    .toBe(true);
+  await expect
+    .poll(() => liveCallMemberships(alice.session.roomId), { message: "alice's membership is cleared", timeout: 60_000 })
+    .not.toContain(stateKeyOf(alice.session));
+  expect((await hostState(alice.page)).errors).toEqual([]);
+  await alice.page.evaluate(() => window.__ecHost?.close());
+}

@@ -95,3 +95,17 @@ export async function callMembershipEvents(roomId: string): Promise<Record<strin
   }
   return events;
 }
+
+/** Sets `user`'s Matrix display name (in every room they are in); returns the one it replaced. */
+export async function setDisplayName(user: string, displayname: string): Promise<string> {
+  const token = await accessTokenOf(user);
+  const url = `${HOMESERVER_URL}/_matrix/client/v3/profile/${encodeURIComponent(`@${user}:localhost`)}/displayname`;
+  const before = (await (await fetch(url)).json()) as { displayname?: string };
+  const response = await fetch(url, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ displayname }),
+  });
+  if (!response.ok) throw new Error(`setting ${user}'s display name: ${response.status}`);
+  return before.displayname ?? user;
+}
