@@ -9,10 +9,15 @@ use crate::{
     stack::{CONTROL, secret},
 };
 
-/// POSTs `body` to `/api/rtc/{path}`: `(status, JSON answer)`.
+/// POSTs `body` to the dev stack's control at `/api/rtc/{path}`: `(status, JSON answer)`.
 pub async fn post_json(path: &str, body: &Value) -> (u16, Value) {
+    post_json_to(CONTROL, path, body).await
+}
+
+/// POSTs `body` to the control at `base` (`http://host:port`), `/api/rtc/{path}`.
+pub async fn post_json_to(base: &str, path: &str, body: &Value) -> (u16, Value) {
     let response = reqwest::Client::new()
-        .post(format!("{CONTROL}/api/rtc/{path}"))
+        .post(format!("{base}/api/rtc/{path}"))
         .json(body)
         .send()
         .await

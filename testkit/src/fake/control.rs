@@ -282,14 +282,7 @@ impl Control {
 
     /// POSTs `body` to `/api/rtc/{path}`: `(status, JSON answer)`.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/api/rtc/{path}", self.http))
-            .json(body)
-            .send()
-            .await
-            .expect("control reachable");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        crate::control::post_json_to(&self.http, path, body).await
     }
 
     /// `POST /api/rtc/token` with this OpenID token.
