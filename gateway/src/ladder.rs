@@ -27,6 +27,8 @@
 //!
 //! While the subscriber is in the audio-only fallback ([`crate::fallback`]), every video it
 //! receives — screen share included — is disabled instead, by the same injection and clamping.
+//! The ladder does not hold that state: the fallback does, and every input that can lead to
+//! settings says which it is ([`Receiving`]), so the two cannot disagree.
 //!
 //! This type is pure state, owned by the session's relay task (one per subscriber): it sees the
 //! decoded frames and says what to send upstream. Everything it knows comes from that one
@@ -64,6 +66,16 @@ impl LadderConfig {
     }
 }
 
+/// What the subscriber receives now. Held by the fallback ([`crate::fallback::Stage`]), passed
+/// in with every input that can lead to settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receiving {
+    /// Video, each camera within the cap.
+    Video,
+    /// The audio-only fallback: every incoming video disabled, screen share included.
+    AudioOnly,
+}
+
 /// A video track someone else publishes.
 #[derive(Debug, Clone)]
 struct VideoTrack {
@@ -88,8 +100,6 @@ pub struct Ladder {
     in_sdp: HashSet<String>,
     /// This participant's own camera tracks (what the fallback pauses at its second stage).
     own_cameras: HashSet<String>,
-    /// All incoming video disabled (audio-only fallback).
-    paused: bool,
     /// Flipped to make a repeated "disabled" differ from the last one, which LiveKit would
     /// otherwise ignore as identical.
     nudge: bool,
@@ -114,7 +124,6 @@ impl Ladder {
             subscribed: HashSet::new(),
             in_sdp: HashSet::new(),
             own_cameras: HashSet::new(),
-            paused: false,
             nudge: false,
             wanted: HashMap::new(),
             sent: HashMap::new(),
@@ -153,17 +162,10 @@ impl Ladder {
         sids
     }
 
-    /// Pauses (audio-only fallback) or restores every incoming video; returns the settings.
-    pub fn set_paused(&mut self, paused: bool) -> Vec<UpdateTrackSettings> {
-        if self.paused == paused {
-            return vec![];
-        }
-        self.paused = paused;
-        self.settings_for(self.subscribed.clone())
-    }
-
-    pub fn paused(&self) -> bool {
-        self.paused
+    /// What receiving changed to (the fallback entered or left): the settings of every
+    /// subscription that differ under it from what was last sent.
+    pub fn reapply(&mut self, receiving: Receiving) -> Vec<UpdateTrackSettings> {
+        self.settings_for(self.subscribed.clone(), receiving)
     }
 
     /// The layer each camera subscription of this session is held at now, by what was last
@@ -187,19 +189,30 @@ impl Ladder {
             .collect()
     }
 
-    /// LiveKit says a track's stream is flowing (`StreamStateUpdate` ACTIVE). While paused that
+    /// LiveKit says a track's stream is flowing (`StreamStateUpdate` ACTIVE). Audio-only, that
     /// is a bandwidth resume undoing the disable: send a fresh, different "disabled" for it.
-    pub fn on_stream_active(&mut self, sid: &str) -> Option<UpdateTrackSettings> {
-        if !self.paused || !self.subscribed.contains(sid) || !self.videos.contains_key(sid) {
+    pub fn on_stream_active(
+        &mut self,
+        sid: &str,
+        receiving: Receiving,
+    ) -> Option<UpdateTrackSettings> {
+        if receiving == Receiving::Video
+            || !self.subscribed.contains(sid)
+            || !self.videos.contains_key(sid)
+        {
             return None;
         }
         self.nudge = !self.nudge;
         self.sent_mut().remove(sid);
-        self.settings_for([sid.to_owned()]).pop()
+        self.settings_for([sid.to_owned()], receiving).pop()
     }
 
     /// A frame from LiveKit to this subscriber; returns settings to send upstream.
-    pub fn on_server(&mut self, response: &SignalResponse) -> Vec<UpdateTrackSettings> {
+    pub fn on_server(
+        &mut self,
+        response: &SignalResponse,
+        receiving: Receiving,
+    ) -> Vec<UpdateTrackSettings> {
         use signal_response::Message as M;
         let before = self.cap();
         let mut new_cameras = Vec::new();
@@ -231,13 +244,13 @@ impl Ladder {
                 return vec![];
             }
             Some(M::Offer(description) | M::Answer(description)) => {
-                return self.on_session_description(&description.sdp);
+                return self.on_session_description(&description.sdp, receiving);
             }
             Some(M::Reconnect(_)) => {
                 // A resumed session starts from LiveKit's defaults again: re-send everything.
                 self.in_sdp.clear();
                 self.sent_mut().clear();
-                return self.settings_for(self.subscribed.clone());
+                return self.settings_for(self.subscribed.clone(), receiving);
             }
             _ => return vec![],
         }
@@ -247,15 +260,19 @@ impl Ladder {
         // Automatic subscription: a new camera is (about to be) subscribed.
         self.subscribed.extend(new_cameras.iter().cloned());
         if self.cap() != before {
-            self.settings_for(self.subscribed.clone())
+            self.settings_for(self.subscribed.clone(), receiving)
         } else {
-            self.settings_for(new_cameras)
+            self.settings_for(new_cameras, receiving)
         }
     }
 
     /// After a resume the session is new to this gateway (LiveKit sends no `join`): the room as
     /// LiveKit lists it now stands in for one. Returns the caps for every camera.
-    pub fn on_resume(&mut self, participants: &[ParticipantInfo]) -> Vec<UpdateTrackSettings> {
+    pub fn on_resume(
+        &mut self,
+        participants: &[ParticipantInfo],
+        receiving: Receiving,
+    ) -> Vec<UpdateTrackSettings> {
         self.joined = true;
         self.others.clear();
         self.videos.clear();
@@ -266,12 +283,16 @@ impl Ladder {
             cameras.extend(self.update_participant(p));
         }
         self.subscribed.extend(cameras.iter().cloned());
-        self.settings_for(self.subscribed.clone())
+        self.settings_for(self.subscribed.clone(), receiving)
     }
 
     /// A session description from LiveKit: the settings of every video subscription in it
     /// that was not in an earlier one are sent again, now that the subscription exists.
-    fn on_session_description(&mut self, sdp: &str) -> Vec<UpdateTrackSettings> {
+    fn on_session_description(
+        &mut self,
+        sdp: &str,
+        receiving: Receiving,
+    ) -> Vec<UpdateTrackSettings> {
         let arrived: Vec<String> = msid_tracks(sdp)
             .filter(|sid| self.subscribed.contains(*sid) && !self.in_sdp.contains(*sid))
             .map(str::to_owned)
@@ -284,18 +305,22 @@ impl Ladder {
             sent.remove(sid);
         }
         self.in_sdp.extend(arrived.iter().cloned());
-        self.settings_for(arrived)
+        self.settings_for(arrived, receiving)
     }
 
     /// The client subscribed to tracks (`UpdateSubscription{subscribe:true}`).
-    pub fn on_client_subscribe(&mut self, track_sids: &[String]) -> Vec<UpdateTrackSettings> {
+    pub fn on_client_subscribe(
+        &mut self,
+        track_sids: &[String],
+        receiving: Receiving,
+    ) -> Vec<UpdateTrackSettings> {
         let videos: Vec<String> = track_sids
             .iter()
             .filter(|sid| self.videos.contains_key(*sid))
             .cloned()
             .collect();
         self.subscribed.extend(videos.iter().cloned());
-        self.settings_for(videos)
+        self.settings_for(videos, receiving)
     }
 
     /// A settings message from the client. Returns what to send upstream in its place (empty if
@@ -303,8 +328,9 @@ impl Ladder {
     pub fn on_client_settings(
         &mut self,
         settings: &UpdateTrackSettings,
+        receiving: Receiving,
     ) -> Option<Vec<UpdateTrackSettings>> {
-        // Screen share is only ours while paused; its wishes are kept for the restore.
+        // Screen share is only ours audio-only; its wishes are kept for the restore.
         for sid in &settings.track_sids {
             if self.videos.get(sid).is_some_and(|v| v.screen) {
                 self.wanted.insert(sid.clone(), settings.clone());
@@ -314,7 +340,7 @@ impl Ladder {
             settings.track_sids.iter().partition(|sid| {
                 self.videos
                     .get(*sid)
-                    .is_some_and(|v| self.paused || !v.screen)
+                    .is_some_and(|v| receiving == Receiving::AudioOnly || !v.screen)
             });
         if cameras.is_empty() {
             return None; // audio, unknown tracks, or screen share outside a fallback
@@ -332,7 +358,7 @@ impl Ladder {
             // A client only sends settings for what it subscribes to.
             self.subscribed.insert(sid.clone());
         }
-        out.extend(self.settings_for(cameras));
+        out.extend(self.settings_for(cameras, receiving));
         Some(out)
     }
 
@@ -398,7 +424,11 @@ impl Ladder {
     }
 
     /// The capped settings for these tracks, leaving out what was already sent.
-    fn settings_for(&mut self, sids: impl IntoIterator<Item = String>) -> Vec<UpdateTrackSettings> {
+    fn settings_for(
+        &mut self,
+        sids: impl IntoIterator<Item = String>,
+        receiving: Receiving,
+    ) -> Vec<UpdateTrackSettings> {
         let cap = self.cap();
         let mut out = Vec::new();
         let mut sids: Vec<String> = sids.into_iter().collect();
@@ -416,7 +446,7 @@ impl Ladder {
                     quality: VideoQuality::High as i32,
                     ..Default::default()
                 });
-            let settings = if self.paused {
+            let settings = if receiving == Receiving::AudioOnly {
                 UpdateTrackSettings {
                     track_sids: vec![sid.clone()],
                     disabled: true,

@@ -1,6 +1,7 @@
 use livekit_protocol::{JoinResponse, ParticipantUpdate, ReconnectResponse};
 
 use super::*;
+use Receiving::{AudioOnly, Video};
 
 #[test]
 fn extreme_dimensions_from_a_client_are_capped_not_overflowed() {
@@ -95,19 +96,19 @@ fn new_cameras_are_capped_without_any_client_settings() {
     let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
     let others = vec![participant("a", Some("TR_a")), participant("b", None)];
     assert_eq!(
-        heights(&ladder.on_server(&join(others))),
+        heights(&ladder.on_server(&join(others), Video)),
         [("TR_a".into(), 540)]
     );
     assert_eq!(ladder.call_size(), 3);
     // b starts its camera later; b's audio track is none of the ladder's business.
     assert_eq!(
-        heights(&ladder.on_server(&update(vec![participant("b", Some("TR_b"))]))),
+        heights(&ladder.on_server(&update(vec![participant("b", Some("TR_b"))]), Video)),
         [("TR_b".into(), 540)]
     );
     // Our own camera is never capped for us.
     assert!(
         ladder
-            .on_server(&update(vec![participant("me", Some("TR_me"))]))
+            .on_server(&update(vec![participant("me", Some("TR_me"))]), Video)
             .is_empty()
     );
 }
@@ -134,45 +135,52 @@ fn offer(tracks: &[&str]) -> SignalResponse {
 fn settings_are_sent_again_once_the_subscription_is_in_the_offer() {
     let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
     let others = ["a", "b", "c", "d"].map(|id| participant(id, Some(&format!("TR_{id}"))));
-    assert_eq!(ladder.on_server(&join(others.to_vec())).len(), 4);
+    assert_eq!(ladder.on_server(&join(others.to_vec()), Video).len(), 4);
     // LiveKit may have lost those to its subscribe race: once a track is in the
     // subscriber's offer its cap goes again, exactly once, audio and unknown tracks aside.
     assert_eq!(
-        heights(&ladder.on_server(&offer(&["TR_audio_a", "TR_a", "TR_b", "TR_zz"]))),
+        heights(&ladder.on_server(&offer(&["TR_audio_a", "TR_a", "TR_b", "TR_zz"]), Video)),
         [("TR_a".into(), 360), ("TR_b".into(), 360)]
     );
     assert_eq!(
-        heights(&ladder.on_server(&offer(&["TR_audio_a", "TR_a", "TR_b", "TR_c"]))),
+        heights(&ladder.on_server(&offer(&["TR_audio_a", "TR_a", "TR_b", "TR_c"]), Video)),
         [("TR_c".into(), 360)]
     );
     // A resume starts over: the next offer confirms everything again.
-    ladder.on_server(&SignalResponse {
-        message: Some(signal_response::Message::Reconnect(
-            ReconnectResponse::default(),
-        )),
-    });
+    ladder.on_server(
+        &SignalResponse {
+            message: Some(signal_response::Message::Reconnect(
+                ReconnectResponse::default(),
+            )),
+        },
+        Video,
+    );
     assert_eq!(
-        heights(&ladder.on_server(&offer(&["TR_a"]))),
+        heights(&ladder.on_server(&offer(&["TR_a"]), Video)),
         [("TR_a".into(), 360)]
     );
     // An unsubscribed track in a later offer is left alone.
     ladder.on_client_unsubscribe(&["TR_d".into()]);
-    assert!(ladder.on_server(&offer(&["TR_a", "TR_d"])).is_empty());
+    assert!(
+        ladder
+            .on_server(&offer(&["TR_a", "TR_d"]), Video)
+            .is_empty()
+    );
 }
 
 #[test]
 fn an_explicit_subscription_is_capped_and_an_unsubscribed_track_left_alone() {
     let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
-    ladder.on_server(&join(vec![participant("a", Some("TR_a"))]));
+    ladder.on_server(&join(vec![participant("a", Some("TR_a"))]), Video);
     ladder.on_client_unsubscribe(&["TR_a".into()]);
     // The call grows: nothing to send for a track we are not subscribed to.
     assert!(
         ladder
-            .on_server(&update(vec![participant("b", None)]))
+            .on_server(&update(vec![participant("b", None)]), Video)
             .is_empty()
     );
     assert_eq!(
-        heights(&ladder.on_client_subscribe(&["TR_a".into(), "TR_audio_a".into()])),
+        heights(&ladder.on_client_subscribe(&["TR_a".into(), "TR_audio_a".into()], Video)),
         [("TR_a".into(), 540)]
     );
 }
@@ -181,7 +189,7 @@ fn an_explicit_subscription_is_capped_and_an_unsubscribed_track_left_alone() {
 fn call_size_changes_reapply_to_every_subscription_and_go_back_up() {
     let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
     assert_eq!(
-        heights(&ladder.on_server(&join(vec![participant("a", Some("TR_a"))]))),
+        heights(&ladder.on_server(&join(vec![participant("a", Some("TR_a"))]), Video)),
         [("TR_a".into(), 720)]
     );
 
@@ -190,7 +198,7 @@ fn call_size_changes_reapply_to_every_subscription_and_go_back_up() {
         .map(|id| participant(id, None))
         .collect();
     assert_eq!(
-        heights(&ladder.on_server(&update(more))),
+        heights(&ladder.on_server(&update(more), Video)),
         [("TR_a".into(), 360)]
     );
     assert_eq!(ladder.call_size(), 5);
@@ -198,13 +206,13 @@ fn call_size_changes_reapply_to_every_subscription_and_go_back_up() {
     let mut gone = participant("d", None);
     gone.state = participant_info::State::Disconnected as i32;
     assert_eq!(
-        heights(&ladder.on_server(&update(vec![gone]))),
+        heights(&ladder.on_server(&update(vec![gone]), Video)),
         [("TR_a".into(), 540)]
     );
     // Nothing changed: nothing sent.
     assert!(
         ladder
-            .on_server(&update(vec![participant("b", None)]))
+            .on_server(&update(vec![participant("b", None)]), Video)
             .is_empty()
     );
 }
@@ -216,7 +224,7 @@ fn client_settings_are_clamped_and_lower_wishes_honoured() {
         .iter()
         .map(|id| participant(id, Some(&format!("TR_{id}"))))
         .collect();
-    assert_eq!(ladder.on_server(&join(others)).len(), 4);
+    assert_eq!(ladder.on_server(&join(others), Video).len(), 4);
     assert_eq!(ladder.cap(), 360);
 
     // Asking for 1080 in a 5-person call: the 360 cap already in force stays; the client's
@@ -227,7 +235,7 @@ fn client_settings_are_clamped_and_lower_wishes_honoured() {
         height: 1080,
         ..Default::default()
     };
-    assert_eq!(ladder.on_client_settings(&greedy), Some(vec![]));
+    assert_eq!(ladder.on_client_settings(&greedy, Video), Some(vec![]));
     let clamped = capped("TR_a", &greedy, &layers(), 360);
     assert_eq!((clamped.width, clamped.height), (640, 360));
 
@@ -252,7 +260,7 @@ fn client_settings_are_clamped_and_lower_wishes_honoured() {
         disabled: true,
         ..Default::default()
     };
-    assert!(ladder.on_client_settings(&off).unwrap()[0].disabled);
+    assert!(ladder.on_client_settings(&off, Video).unwrap()[0].disabled);
 
     // Screen share and unknown tracks pass untouched.
     let other = UpdateTrackSettings {
@@ -260,45 +268,48 @@ fn client_settings_are_clamped_and_lower_wishes_honoured() {
         height: 1080,
         ..Default::default()
     };
-    assert_eq!(ladder.on_client_settings(&other), None);
+    assert_eq!(ladder.on_client_settings(&other, Video), None);
 }
 
 #[test]
 fn a_lower_wish_is_kept_when_the_cap_rises() {
     let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
-    ladder.on_server(&join(vec![
-        participant("a", Some("TR_a")),
-        participant("b", None),
-    ]));
+    ladder.on_server(
+        &join(vec![participant("a", Some("TR_a")), participant("b", None)]),
+        Video,
+    );
     let low = UpdateTrackSettings {
         track_sids: vec!["TR_a".into()],
         quality: VideoQuality::Low as i32,
         ..Default::default()
     };
     assert_eq!(
-        heights(&ladder.on_client_settings(&low).unwrap()),
+        heights(&ladder.on_client_settings(&low, Video).unwrap()),
         [("TR_a".into(), 360)]
     );
     let mut gone = participant("b", None);
     gone.state = participant_info::State::Disconnected as i32;
     // Cap 540 → 720, but the client asked for LOW: nothing to change.
-    assert!(ladder.on_server(&update(vec![gone])).is_empty());
+    assert!(ladder.on_server(&update(vec![gone]), Video).is_empty());
 }
 
 #[test]
 fn a_resume_resends_the_caps() {
     let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
-    ladder.on_server(&join(vec![
-        participant("a", Some("TR_a")),
-        participant("b", Some("TR_b")),
-    ]));
+    ladder.on_server(
+        &join(vec![
+            participant("a", Some("TR_a")),
+            participant("b", Some("TR_b")),
+        ]),
+        Video,
+    );
     let resumed = SignalResponse {
         message: Some(signal_response::Message::Reconnect(
             ReconnectResponse::default(),
         )),
     };
     assert_eq!(
-        heights(&ladder.on_server(&resumed)),
+        heights(&ladder.on_server(&resumed, Video)),
         [("TR_a".into(), 540), ("TR_b".into(), 540)]
     );
 }
@@ -313,13 +324,13 @@ fn a_resumed_session_learns_the_room_and_follows_it() {
         participant("b", Some("TR_b")),
     ];
     assert_eq!(
-        heights(&ladder.on_resume(&room)),
+        heights(&ladder.on_resume(&room, Video)),
         [("TR_a".into(), 540), ("TR_b".into(), 540)]
     );
     let mut gone = participant("b", None);
     gone.state = participant_info::State::Disconnected as i32;
     assert_eq!(
-        heights(&ladder.on_server(&update(vec![gone]))),
+        heights(&ladder.on_server(&update(vec![gone]), Video)),
         [("TR_a".into(), 720)]
     );
 }
@@ -345,36 +356,39 @@ fn disabled(settings: &[UpdateTrackSettings]) -> Vec<(String, bool)> {
 #[test]
 fn the_fallback_disables_all_incoming_video_and_the_restore_brings_back_the_caps() {
     let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
-    ladder.on_server(&join(vec![
-        participant("a", Some("TR_a")),
-        screen("b", "TR_screen"),
-    ]));
+    ladder.on_server(
+        &join(vec![
+            participant("a", Some("TR_a")),
+            screen("b", "TR_screen"),
+        ]),
+        Video,
+    );
     // A screen share outside a fallback is left to LiveKit's defaults.
     assert_eq!(
-        heights(&ladder.on_client_subscribe(&["TR_screen".into()])),
+        heights(&ladder.on_client_subscribe(&["TR_screen".into()], Video)),
         []
     );
 
     assert_eq!(
-        disabled(&ladder.set_paused(true)),
+        disabled(&ladder.reapply(AudioOnly)),
         [("TR_a".into(), true), ("TR_screen".into(), true)]
     );
-    assert!(ladder.set_paused(true).is_empty());
+    assert!(ladder.reapply(AudioOnly).is_empty());
 
-    // The client asking for video while paused gets "disabled", for both kinds.
+    // The client asking for video while audio-only gets "disabled", for both kinds.
     let wish = UpdateTrackSettings {
         track_sids: vec!["TR_a".into(), "TR_screen".into()],
         quality: VideoQuality::High as i32,
         ..Default::default()
     };
-    assert_eq!(ladder.on_client_settings(&wish), Some(vec![]));
-    // A camera appearing while paused is disabled from the start.
+    assert_eq!(ladder.on_client_settings(&wish, AudioOnly), Some(vec![]));
+    // A camera appearing while audio-only is disabled from the start.
     assert_eq!(
-        disabled(&ladder.on_server(&update(vec![participant("c", Some("TR_c"))]))),
+        disabled(&ladder.on_server(&update(vec![participant("c", Some("TR_c"))]), AudioOnly)),
         [("TR_c".into(), true)]
     );
 
-    let restored = ladder.set_paused(false);
+    let restored = ladder.reapply(Video);
     assert!(restored.iter().all(|s| !s.disabled), "{restored:?}");
     assert_eq!(
         heights(&restored),
@@ -389,24 +403,24 @@ fn the_fallback_disables_all_incoming_video_and_the_restore_brings_back_the_caps
 #[test]
 fn a_bandwidth_resume_while_paused_is_answered_with_a_different_disable() {
     let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
-    ladder.on_server(&join(vec![participant("a", Some("TR_a"))]));
-    assert_eq!(ladder.on_stream_active("TR_a"), None); // not paused: LiveKit's business
-    let first = ladder.set_paused(true).pop().unwrap();
-    let again = ladder.on_stream_active("TR_a").unwrap();
+    ladder.on_server(&join(vec![participant("a", Some("TR_a"))]), Video);
+    assert_eq!(ladder.on_stream_active("TR_a", Video), None); // LiveKit's business
+    let first = ladder.reapply(AudioOnly).pop().unwrap();
+    let again = ladder.on_stream_active("TR_a", AudioOnly).unwrap();
     assert!(again.disabled);
     assert_ne!(
         again, first,
         "LiveKit ignores a settings message identical to the last"
     );
-    let third = ladder.on_stream_active("TR_a").unwrap();
+    let third = ladder.on_stream_active("TR_a", AudioOnly).unwrap();
     assert_ne!(third, again);
-    assert_eq!(ladder.on_stream_active("TR_unknown"), None);
+    assert_eq!(ladder.on_stream_active("TR_unknown", AudioOnly), None);
 }
 
 #[test]
 fn own_cameras_are_followed_for_the_second_stage() {
     let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
-    ladder.on_server(&join(vec![]));
+    ladder.on_server(&join(vec![]), Video);
     let published = SignalResponse {
         message: Some(signal_response::Message::TrackPublished(
             livekit_protocol::TrackPublishedResponse {
@@ -415,9 +429,9 @@ fn own_cameras_are_followed_for_the_second_stage() {
             },
         )),
     };
-    assert!(ladder.on_server(&published).is_empty());
+    assert!(ladder.on_server(&published, Video).is_empty());
     assert_eq!(ladder.own_cameras(), ["TR_mine"]);
-    ladder.on_server(&update(vec![participant("me", None)]));
+    ladder.on_server(&update(vec![participant("me", None)]), Video);
     assert!(ladder.own_cameras().is_empty());
 }
 
@@ -469,12 +483,12 @@ mod fuzz {
         )
     }
 
-    fn check(ladder: &Ladder, sent: &[UpdateTrackSettings]) {
+    fn check(ladder: &Ladder, receiving: Receiving, sent: &[UpdateTrackSettings]) {
         for settings in sent {
-            // While paused, nothing but "disabled" goes out.
+            // Audio-only, nothing but "disabled" goes out.
             assert!(
-                !ladder.paused() || settings.disabled,
-                "{settings:?} while paused"
+                receiving == Video || settings.disabled,
+                "{settings:?} while audio-only"
             );
             assert!(
                 settings.height <= ladder.cap() || settings.height == 360,
@@ -490,41 +504,56 @@ mod fuzz {
         #[test]
         fn any_sequence_stays_within_the_cap(events in prop::collection::vec(event(), 1..40)) {
             let mut ladder = Ladder::new(LadderConfig::default(), "p0".into());
+            // Held outside the ladder, as the fallback holds it in a session.
+            let mut receiving = Video;
             for event in events {
                 let sent = match event {
-                    Event::Join(people) => ladder.on_server(&join(
-                        people.into_iter().map(|n| person(n, true)).collect(),
-                    )),
-                    Event::Arrive(n, camera) => ladder.on_server(&update(vec![person(n, camera)])),
+                    Event::Join(people) => ladder.on_server(
+                        &join(people.into_iter().map(|n| person(n, true)).collect()),
+                        receiving,
+                    ),
+                    Event::Arrive(n, camera) => {
+                        ladder.on_server(&update(vec![person(n, camera)]), receiving)
+                    }
                     Event::Leave(n) => {
                         let mut gone = person(n, false);
                         gone.state = participant_info::State::Disconnected as i32;
-                        ladder.on_server(&update(vec![gone]))
+                        ladder.on_server(&update(vec![gone]), receiving)
                     }
                     Event::Client(n, width, height, quality, disabled) => ladder
-                        .on_client_settings(&UpdateTrackSettings {
-                            track_sids: vec![format!("TR_{n}")],
-                            width,
-                            height,
-                            quality,
-                            disabled,
-                            ..Default::default()
-                        })
+                        .on_client_settings(
+                            &UpdateTrackSettings {
+                                track_sids: vec![format!("TR_{n}")],
+                                width,
+                                height,
+                                quality,
+                                disabled,
+                                ..Default::default()
+                            },
+                            receiving,
+                        )
                         .unwrap_or_default(),
-                    Event::Subscribe(n, true) => ladder.on_client_subscribe(&[format!("TR_{n}")]),
+                    Event::Subscribe(n, true) => {
+                        ladder.on_client_subscribe(&[format!("TR_{n}")], receiving)
+                    }
                     Event::Subscribe(n, false) => {
                         ladder.on_client_unsubscribe(&[format!("TR_{n}")]);
                         vec![]
                     }
                     Event::Resume(people) => ladder.on_resume(
                         &people.into_iter().map(|n| person(n, true)).collect::<Vec<_>>(),
+                        receiving,
                     ),
-                    Event::Pause(on) => ladder.set_paused(on),
-                    Event::StreamActive(n) => {
-                        ladder.on_stream_active(&format!("TR_{n}")).into_iter().collect()
+                    Event::Pause(on) => {
+                        receiving = if on { AudioOnly } else { Video };
+                        ladder.reapply(receiving)
                     }
+                    Event::StreamActive(n) => ladder
+                        .on_stream_active(&format!("TR_{n}"), receiving)
+                        .into_iter()
+                        .collect(),
                 };
-                check(&ladder, &sent);
+                check(&ladder, receiving, &sent);
             }
         }
 
@@ -534,8 +563,8 @@ mod fuzz {
             if let Ok((_, response)) = decode_server_frame(&bytes) {
                 // Whatever decodes is fed to the ladder as the relay would.
                 let mut ladder = Ladder::new(LadderConfig::default(), "me".into());
-                let sent = ladder.on_server(&response);
-                check(&ladder, &sent);
+                let sent = ladder.on_server(&response, Video);
+                check(&ladder, Video, &sent);
             }
         }
     }

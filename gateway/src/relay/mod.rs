@@ -55,7 +55,7 @@ use tokio::sync::mpsc;
 use crate::{
     control::{Control, Refused},
     fallback::{self, Fallback, Stage, Step},
-    ladder::Ladder,
+    ladder::{Ladder, Receiving},
     metrics::Metrics,
     revocations::Session,
     signal::{

@@ -56,13 +56,12 @@ impl Policy {
     pub(super) fn on_client(&mut self, request: &SignalRequest) -> ClientAction {
         match &request.message {
             Some(signal_request::Message::TrackSetting(settings)) => {
-                match self.ladder.on_client_settings(settings) {
+                match self.ladder.on_client_settings(settings, self.receiving()) {
                     Some(replacement) => {
                         debug!(?settings, ?replacement, "client settings clamped");
-                        let source = if self.ladder.paused() {
-                            "fallback"
-                        } else {
-                            "clamped"
+                        let source = match self.receiving() {
+                            Receiving::AudioOnly => "fallback",
+                            Receiving::Video => "clamped",
                         };
                         ClientAction::Replace(Out::settings(source, replacement))
                     }
@@ -72,7 +71,9 @@ impl Policy {
             Some(signal_request::Message::Subscription(subscription)) => {
                 if subscription.subscribe {
                     // Forwarded first, then the caps for what it adds.
-                    let caps = self.ladder.on_client_subscribe(&subscription.track_sids);
+                    let caps = self
+                        .ladder
+                        .on_client_subscribe(&subscription.track_sids, self.receiving());
                     ClientAction::Forward(Out::settings(self.injected(), caps))
                 } else {
                     self.ladder.on_client_unsubscribe(&subscription.track_sids);
@@ -133,7 +134,7 @@ impl Policy {
                     .stream_states
                     .iter()
                     .filter(|s| s.state == StreamState::Active as i32)
-                    .filter_map(|s| self.ladder.on_stream_active(&s.track_sid))
+                    .filter_map(|s| self.ladder.on_stream_active(&s.track_sid, self.receiving()))
                     .collect::<Vec<_>>();
                 if !resumed.is_empty() {
                     info!(
@@ -144,7 +145,7 @@ impl Policy {
                 Out::settings("fallback", resumed)
             }),
             _ => ServerStep::Out({
-                let settings = self.ladder.on_server(response);
+                let settings = self.ladder.on_server(response, self.receiving());
                 if !settings.is_empty() {
                     info!(
                         count = settings.len(),
@@ -180,17 +181,20 @@ impl Policy {
                 if stage != Stage::Normal {
                     info!(stage = stage.label(), "resumed in the audio-only fallback");
                     self.fallback.resume_in(stage, now);
-                    out = Out::settings("fallback", self.ladder.set_paused(true))
+                    out = Out::settings("fallback", self.ladder.reapply(self.receiving()))
                         .and(Out::tallied(vec![Tally::FallbackResumed]));
                 }
                 out.and(Out::settings(
                     self.injected(),
-                    self.ladder.on_resume(&participants),
+                    self.ladder.on_resume(&participants, self.receiving()),
                 ))
             }
             Err(e) => {
                 warn!(error = %e, "cannot list the room after a resume; caps follow the next updates");
-                Out::settings(self.injected(), self.ladder.on_server(reconnect))
+                Out::settings(
+                    self.injected(),
+                    self.ladder.on_server(reconnect, self.receiving()),
+                )
             }
         }
     }
@@ -200,12 +204,19 @@ impl Policy {
         self.take(step)
     }
 
+    /// What this subscriber receives: the fallback's stage is the one record of it.
+    pub(super) fn receiving(&self) -> Receiving {
+        match self.fallback.stage() {
+            Stage::Normal => Receiving::Video,
+            Stage::IncomingPaused | Stage::CameraPaused => Receiving::AudioOnly,
+        }
+    }
+
     /// The metrics label of settings the ladder injects now.
     pub(super) fn injected(&self) -> &'static str {
-        if self.ladder.paused() {
-            "fallback"
-        } else {
-            "injected"
+        match self.receiving() {
+            Receiving::AudioOnly => "fallback",
+            Receiving::Video => "injected",
         }
     }
 
@@ -222,7 +233,7 @@ impl Policy {
         told.and(match step {
             Step::PauseIncoming => {
                 info!("link stayed bad: incoming video paused (audio-only fallback)");
-                Out::settings("fallback", self.ladder.set_paused(true))
+                Out::settings("fallback", self.ladder.reapply(self.receiving()))
                     .and(Out::tallied(vec![Tally::FallbackEntered(stage.label())]))
             }
             Step::PauseCamera => {
@@ -243,7 +254,7 @@ impl Policy {
                     spent_secs = spent.as_secs(),
                     "link stayed good: video restored"
                 );
-                let settings = self.ladder.set_paused(false);
+                let settings = self.ladder.reapply(self.receiving());
                 Out::settings("injected", settings)
                     .and(Out::tallied(vec![Tally::FallbackLeft(from.label(), spent)]))
             }

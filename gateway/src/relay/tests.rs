@@ -556,6 +556,19 @@ mod frame_fuzz {
         }
     }
 
+    /// Audio-only (the fallback past its first stage), every camera subscription is held
+    /// disabled, whatever came in.
+    fn assert_audio_only_holds(policy: &Policy) {
+        if policy.receiving() == Receiving::AudioOnly {
+            let layers = policy.ladder.enforced_layers();
+            assert!(
+                layers.values().all(|height| *height == 0),
+                "video let through in {:?}: {layers:?}",
+                policy.fallback.stage()
+            );
+        }
+    }
+
     /// Camera subscriptions held per layer, as the gauge counts them from the tallies.
     #[derive(Default)]
     struct Held(HashMap<u32, i64>);
@@ -593,6 +606,7 @@ mod frame_fuzz {
                 let out = policy.counted(out);
                 held.add(&out.tallies);
                 assert_well_formed(&out);
+                assert_audio_only_holds(policy);
             }
             Ok((ClientVerdict::Drop(kind), request)) => {
                 assert_eq!(kind, "simulate");
@@ -634,6 +648,7 @@ mod frame_fuzz {
                                 let out = policy.counted(out);
                                 held.add(&out.tallies);
                                 assert_well_formed(&out);
+                                assert_audio_only_holds(&policy);
                             }
                         }
                         Event::FromClient(bytes) => client(&mut policy, &mut held, decode_client_frame(&bytes)),
@@ -644,6 +659,7 @@ mod frame_fuzz {
                             let out = policy.counted(out);
                             held.add(&out.tallies);
                             assert_well_formed(&out);
+                            assert_audio_only_holds(&policy);
                         }
                     }
                 }
