@@ -70,6 +70,8 @@ pub(super) enum Tally {
     FallbackResumed,
     /// A camera subscription moved between layers (`None`: not counted at all).
     SubscriptionMoved(Option<u32>, Option<u32>),
+    /// LiveKit's listing after a resume came in (or failed), so long after it was asked.
+    ResumeListed(bool, Duration),
 }
 
 impl Tally {
@@ -80,6 +82,7 @@ impl Tally {
             Self::FallbackLeft(from, spent) => metrics.fallback_left(from, spent),
             Self::FallbackResumed => metrics.fallback_resumed(),
             Self::SubscriptionMoved(from, to) => metrics.subscription_moved(from, to),
+            Self::ResumeListed(listed, took) => metrics.resume_listed(listed, took),
         }
     }
 }

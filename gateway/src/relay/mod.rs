@@ -15,20 +15,23 @@
 //! every `renew_every` the client is handed a renewed ticket from control instead, only while
 //! its user is still a member of the case (otherwise the session ends).
 //!
-//! Besides the two legs, the task owns the session's policy state — the [`Ladder`] and the
-//! [`Fallback`] — and wakes on the fallback's timer. What it asks of LiveKit's RoomService
-//! (attributes, muting the camera; through control, see [`RoomApi`]) goes, in order, to a small
-//! per-session task so that a slow call never stalls the relay. The listing of the room after a
-//! resume is asked beside the loop as well ([`Resuming`]): frames keep flowing both ways while
-//! it is awaited, and what the policy would make of them waits for it, in order.
+//! Besides the two legs, the task owns the session's state without I/O (`session::Session`:
+//! the [`Ladder`] and the [`Fallback`] under the policy, and what waits for a listing after a
+//! resume), and wakes on the fallback's timer. What it reads goes in; what comes out
+//! (`session::Effect`) is carried out here, in order. What the session asks of LiveKit's
+//! RoomService (attributes, muting the camera; through control, see [`RoomApi`]) goes, in
+//! order, to a small per-session task, and the listing of the room after a resume is asked
+//! beside the loop too: nothing but the two sockets ever holds up a frame.
 //!
-//! Files: `room_api.rs` (RoomService through control, asked beside the loop), `frames.rs`
-//! (frames the gateway writes itself), `policy.rs` (ladder and fallback over the frames), here
+//! Files: `session.rs` (the session without I/O: inputs in, effects out; resumes), `policy.rs`
+//! (ladder and fallback over the frames), `frames.rs` (frames the gateway writes itself, what
+//! the policy wants sent), `room_api.rs` (RoomService through control, beside the loop); here
 //! the pump.
 
 mod frames;
 mod policy;
 mod room_api;
+mod session;
 #[cfg(test)]
 mod tests;
 
@@ -57,7 +60,7 @@ use crate::{
     fallback::{self, Fallback, Stage, Step},
     ladder::{Ladder, Receiving},
     metrics::Metrics,
-    revocations::Session,
+    revocations,
     signal::{
         ClientVerdict, decode_client_frame, decode_client_text, decode_server_frame,
         decode_server_text, encode_server_text, with_ice_servers,
@@ -68,6 +71,7 @@ use frames::*;
 use policy::*;
 pub use room_api::RoomApi;
 use room_api::*;
+use session::{Effect, Listing};
 
 /// LiveKit's leg.
 pub type Upstream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -98,7 +102,7 @@ enum End {
 pub struct SessionContext {
     pub identity: String,
     pub path: String,
-    pub session: Session,
+    pub session: revocations::Session,
     pub ladder: Ladder,
     pub fallback: Fallback,
     pub metrics: Arc<Metrics>,
@@ -156,7 +160,8 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
             ladder,
             fallback,
         };
-        let end = relay(browser, upstream, session, policy, admin, room, lease).await;
+        let state = session::Session::new(policy);
+        let end = relay(browser, upstream, session, state, admin, room, lease).await;
         metrics.session_ended(match &end {
             End::BrowserClosed | End::UpstreamClosed => "closed",
             End::Revoked => "revoked",
@@ -182,40 +187,75 @@ pub async fn run(browser: WebSocket, upstream: Upstream, context: SessionContext
 type BrowserSink = SplitSink<WebSocket, ws::Message>;
 type UpstreamSink = SplitSink<Upstream, tungstenite::Message>;
 
-/// Where what the policy decides goes: LiveKit's leg, the browser's leg, the task that carries
-/// out RoomService requests, and the metrics.
-struct Sinks {
-    upstream: UpstreamSink,
-    browser: BrowserSink,
+/// Where what the session decides goes: LiveKit's leg, the browser's leg, the task that
+/// carries out RoomService requests, the listing asked beside the loop, and the metrics.
+/// Generic over the legs so that a test can hand it legs that fail.
+struct Sinks<U, B> {
+    upstream: U,
+    browser: B,
     admin: mpsc::UnboundedSender<AdminRequest>,
+    room: Arc<dyn RoomApi>,
+    listed: mpsc::Sender<Listing>,
     metrics: Arc<Metrics>,
 }
 
-/// Sends what the policy asked for; a failure ends the session.
-async fn send_out(out: Out, sinks: &mut Sinks, encoding: Encoding) -> Result<(), End> {
-    for tally in &out.tallies {
-        tally.record(&sinks.metrics);
+impl<U, B> Sinks<U, B>
+where
+    U: futures_util::Sink<tungstenite::Message> + Unpin,
+    U::Error: std::fmt::Display,
+    B: futures_util::Sink<ws::Message> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    /// Carries out the session's effects, in order; a failure ends the session.
+    async fn carry_out(&mut self, effects: Vec<Effect>, encoding: Encoding) -> Result<(), End> {
+        for effect in effects {
+            match effect {
+                Effect::Send(out) => self.send_out(out, encoding).await?,
+                Effect::Forward(frame, arrived) => {
+                    self.upstream
+                        .send(frame)
+                        .await
+                        .map_err(|e| End::UpstreamError(e.to_string()))?;
+                    self.metrics.frame_relayed("upstream", arrived.elapsed());
+                }
+                Effect::ListRoom => {
+                    let (room, listed) = (self.room.clone(), self.listed.clone());
+                    tokio::spawn(
+                        async move {
+                            let _ = listed.send(room.participants().await).await;
+                        }
+                        .in_current_span(),
+                    );
+                }
+            }
+        }
+        Ok(())
     }
-    for request in out.admin {
-        // The task ends only with the session.
-        let _ = sinks.admin.send(request);
+
+    /// Sends what the policy asked for, its tallies first.
+    async fn send_out(&mut self, out: Out, encoding: Encoding) -> Result<(), End> {
+        for tally in &out.tallies {
+            tally.record(&self.metrics);
+        }
+        for request in out.admin {
+            // The task ends only with the session.
+            let _ = self.admin.send(request);
+        }
+        for (source, settings) in out.upstream {
+            self.metrics.settings_sent(source, settings.height);
+            self.upstream
+                .send(settings_frame(settings))
+                .await
+                .map_err(|e| End::UpstreamError(e.to_string()))?;
+        }
+        for response in out.browser {
+            self.browser
+                .send(encoding.frame(&response)?)
+                .await
+                .map_err(|e| End::BrowserError(e.to_string()))?;
+        }
+        Ok(())
     }
-    for (source, settings) in out.upstream {
-        sinks.metrics.settings_sent(source, settings.height);
-        sinks
-            .upstream
-            .send(settings_frame(settings))
-            .await
-            .map_err(|e| End::UpstreamError(e.to_string()))?;
-    }
-    for response in out.browser {
-        sinks
-            .browser
-            .send(encoding.frame(&response)?)
-            .await
-            .map_err(|e| End::BrowserError(e.to_string()))?;
-    }
-    Ok(())
 }
 
 /// A decoded client request, or why the relay stops or skips.
@@ -262,62 +302,11 @@ fn from_client(
     }
 }
 
-/// A client request through the policy: forwarded (unless the policy answers it instead), then
-/// what the policy adds.
-async fn client_request(
-    request: &SignalRequest,
-    forward: tungstenite::Message,
-    arrived: Instant,
-    policy: &mut Policy,
-    sinks: &mut Sinks,
-    encoding: Encoding,
-) -> Result<(), End> {
-    let mut then = match policy.on_client(request) {
-        ClientAction::Forward(then) => policy.counted(then),
-        ClientAction::Replace(instead) => {
-            let instead = policy.counted(instead);
-            return send_out(instead, sinks, encoding).await;
-        }
-    };
-    // What the policy counted is recorded now: the forward below may fail (LiveKit gone), and
-    // the policy's bookkeeping already moved, so a lost tally would skew the gauges for good.
-    for tally in std::mem::take(&mut then.tallies) {
-        tally.record(&sinks.metrics);
-    }
-    sinks
-        .upstream
-        .send(forward)
-        .await
-        .map_err(|e| End::UpstreamError(e.to_string()))?;
-    sinks.metrics.frame_relayed("upstream", arrived.elapsed());
-    send_out(then, sinks, encoding).await
-}
-
-/// Asks for LiveKit's listing of the room beside the relay; the answer comes on `listed`.
-fn list_room(room: &Arc<dyn RoomApi>, listed: &mpsc::Sender<Listing>) {
-    let (room, listed) = (room.clone(), listed.clone());
-    tokio::spawn(
-        async move {
-            let _ = listed.send(room.participants().await).await;
-        }
-        .in_current_span(),
-    );
-}
-
-type Listing = anyhow::Result<Vec<livekit_protocol::ParticipantInfo>>;
-
-/// A resume whose listing is awaited: its `reconnect` answer and what the policy has yet to see.
-struct Resuming {
-    reconnect: SignalResponse,
-    deferred: std::collections::VecDeque<Deferred>,
-    since: Instant,
-}
-
 async fn relay(
     browser: WebSocket,
     upstream: Upstream,
-    mut session: Session,
-    mut policy: Policy,
+    mut registered: revocations::Session,
+    mut state: session::Session,
     admin: mpsc::UnboundedSender<AdminRequest>,
     room: Arc<dyn RoomApi>,
     mut lease: Lease,
@@ -325,10 +314,13 @@ async fn relay(
     let metrics = lease.metrics.clone();
     let (to_browser, mut from_browser) = browser.split();
     let (to_upstream, mut from_upstream) = upstream.split();
-    let mut sinks = Sinks {
+    let (listed_tx, mut listed) = mpsc::channel::<Listing>(1);
+    let mut sinks: Sinks<UpstreamSink, BrowserSink> = Sinks {
         upstream: to_upstream,
         browser: to_browser,
         admin,
+        room,
+        listed: listed_tx,
         metrics: metrics.clone(),
     };
     let mut encoding = Encoding::Binary;
@@ -336,24 +328,19 @@ async fn relay(
     let mut renew_at = Instant::now() + lease.renew_every;
     let (renewed_tx, mut renewed) = mpsc::channel::<Result<String, Refused>>(1);
     let mut renewing = false;
-    let (listed_tx, mut listed) = mpsc::channel::<Listing>(1);
-    // After a resume, until LiveKit's listing of the room is in. The relay goes on meanwhile
-    // (control being slow or stopped never holds up a frame); what the policy would decide
-    // waits for the listing, in order, as do the client requests it may change.
-    let mut resuming: Option<Resuming> = None;
 
     let end = loop {
-        let deadline = policy.fallback.deadline();
+        let deadline = state.deadline();
         tokio::select! {
-            _ = &mut session.revoked => {
+            _ = &mut registered.revoked => {
                 if let Ok(frame) = encoding.frame(&removed()) {
                     let _ = sinks.browser.send(frame).await;
                 }
                 break End::Revoked;
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
-                let out = policy.on_timer(Instant::now());
-                if let Err(end) = send_out(policy.counted(out), &mut sinks, encoding).await {
+                let effects = state.timer(Instant::now());
+                if let Err(end) = sinks.carry_out(effects, encoding).await {
                     break end;
                 }
             }
@@ -408,42 +395,8 @@ async fn relay(
                 }
             }
             Some(listing) = listed.recv() => {
-                let Some(Resuming { reconnect, mut deferred, since }) = resuming.take() else {
-                    continue;
-                };
-                metrics.resume_listed(listing.is_ok(), since.elapsed());
-                let out = policy.on_listing(listing, &reconnect, Instant::now());
-                if let Err(end) = send_out(policy.counted(out), &mut sinks, encoding).await {
-                    break end;
-                }
-                // What waited, in order, until one of them is another resume.
-                let mut failed = None;
-                while let Some(event) = deferred.pop_front() {
-                    let result = match event {
-                        Deferred::Server(response) => match policy.on_server(&response, Instant::now()) {
-                            ServerStep::ListRoom => {
-                                list_room(&room, &listed_tx);
-                                resuming = Some(Resuming {
-                                    reconnect: *response,
-                                    deferred: std::mem::take(&mut deferred),
-                                    since: Instant::now(),
-                                });
-                                Ok(())
-                            }
-                            ServerStep::Out(out) => {
-                                send_out(policy.counted(out), &mut sinks, encoding).await
-                            }
-                        },
-                        Deferred::Client(request, forward, arrived) => {
-                            client_request(&request, forward, arrived, &mut policy, &mut sinks, encoding).await
-                        }
-                    };
-                    if let Err(end) = result {
-                        failed = Some(end);
-                        break;
-                    }
-                }
-                if let Some(end) = failed {
+                let effects = state.listed(listing, Instant::now());
+                if let Err(end) = sinks.carry_out(effects, encoding).await {
                     break end;
                 }
             }
@@ -460,13 +413,8 @@ async fn relay(
                     Ok(FromClient::Skip) => continue,
                     Ok(FromClient::Request(request, forward)) => (*request, forward),
                 };
-                if let Some(resuming) = &mut resuming
-                    && Policy::watches(&request)
-                {
-                    resuming.deferred.push_back(Deferred::Client(Box::new(request), forward, arrived));
-                    continue;
-                }
-                if let Err(end) = client_request(&request, forward, arrived, &mut policy, &mut sinks, encoding).await {
+                let effects = state.client(request, forward, arrived);
+                if let Err(end) = sinks.carry_out(effects, encoding).await {
                     break end;
                 }
             }
@@ -530,29 +478,14 @@ async fn relay(
                 }
                 metrics.frame_relayed("downstream", arrived.elapsed());
                 // After the frame that prompted it (never before `join`): what the policy says.
-                if let Some(resuming) = &mut resuming {
-                    resuming.deferred.push_back(Deferred::Server(Box::new(response)));
-                    continue;
-                }
-                match policy.on_server(&response, Instant::now()) {
-                    ServerStep::ListRoom => {
-                        list_room(&room, &listed_tx);
-                        resuming = Some(Resuming {
-                            reconnect: response,
-                            deferred: Default::default(),
-                            since: Instant::now(),
-                        });
-                    }
-                    ServerStep::Out(out) => {
-                        if let Err(end) = send_out(policy.counted(out), &mut sinks, encoding).await {
-                            break end;
-                        }
-                    }
+                let effects = state.server(response, Instant::now());
+                if let Err(end) = sinks.carry_out(effects, encoding).await {
+                    break end;
                 }
             }
         }
     };
-    for tally in policy.end(Instant::now()) {
+    for tally in state.end(Instant::now()) {
         tally.record(&metrics);
     }
     // Couple the legs: whichever side ended, the other is closed now, so that the client's

@@ -19,14 +19,6 @@ pub(super) enum ServerStep {
     ListRoom,
 }
 
-/// What the policy has yet to see while the listing after a resume is awaited, in arrival order.
-pub(super) enum Deferred {
-    /// A server frame, already relayed to the browser.
-    Server(Box<SignalResponse>),
-    /// A client request the policy may change ([`Policy::watches`]): held, not yet forwarded.
-    Client(Box<SignalRequest>, tungstenite::Message, Instant),
-}
-
 /// The session's policy: the ladder, the fallback, and the RoomService requests they lead to.
 /// Without I/O: frames, listings and the time come in; what to send, what to ask and what the
 /// metrics count go out ([`Out`]).

@@ -307,366 +307,76 @@ async fn room_service_requests_are_carried_out_in_order() {
     );
 }
 
-/// Fuzzing the frame path the relay runs: frames from either side, well-formed LiveKit
-/// messages over a small vocabulary of identities and tracks (so that they interact) or
-/// those with bytes flipped, cut short or replaced by garbage, are decoded and fed to the
-/// session's policy exactly as `relay` does, with fallback timers firing in between. Nothing
-/// may panic; what does not decode is an error (which ends that session only); only
-/// `simulate` is dropped; and what the policy writes is well-formed. (That the settings
-/// keep to the cap is the ladder's own property test.)
-mod frame_fuzz {
-    use livekit_protocol::{
-        ParticipantUpdate, SimulateScenario, StreamStateInfo, StreamStateUpdate,
-        TrackPublishedResponse, UpdateSubscription, UpdateTrackSettings, VideoLayer,
-        simulate_scenario,
-    };
-    use proptest::prelude::*;
-
-    use super::*;
-
-    const IDENTITIES: [&str; 4] = ["me", "a", "b", "c"];
-
-    fn sid() -> impl Strategy<Value = String> {
-        (0u8..4).prop_map(|n| format!("TR_{n}"))
-    }
-
-    fn track() -> impl Strategy<Value = TrackInfo> {
-        (
-            sid(),
-            prop::bool::weighted(0.8),
-            prop::bool::weighted(0.8),
-            prop::collection::vec(
-                prop_oneof![Just(180u32), Just(360), Just(540), Just(720), any::<u32>()],
-                0..4,
-            ),
-        )
-            .prop_map(|(sid, video, camera, heights)| {
-                #[allow(deprecated)]
-                TrackInfo {
-                    sid,
-                    r#type: if video {
-                        TrackType::Video
-                    } else {
-                        TrackType::Audio
-                    } as i32,
-                    source: if camera {
-                        TrackSource::Camera
-                    } else {
-                        TrackSource::ScreenShare
-                    } as i32,
-                    layers: heights
-                        .into_iter()
-                        .enumerate()
-                        .map(|(q, height)| VideoLayer {
-                            quality: q as i32,
-                            width: height.saturating_mul(16) / 9,
-                            height,
-                            ..Default::default()
-                        })
-                        .collect(),
-                    ..Default::default()
-                }
-            })
-    }
-
-    fn participant() -> impl Strategy<Value = ParticipantInfo> {
-        (
-            prop::sample::select(&IDENTITIES[..]),
-            0i32..5,
-            prop::collection::vec(track(), 0..3),
-        )
-            .prop_map(|(identity, state, tracks)| ParticipantInfo {
-                identity: identity.into(),
-                sid: format!("PA_{identity}"),
-                state,
-                tracks,
-                ..Default::default()
-            })
-    }
-
-    fn server_message() -> impl Strategy<Value = signal_response::Message> {
-        use signal_response::Message as M;
-        prop_oneof![
-            (participant(), prop::collection::vec(participant(), 0..6)).prop_map(
-                |(participant, others)| M::Join(JoinResponse {
-                    participant: Some(participant),
-                    other_participants: others,
-                    ..Default::default()
-                })
-            ),
-            prop::collection::vec(participant(), 0..6)
-                .prop_map(|participants| M::Update(ParticipantUpdate { participants })),
-            Just(M::Reconnect(ReconnectResponse::default())),
-            (
-                prop::sample::select(&IDENTITIES[..]),
-                prop_oneof![4 => 0i32..4, 1 => any::<i32>()],
-                any::<f32>()
-            )
-                .prop_map(|(who, quality, score)| M::ConnectionQuality(
-                    ConnectionQualityUpdate {
-                        updates: vec![ConnectionQualityInfo {
-                            participant_sid: format!("PA_{who}"),
-                            quality,
-                            score,
-                        }],
-                    }
-                )),
-            (sid(), prop_oneof![4 => 0i32..2, 1 => any::<i32>()]).prop_map(|(track_sid, state)| {
-                M::StreamStateUpdate(StreamStateUpdate {
-                    stream_states: vec![StreamStateInfo {
-                        track_sid,
-                        state,
-                        ..Default::default()
-                    }],
-                })
-            }),
-            track().prop_map(|track| M::TrackPublished(TrackPublishedResponse {
-                track: Some(track),
-                ..Default::default()
-            })),
-        ]
-    }
-
-    fn client_message() -> impl Strategy<Value = signal_request::Message> {
-        use signal_request::Message as M;
-        prop_oneof![
-            (
-                prop::collection::vec(sid(), 0..4),
-                any::<bool>(),
-                any::<i32>(),
-                any::<u32>(),
-                prop_oneof![Just(180u32), Just(1080), any::<u32>()],
-                any::<u32>(),
-            )
-                .prop_map(|(track_sids, disabled, quality, width, height, fps)| {
-                    M::TrackSetting(UpdateTrackSettings {
-                        track_sids,
-                        disabled,
-                        quality,
-                        width,
-                        height,
-                        fps,
-                        priority: 0,
-                    })
-                }),
-            (prop::collection::vec(sid(), 0..4), any::<bool>()).prop_map(
-                |(track_sids, subscribe)| M::Subscription(UpdateSubscription {
-                    track_sids,
-                    subscribe,
-                    ..Default::default()
-                })
-            ),
-            (sid(), any::<bool>())
-                .prop_map(|(sid, muted)| M::Mute(MuteTrackRequest { sid, muted })),
-            Just(M::Simulate(SimulateScenario {
-                scenario: Some(simulate_scenario::Scenario::SubscriberBandwidth(1)),
-            })),
-        ]
-    }
-
-    /// A frame's bytes: as encoded, or damaged.
-    fn damaged(bytes: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
-        let len = bytes.len();
-        prop_oneof![
-            6 => Just(bytes.clone()),
-            1 => (any::<prop::sample::Index>(), any::<u8>()).prop_map({
-                let bytes = bytes.clone();
-                move |(at, value)| {
-                    let mut bytes = bytes.clone();
-                    if !bytes.is_empty() {
-                        let at = at.index(bytes.len());
-                        bytes[at] ^= value;
-                    }
-                    bytes
-                }
-            }),
-            1 => (0..=len).prop_map(move |cut| bytes[..cut].to_vec()),
-            1 => prop::collection::vec(any::<u8>(), 0..512),
-        ]
-    }
-
-    #[derive(Debug, Clone)]
-    enum Event {
-        FromServer(Vec<u8>),
-        FromClient(Vec<u8>),
-        /// LiveKit's JSON encoding: every message must meet the same policy.
-        FromClientText(String),
-        /// The fallback's timer, this many seconds after the previous event.
-        Timer(u64),
-    }
-
-    /// A request as JSON text, or damaged text.
-    fn damaged_text(text: String) -> impl Strategy<Value = String> {
-        let len = text.chars().count();
-        prop_oneof![
-            6 => Just(text.clone()),
-            1 => (0..=len).prop_map(move |cut| text.chars().take(cut).collect()),
-            1 => ".{0,200}",
-        ]
-    }
-
-    fn event() -> impl Strategy<Value = Event> {
-        prop_oneof![
-            5 => server_message()
-                .prop_map(|m| response(m).encode_to_vec())
-                .prop_flat_map(damaged)
-                .prop_map(Event::FromServer),
-            4 => client_message()
-                .prop_map(|m| SignalRequest { message: Some(m) }.encode_to_vec())
-                .prop_flat_map(damaged)
-                .prop_map(Event::FromClient),
-            2 => client_message()
-                // Enum values outside the protocol have no JSON name: not sendable as JSON.
-                .prop_filter_map("JSON-encodable", |m| serde_json::to_string(&SignalRequest { message: Some(m) }).ok())
-                .prop_flat_map(damaged_text)
-                .prop_map(Event::FromClientText),
-            1 => (0u64..20).prop_map(Event::Timer),
-        ]
-    }
-
-    /// What the policy sends is what LiveKit and the browser will decode: every settings
-    /// frame the relay would write decodes as a settings request for at least one track,
-    /// and every frame for the browser decodes as a server frame.
-    fn assert_well_formed(out: &Out) {
-        for (_, settings) in &out.upstream {
-            assert!(!settings.track_sids.is_empty(), "{settings:?}");
-            let tungstenite::Message::Binary(frame) = settings_frame(settings.clone()) else {
-                unreachable!("settings are binary frames")
-            };
-            let (verdict, _) = decode_client_frame(&frame).expect("our own settings decode");
-            assert_eq!(verdict, ClientVerdict::Forward("track_setting"));
-        }
-        for response in &out.browser {
-            decode_server_frame(&response.encode_to_vec()).expect("our own responses decode");
-        }
-        // A camera is muted only in the step that tells everyone why, after the telling.
-        if out
-            .admin
-            .iter()
-            .any(|r| matches!(r, AdminRequest::MuteCamera(_)))
-        {
-            assert!(
-                matches!(
-                    out.admin.first(),
-                    Some(AdminRequest::Stage(Stage::CameraPaused))
-                ),
-                "{:?}",
-                out.admin
-            );
-        }
-    }
-
-    /// Audio-only (the fallback past its first stage), every camera subscription is held
-    /// disabled, whatever came in.
-    fn assert_audio_only_holds(policy: &Policy) {
-        if policy.receiving() == Receiving::AudioOnly {
-            let layers = policy.ladder.enforced_layers();
-            assert!(
-                layers.values().all(|height| *height == 0),
-                "video let through in {:?}: {layers:?}",
-                policy.fallback.stage()
-            );
-        }
-    }
-
-    /// Camera subscriptions held per layer, as the gauge counts them from the tallies.
-    #[derive(Default)]
-    struct Held(HashMap<u32, i64>);
-
-    impl Held {
-        fn add(&mut self, tallies: &[Tally]) {
-            for tally in tallies {
-                if let Tally::SubscriptionMoved(from, to) = *tally {
-                    assert_ne!(from, to, "a move that moves nothing");
-                    from.into_iter()
-                        .for_each(|h| *self.0.entry(h).or_default() -= 1);
-                    to.into_iter()
-                        .for_each(|h| *self.0.entry(h).or_default() += 1);
-                }
-            }
-            assert!(
-                self.0.values().all(|n| *n >= 0),
-                "gauge below zero: {:?}",
-                self.0
-            );
-        }
-    }
-
-    /// A decoded client frame through the policy, as `relay` does whatever its encoding.
-    fn client(
-        policy: &mut Policy,
-        held: &mut Held,
-        decoded: Result<(ClientVerdict, SignalRequest), crate::signal::FrameError>,
-    ) {
-        match decoded {
-            Ok((ClientVerdict::Forward(_), request)) => {
-                let out = match policy.on_client(&request) {
-                    ClientAction::Forward(out) | ClientAction::Replace(out) => out,
-                };
-                let out = policy.counted(out);
-                held.add(&out.tallies);
-                assert_well_formed(&out);
-                assert_audio_only_holds(policy);
-            }
-            Ok((ClientVerdict::Drop(kind), request)) => {
-                assert_eq!(kind, "simulate");
-                assert!(matches!(
-                    request.message,
-                    Some(signal_request::Message::Simulate(_))
-                ));
-            }
-            Err(_) => {}
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: std::env::var("KOINOS_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2048),
-            ..ProptestConfig::default()
-        })]
-
-        #[test]
-        fn the_frame_path_never_panics_writes_only_well_formed_frames_and_counts_true(
-            events in prop::collection::vec(event(), 1..60),
-        ) {
-            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            runtime.block_on(async {
-                let room = FakeRoom {
-                    participants: vec![person("me", "PA_me", "TR_0"), person("a", "PA_a", "TR_1")],
-                    ..Default::default()
-                };
-                // The fallback's own hysteresis, on a clock the events drive: the whole
-                // session is deterministic.
-                let mut policy = policy(FallbackConfig::default());
-                let mut now = Instant::now();
-                let mut held = Held::default();
-                for event in events {
-                    match event {
-                        Event::FromServer(bytes) => {
-                            if let Ok((_, response)) = decode_server_frame(&bytes) {
-                                let out = serve_at(&mut policy, &response, &room, now).await;
-                                let out = policy.counted(out);
-                                held.add(&out.tallies);
-                                assert_well_formed(&out);
-                                assert_audio_only_holds(&policy);
-                            }
-                        }
-                        Event::FromClient(bytes) => client(&mut policy, &mut held, decode_client_frame(&bytes)),
-                        Event::FromClientText(text) => client(&mut policy, &mut held, decode_client_text(&text)),
-                        Event::Timer(secs) => {
-                            now += Duration::from_secs(secs);
-                            let out = policy.on_timer(now);
-                            let out = policy.counted(out);
-                            held.add(&out.tallies);
-                            assert_well_formed(&out);
-                            assert_audio_only_holds(&policy);
-                        }
-                    }
-                }
-                // Whatever the session did, the gauge it leaves behind is back to nothing.
-                held.add(&policy.end(now));
-                assert!(held.0.values().all(|n| *n == 0), "left in the gauge: {:?}", held.0);
-            });
-        }
-    }
+/// A leg that fails every send, as LiveKit's does once it is gone.
+fn failing<T>() -> impl futures_util::Sink<T, Error = &'static str> + Unpin {
+    Box::pin(futures_util::sink::unfold((), |(), _: T| async {
+        Err::<(), _>("connection reset")
+    }))
 }
+
+#[tokio::test]
+async fn when_livekits_leg_fails_mid_request_the_session_ends_and_the_gauges_stay_true() {
+    let metrics = Arc::new(Metrics::default());
+    let gauge = |height: u32| -> String {
+        let text = metrics.render(Default::default());
+        let prefix = format!("koinos_gateway_subscriptions{{height=\"{height}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+            .unwrap_or_else(|| "absent".into())
+    };
+    let (admin, _requests) = mpsc::unbounded_channel();
+    let (listed, _) = mpsc::channel(1);
+    let room: Arc<dyn RoomApi> = Arc::new(FakeRoom::default());
+    let mut working = Sinks {
+        upstream: futures_util::sink::drain(),
+        browser: futures_util::sink::drain(),
+        admin: admin.clone(),
+        room: room.clone(),
+        listed: listed.clone(),
+        metrics: metrics.clone(),
+    };
+    let mut state = session::Session::new(policy(FallbackConfig::default()));
+    let join = response(signal_response::Message::Join(JoinResponse {
+        participant: Some(person("me", "PA_me", "TR_mine")),
+        other_participants: vec![person("a", "PA_a", "TR_a"), person("b", "PA_b", "TR_b")],
+        ..Default::default()
+    }));
+    let effects = state.server(join, Instant::now());
+    working.carry_out(effects, Encoding::Binary).await.unwrap();
+    assert_eq!(gauge(540), "2");
+
+    // The client unsubscribes from a's camera as LiveKit's leg breaks.
+    let mut broken = Sinks {
+        upstream: failing(),
+        browser: futures_util::sink::drain(),
+        admin,
+        room,
+        listed,
+        metrics: metrics.clone(),
+    };
+    let unsubscribe = SignalRequest {
+        message: Some(signal_request::Message::Subscription(
+            livekit_protocol::UpdateSubscription {
+                track_sids: vec!["TR_a".into()],
+                subscribe: false,
+                ..Default::default()
+            },
+        )),
+    };
+    let frame = tungstenite::Message::Binary(unsubscribe.encode_to_vec().into());
+    let effects = state.client(unsubscribe, frame, Instant::now());
+    let end = broken.carry_out(effects, Encoding::Binary).await;
+    assert!(
+        matches!(&end, Err(End::UpstreamError(e)) if e.contains("connection reset")),
+        "{end:?}"
+    );
+    // The policy let go of the subscription before the forward failed: so did the gauge.
+    assert_eq!(gauge(540), "1");
+    // And the session's end lets go of the rest.
+    for tally in state.end(Instant::now()) {
+        tally.record(&metrics);
+    }
+    assert_eq!(gauge(540), "0");
+}
+
+mod frame_fuzz;
