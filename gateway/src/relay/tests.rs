@@ -214,6 +214,15 @@ async fn a_bad_link_of_this_participant_disables_its_video_and_tells_everyone_wh
     assert!(matches!(policy.on_client(&mute), ClientAction::Forward(_)));
 }
 
+/// The subscriptions-by-layer gauge at one height, as Prometheus reads it.
+fn subscriptions_at(metrics: &Metrics, height: u32) -> String {
+    let text = metrics.render(Default::default());
+    let prefix = format!("koinos_gateway_subscriptions{{height=\"{height}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .unwrap_or_else(|| "absent".into())
+}
+
 #[tokio::test]
 async fn the_subscriptions_gauge_follows_the_layer_each_camera_is_held_at() {
     let room = FakeRoom::default();
@@ -223,13 +232,7 @@ async fn the_subscriptions_gauge_follows_the_layer_each_camera_is_held_at() {
     });
     let metrics = Metrics::default();
     let count = |tallies: Vec<Tally>| tallies.iter().for_each(|t| t.record(&metrics));
-    let gauge = |height: u32| -> String {
-        let text = metrics.render(Default::default());
-        let prefix = format!("koinos_gateway_subscriptions{{height=\"{height}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
-            .unwrap_or_else(|| "absent".into())
-    };
+    let gauge = |height| subscriptions_at(&metrics, height);
     let join = response(signal_response::Message::Join(JoinResponse {
         participant: Some(person("me", "PA_me", "TR_mine")),
         other_participants: vec![person("a", "PA_a", "TR_a"), person("b", "PA_b", "TR_b")],
@@ -317,13 +320,7 @@ fn failing<T>() -> impl futures_util::Sink<T, Error = &'static str> + Unpin {
 #[tokio::test]
 async fn when_livekits_leg_fails_mid_request_the_session_ends_and_the_gauges_stay_true() {
     let metrics = Arc::new(Metrics::default());
-    let gauge = |height: u32| -> String {
-        let text = metrics.render(Default::default());
-        let prefix = format!("koinos_gateway_subscriptions{{height=\"{height}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
-            .unwrap_or_else(|| "absent".into())
-    };
+    let gauge = |height| subscriptions_at(&metrics, height);
     let (admin, _requests) = mpsc::unbounded_channel();
     let (listed, _) = mpsc::channel(1);
     let room: Arc<dyn RoomApi> = Arc::new(FakeRoom::default());
