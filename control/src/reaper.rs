@@ -329,14 +329,21 @@ mod tests {
         );
     }
 
+    /// bob's and carol's memberships, and bob alone removed from the case.
+    fn bob_departed() -> (CallMembership, CallMembership, HashSet<&'static UserId>) {
+        let bob_id: &UserId = "@bob:localhost".try_into().unwrap();
+        (
+            membership("$bob", "@bob:localhost", "B"),
+            membership("$carol", "@carol:localhost", "C"),
+            HashSet::from([bob_id]),
+        )
+    }
+
     #[test]
     fn a_member_who_left_the_case_is_a_ghost_at_once_present_or_not() {
         let mut tracker = GhostTracker::default();
         let t0 = Instant::now();
-        let bob = membership("$bob", "@bob:localhost", "B");
-        let carol = membership("$carol", "@carol:localhost", "C");
-        let bob_id: &UserId = "@bob:localhost".try_into().unwrap();
-        let departed = HashSet::from([bob_id]);
+        let (bob, carol, departed) = bob_departed();
         // bob was removed from the case: his leave would be refused, so his membership goes
         // now, even while LiveKit still lists him (enforcement is removing him there).
         let present = [participant("@bob:localhost", "B")];
@@ -356,10 +363,7 @@ mod tests {
     fn while_livekit_cannot_be_listed_only_the_departed_are_ghosts_and_no_clock_moves() {
         let mut tracker = GhostTracker::default();
         let t0 = Instant::now();
-        let bob = membership("$bob", "@bob:localhost", "B");
-        let carol = membership("$carol", "@carol:localhost", "C");
-        let bob_id: &UserId = "@bob:localhost".try_into().unwrap();
-        let departed = HashSet::from([bob_id]);
+        let (bob, carol, departed) = bob_departed();
         // carol is absent from LiveKit: her clock starts.
         assert!(
             tracker

@@ -74,13 +74,7 @@ async fn a_host_ends_the_call_for_everyone_and_a_member_cannot() {
     ];
     w.synced().await;
 
-    let (status, body) = w
-        .control
-        .post(
-            "end",
-            &json!({"room_id": room, "openid_token": hs.issue_openid("bob")}),
-        )
-        .await;
+    let (status, body) = w.post_as("end", "bob", json!({"room_id": room})).await;
     assert_refused(status, &body, 403, "M_FORBIDDEN");
     assert!(
         hs.sent_by_control()
@@ -90,13 +84,7 @@ async fn a_host_ends_the_call_for_everyone_and_a_member_cannot() {
     );
     assert!(w.livekit.rooms().contains_key(&name), "the call goes on");
 
-    let (status, ended) = w
-        .control
-        .post(
-            "end",
-            &json!({"room_id": room, "openid_token": hs.issue_openid("alice")}),
-        )
-        .await;
+    let (status, ended) = w.post_as("end", "alice", json!({"room_id": room})).await;
     assert_eq!(status, 200, "{ended}");
     assert_eq!(ended["livekit_room"], name);
     assert_eq!(ended["memberships_cleared"], 2);
@@ -133,13 +121,7 @@ async fn a_call_ended_while_livekit_is_away_is_still_ended_on_the_homeserver() {
     let room = w.case(&["bob"]).await;
     w.in_call(&room, "bob", "B").await;
     w.livekit.set_down(true);
-    let (status, ended) = w
-        .control
-        .post(
-            "end",
-            &json!({"room_id": room, "openid_token": hs.issue_openid("alice")}),
-        )
-        .await;
+    let (status, ended) = w.post_as("end", "alice", json!({"room_id": room})).await;
     assert_eq!(status, 200, "{ended}");
     assert!(
         hs.sent_by_control()

@@ -87,6 +87,12 @@ impl World {
         self.control.token(room, &openid, device).await
     }
 
+    /// `user` posts `body` to control's REST `path`, with a fresh OpenID token of theirs.
+    async fn post_as(&self, path: &str, user: &str, mut body: Value) -> (u16, Value) {
+        body["openid_token"] = self.homeserver.issue_openid(user);
+        self.control.post(path, &body).await
+    }
+
     /// `user`'s ticket for `device`; the grant.
     async fn ticket(&self, room: &str, user: &str, device: &str) -> Value {
         let (status, grant) = self.token(room, user, device).await;

@@ -42,22 +42,11 @@ async fn element_calls_endpoints_land_in_the_same_livekit_room() {
     let w = World::start().await;
     let room = w.case(&["bob"]).await;
     let (status, legacy) = w
-        .control
-        .post(
-            "sfu/get",
-            &json!({"room": room, "openid_token": w.homeserver.issue_openid("bob"), "device_id": "EC"}),
-        )
+        .post_as("sfu/get", "bob", json!({"room": room, "device_id": "EC"}))
         .await;
     assert_eq!(status, 200, "{legacy}");
-    let (status, msc4195) = w
-        .control
-        .post(
-            "get_token",
-            &json!({"room_id": room, "slot_id": "m.call#ROOM",
-                "openid_token": w.homeserver.issue_openid("bob"),
-                "member": {"id": "m1", "claimed_user_id": "@bob:localhost", "claimed_device_id": "EC2"}}),
-        )
-        .await;
+    let (status, msc4195) = w.post_as("get_token", "bob", json!({"room_id": room, "slot_id": "m.call#ROOM",
+                "member": {"id": "m1", "claimed_user_id": "@bob:localhost", "claimed_device_id": "EC2"}})).await;
     assert_eq!(status, 200, "{msc4195}");
     let name = livekit_room_name(&room);
     for grant in [&legacy, &msc4195] {
@@ -67,15 +56,8 @@ async fn element_calls_endpoints_land_in_the_same_livekit_room() {
         );
     }
     // Someone else's user id claimed: refused.
-    let (status, body) = w
-        .control
-        .post(
-            "get_token",
-            &json!({"room_id": room, "slot_id": "m.call#ROOM",
-                "openid_token": w.homeserver.issue_openid("bob"),
-                "member": {"id": "m1", "claimed_user_id": "@alice:localhost", "claimed_device_id": "EC2"}}),
-        )
-        .await;
+    let (status, body) = w.post_as("get_token", "bob", json!({"room_id": room, "slot_id": "m.call#ROOM",
+                "member": {"id": "m1", "claimed_user_id": "@alice:localhost", "claimed_device_id": "EC2"}})).await;
     assert_refused(status, &body, 401, "M_UNAUTHORIZED");
     assert_nothing_issued(&body);
     assert_eq!(w.livekit.rooms().keys().collect::<Vec<_>>(), vec![&name]);
