@@ -181,16 +181,18 @@ impl Fallback {
     }
 
     /// A resumed session whose participant was already in `stage` (from its attribute). Until
-    /// LiveKit reports its quality again, the link is taken to be as bad as it was.
-    pub fn resume_in(&mut self, stage: Stage, now: Instant) {
+    /// LiveKit reports its quality again, the link is taken to be as bad as it was. Whether the
+    /// fallback carries on from it (not if this session is in a fallback already).
+    pub fn resume_in(&mut self, stage: Stage, now: Instant) -> bool {
         if stage == Stage::Normal || self.stage != Stage::Normal {
-            return;
+            return false;
         }
         self.stage = stage;
         self.stage_since = now;
         self.entered_at = Some(now);
         self.link = Link::Bad;
         self.link_since = now;
+        true
     }
 
     /// LiveKit reported this participant's connection quality.

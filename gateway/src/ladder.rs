@@ -308,7 +308,10 @@ impl Ladder {
         self.settings_for(arrived, receiving)
     }
 
-    /// The client subscribed to tracks (`UpdateSubscription{subscribe:true}`).
+    /// The client subscribed to tracks (`UpdateSubscription{subscribe:true}`). An explicit
+    /// subscription may be a new one at LiveKit, starting from its default (the top layer),
+    /// whatever this session thinks it had sent before — an unsubscribe it did not see, say —
+    /// so its settings are always sent again, and once more when it is in a description.
     pub fn on_client_subscribe(
         &mut self,
         track_sids: &[String],
@@ -319,6 +322,10 @@ impl Ladder {
             .filter(|sid| self.videos.contains_key(*sid))
             .cloned()
             .collect();
+        for sid in &videos {
+            self.in_sdp.remove(sid);
+            self.sent_mut().remove(sid);
+        }
         self.subscribed.extend(videos.iter().cloned());
         self.settings_for(videos, receiving)
     }

@@ -43,7 +43,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use livekit_protocol::{
     DisconnectReason, LeaveRequest, MuteTrackRequest, SignalRequest, SignalResponse, StreamState,
-    UpdateTrackSettings, leave_request, signal_request, signal_response,
+    UpdateSubscription, UpdateTrackSettings, leave_request, signal_request, signal_response,
 };
 use prost::Message as _;
 
@@ -208,25 +208,41 @@ where
 {
     /// Carries out the session's effects, in order; a failure ends the session.
     async fn carry_out(&mut self, effects: Vec<Effect>, encoding: Encoding) -> Result<(), End> {
-        for effect in effects {
-            match effect {
-                Effect::Send(out) => self.send_out(out, encoding).await?,
-                Effect::Forward(frame, arrived) => {
-                    self.upstream
-                        .send(frame)
-                        .await
-                        .map_err(|e| End::UpstreamError(e.to_string()))?;
-                    self.metrics.frame_relayed("upstream", arrived.elapsed());
+        let mut effects = effects.into_iter();
+        while let Some(effect) = effects.next() {
+            if let Err(end) = self.carry_out_one(effect, encoding).await {
+                // The session's bookkeeping has moved for what is left undone (after a listing,
+                // for everything that waited for it): the metrics move with it, or the gauges
+                // would stay skewed once the session ends and lets go of what it counted.
+                for effect in effects {
+                    if let Effect::Send(out) = effect {
+                        out.tallies.iter().for_each(|t| t.record(&self.metrics));
+                    }
                 }
-                Effect::ListRoom => {
-                    let (room, listed) = (self.room.clone(), self.listed.clone());
-                    tokio::spawn(
-                        async move {
-                            let _ = listed.send(room.participants().await).await;
-                        }
-                        .in_current_span(),
-                    );
-                }
+                return Err(end);
+            }
+        }
+        Ok(())
+    }
+
+    async fn carry_out_one(&mut self, effect: Effect, encoding: Encoding) -> Result<(), End> {
+        match effect {
+            Effect::Send(out) => self.send_out(out, encoding).await?,
+            Effect::Forward(frame, arrived) => {
+                self.upstream
+                    .send(frame)
+                    .await
+                    .map_err(|e| End::UpstreamError(e.to_string()))?;
+                self.metrics.frame_relayed("upstream", arrived.elapsed());
+            }
+            Effect::ListRoom => {
+                let (room, listed) = (self.room.clone(), self.listed.clone());
+                tokio::spawn(
+                    async move {
+                        let _ = listed.send(room.participants().await).await;
+                    }
+                    .in_current_span(),
+                );
             }
         }
         Ok(())

@@ -40,6 +40,7 @@ impl Policy {
             Some(
                 signal_request::Message::TrackSetting(_)
                     | signal_request::Message::Subscription(_)
+                    | signal_request::Message::SyncState(_)
                     | signal_request::Message::Mute(_)
             )
         )
@@ -60,17 +61,31 @@ impl Policy {
                     None => ClientAction::Forward(Out::default()),
                 }
             }
+            // Forwarded first, then the caps for what it adds.
             Some(signal_request::Message::Subscription(subscription)) => {
-                if subscription.subscribe {
-                    // Forwarded first, then the caps for what it adds.
-                    let caps = self
-                        .ladder
-                        .on_client_subscribe(&subscription.track_sids, self.receiving());
-                    ClientAction::Forward(Out::settings(self.injected(), caps))
-                } else {
-                    self.ladder.on_client_unsubscribe(&subscription.track_sids);
-                    ClientAction::Forward(Out::default())
+                ClientAction::Forward(self.on_subscription(subscription))
+            }
+            // A resuming client's state: LiveKit applies the tracks it lists as disabled and its
+            // subscription as it would requests of their own, so the policy sees them as such.
+            Some(signal_request::Message::SyncState(state)) => {
+                let mut out = Out::default();
+                if !state.track_sids_disabled.is_empty() {
+                    let disabled = UpdateTrackSettings {
+                        track_sids: state.track_sids_disabled.clone(),
+                        disabled: true,
+                        ..Default::default()
+                    };
+                    // Disabled is a wish the ladder keeps; what it would send instead repeats it.
+                    if let Some(settings) =
+                        self.ladder.on_client_settings(&disabled, self.receiving())
+                    {
+                        out = Out::settings(self.injected(), settings);
+                    }
                 }
+                if let Some(subscription) = &state.subscription {
+                    out = out.and(self.on_subscription(subscription));
+                }
+                ClientAction::Forward(out)
             }
             Some(signal_request::Message::Mute(mute))
                 if !mute.muted
@@ -92,6 +107,28 @@ impl Policy {
                 })
             }
             _ => ClientAction::Forward(Out::default()),
+        }
+    }
+
+    /// A subscription change, by track or by participant (LiveKit acts on both lists alike).
+    fn on_subscription(&mut self, subscription: &UpdateSubscription) -> Out {
+        let sids: Vec<String> = subscription
+            .track_sids
+            .iter()
+            .chain(
+                subscription
+                    .participant_tracks
+                    .iter()
+                    .flat_map(|p| &p.track_sids),
+            )
+            .cloned()
+            .collect();
+        if subscription.subscribe {
+            let caps = self.ladder.on_client_subscribe(&sids, self.receiving());
+            Out::settings(self.injected(), caps)
+        } else {
+            self.ladder.on_client_unsubscribe(&sids);
+            Out::default()
         }
     }
 
@@ -170,9 +207,10 @@ impl Policy {
                     .and_then(|p| p.attributes.get(fallback::ATTRIBUTE))
                     .map_or(Stage::Normal, |value| Stage::from_attribute(value));
                 let mut out = Out::default();
-                if stage != Stage::Normal {
+                // Counted once: a session already in a fallback (a second resume on the same
+                // LiveKit connection) carries on in its own.
+                if self.fallback.resume_in(stage, now) {
                     info!(stage = stage.label(), "resumed in the audio-only fallback");
-                    self.fallback.resume_in(stage, now);
                     out = Out::settings("fallback", self.ladder.reapply(self.receiving()))
                         .and(Out::tallied(vec![Tally::FallbackResumed]));
                 }

@@ -376,4 +376,88 @@ async fn when_livekits_leg_fails_mid_request_the_session_ends_and_the_gauges_sta
     assert_eq!(gauge(540), "0");
 }
 
+/// The sessions-in-fallback gauge, as Prometheus reads it.
+fn in_fallback(metrics: &Metrics) -> String {
+    metrics
+        .render(Default::default())
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("koinos_gateway_sessions_in_fallback ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "absent".into())
+}
+
+/// Found by review: everything that waited for a listing is decided at once when it comes, so a
+/// send failing early leaves the rest undone while the policy has moved for all of it.
+#[tokio::test]
+async fn when_livekits_leg_fails_while_what_waited_for_a_listing_goes_out_the_gauges_stay_true() {
+    let metrics = Arc::new(Metrics::default());
+    let (admin, _requests) = mpsc::unbounded_channel();
+    let (listed, _) = mpsc::channel(1);
+    let room: Arc<dyn RoomApi> = Arc::new(FakeRoom::default());
+    let mut working = Sinks {
+        upstream: futures_util::sink::drain(),
+        browser: futures_util::sink::drain(),
+        admin: admin.clone(),
+        room: room.clone(),
+        listed: listed.clone(),
+        metrics: metrics.clone(),
+    };
+    let mut state = session::Session::new(policy(FallbackConfig {
+        enter_after_secs: 0,
+        ..Default::default()
+    }));
+    let join = response(signal_response::Message::Join(JoinResponse {
+        participant: Some(person("me", "PA_me", "TR_mine")),
+        other_participants: vec![person("a", "PA_a", "TR_a"), person("b", "PA_b", "TR_b")],
+        ..Default::default()
+    }));
+    let effects = state.server(join, Instant::now());
+    working.carry_out(effects, Encoding::Binary).await.unwrap();
+    assert_eq!(subscriptions_at(&metrics, 540), "2");
+
+    // A resume; while its listing is awaited, the link goes bad and c joins.
+    let reconnect = response(signal_response::Message::Reconnect(
+        ReconnectResponse::default(),
+    ));
+    let effects = state.server(reconnect, Instant::now());
+    working.carry_out(effects, Encoding::Binary).await.unwrap();
+    assert!(
+        state
+            .server(quality("PA_me", ConnectionQuality::Poor), Instant::now())
+            .is_empty()
+    );
+    let update = response(signal_response::Message::Update(
+        livekit_protocol::ParticipantUpdate {
+            participants: vec![person("c", "PA_c", "TR_c")],
+        },
+    ));
+    assert!(state.server(update, Instant::now()).is_empty());
+
+    // The listing comes as LiveKit's leg breaks.
+    let mut broken = Sinks {
+        upstream: failing(),
+        browser: futures_util::sink::drain(),
+        admin,
+        room,
+        listed,
+        metrics: metrics.clone(),
+    };
+    let listing = vec![
+        person("me", "PA_me", "TR_mine"),
+        person("a", "PA_a", "TR_a"),
+        person("b", "PA_b", "TR_b"),
+    ];
+    let effects = state.listed(Ok(listing), Instant::now());
+    assert!(broken.carry_out(effects, Encoding::Binary).await.is_err());
+    for tally in state.end(Instant::now()) {
+        tally.record(&metrics);
+    }
+    assert_eq!(in_fallback(&metrics), "0");
+    assert_eq!(subscriptions_at(&metrics, 540), "0");
+    assert_eq!(subscriptions_at(&metrics, 0), "0");
+}
+
 mod frame_fuzz;
+mod subscriptions;

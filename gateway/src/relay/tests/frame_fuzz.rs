@@ -12,8 +12,9 @@
 //! settings keep to the cap is the ladder's own property test.)
 
 use livekit_protocol::{
-    ParticipantUpdate, SimulateScenario, StreamStateInfo, StreamStateUpdate,
-    TrackPublishedResponse, UpdateSubscription, UpdateTrackSettings, VideoLayer, simulate_scenario,
+    ParticipantTracks, ParticipantUpdate, SimulateScenario, StreamStateInfo, StreamStateUpdate,
+    SyncState, TrackPublishedResponse, UpdateSubscription, UpdateTrackSettings, VideoLayer,
+    simulate_scenario,
 };
 use proptest::prelude::*;
 
@@ -122,6 +123,25 @@ fn server_message() -> impl Strategy<Value = signal_response::Message> {
     ]
 }
 
+/// A subscription change, by track or by participant (LiveKit reads both lists).
+fn subscription() -> impl Strategy<Value = UpdateSubscription> {
+    (
+        prop::collection::vec(sid(), 0..4),
+        prop::collection::vec(sid(), 0..3),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(track_sids, by_participant, subscribe)| UpdateSubscription {
+                track_sids,
+                participant_tracks: vec![ParticipantTracks {
+                    participant_sid: "PA_a".into(),
+                    track_sids: by_participant,
+                }],
+                subscribe,
+            },
+        )
+}
+
 fn client_message() -> impl Strategy<Value = signal_request::Message> {
     use signal_request::Message as M;
     prop_oneof![
@@ -144,13 +164,18 @@ fn client_message() -> impl Strategy<Value = signal_request::Message> {
                     priority: 0,
                 })
             }),
-        (prop::collection::vec(sid(), 0..4), any::<bool>()).prop_map(|(track_sids, subscribe)| {
-            M::Subscription(UpdateSubscription {
-                track_sids,
-                subscribe,
-                ..Default::default()
-            })
-        }),
+        subscription().prop_map(M::Subscription),
+        (
+            prop::option::of(subscription()),
+            prop::collection::vec(sid(), 0..3)
+        )
+            .prop_map(
+                |(subscription, track_sids_disabled)| M::SyncState(SyncState {
+                    subscription,
+                    track_sids_disabled,
+                    ..Default::default()
+                })
+            ),
         (sid(), any::<bool>()).prop_map(|(sid, muted)| M::Mute(MuteTrackRequest { sid, muted })),
         Just(M::Simulate(SimulateScenario {
             scenario: Some(simulate_scenario::Scenario::SubscriberBandwidth(1)),
@@ -187,8 +212,9 @@ enum Event {
     FromClientText(String),
     /// The fallback's timer, this many seconds after the previous event.
     Timer(u64),
-    /// The listing a resume asked for comes in (or control could not list the room).
-    Listed(bool),
+    /// The listing a resume asked for comes in (or control could not list the room); in it,
+    /// this participant's fallback attribute as an earlier session left it.
+    Listed(bool, Stage),
 }
 
 /// A request as JSON text, or damaged text.
@@ -217,7 +243,11 @@ fn event() -> impl Strategy<Value = Event> {
             .prop_flat_map(damaged_text)
             .prop_map(Event::FromClientText),
         1 => (0u64..20).prop_map(Event::Timer),
-        1 => any::<bool>().prop_map(Event::Listed),
+        1 => (
+            any::<bool>(),
+            prop::sample::select(vec![Stage::Normal, Stage::IncomingPaused, Stage::CameraPaused])
+        )
+            .prop_map(|(ok, stage)| Event::Listed(ok, stage)),
     ]
 }
 
@@ -266,25 +296,36 @@ fn assert_audio_only_holds(policy: &Policy) {
     }
 }
 
-/// Camera subscriptions held per layer, as the gauge counts them from the tallies.
+/// The gauges as the metrics count them from the tallies: camera subscriptions held per
+/// layer, and whether the session is in a fallback.
 #[derive(Default)]
-struct Held(HashMap<u32, i64>);
+struct Held(HashMap<u32, i64>, i64);
 
 impl Held {
     fn add(&mut self, tallies: &[Tally]) {
         for tally in tallies {
-            if let Tally::SubscriptionMoved(from, to) = *tally {
-                assert_ne!(from, to, "a move that moves nothing");
-                from.into_iter()
-                    .for_each(|h| *self.0.entry(h).or_default() -= 1);
-                to.into_iter()
-                    .for_each(|h| *self.0.entry(h).or_default() += 1);
+            match *tally {
+                Tally::SubscriptionMoved(from, to) => {
+                    assert_ne!(from, to, "a move that moves nothing");
+                    from.into_iter()
+                        .for_each(|h| *self.0.entry(h).or_default() -= 1);
+                    to.into_iter()
+                        .for_each(|h| *self.0.entry(h).or_default() += 1);
+                }
+                Tally::FallbackEntered("incoming_video") | Tally::FallbackResumed => self.1 += 1,
+                Tally::FallbackLeft(..) => self.1 -= 1,
+                _ => {}
             }
         }
         assert!(
             self.0.values().all(|n| *n >= 0),
             "gauge below zero: {:?}",
             self.0
+        );
+        assert!(
+            (0..=1).contains(&self.1),
+            "one session in the fallback {} times",
+            self.1
         );
     }
 }
@@ -358,13 +399,18 @@ impl Driven {
         }
     }
 
-    fn listed(&mut self, room: &FakeRoom, ok: bool) {
+    fn listed(&mut self, room: &FakeRoom, ok: bool, stage: Stage) {
         if !self.listing {
             return;
         }
         self.listing = false;
         let listing = if ok {
-            Ok(room.participants.clone())
+            let mut participants = room.participants.clone();
+            for p in participants.iter_mut().filter(|p| p.identity == "me") {
+                p.attributes
+                    .insert(fallback::ATTRIBUTE.into(), stage.attribute().into());
+            }
+            Ok(participants)
         } else {
             Err(anyhow::anyhow!("control is away"))
         };
@@ -413,17 +459,18 @@ proptest! {
                         let effects = driven.session.timer(driven.clock);
                         driven.effects(effects);
                     }
-                    Event::Listed(ok) => driven.listed(&room, ok),
+                    Event::Listed(ok, stage) => driven.listed(&room, ok, stage),
                 }
             }
             // Whatever waited for a listing is decided once it comes.
             while driven.listing {
-                driven.listed(&room, true);
+                driven.listed(&room, true, Stage::Normal);
             }
             // Whatever the session did, the gauge it leaves behind is back to nothing.
             let now = driven.clock;
             driven.held.add(&driven.session.end(now));
             assert!(driven.held.0.values().all(|n| *n == 0), "left in the gauge: {:?}", driven.held.0);
+            assert_eq!(driven.held.1, 0, "left in the fallback gauge");
         });
     }
 }
