@@ -4,6 +4,9 @@
 //! - speaks LiveKit's JSON encoding (text frames) instead of protobuf, all the way;
 //! - asks every two seconds for every camera it receives at 1080 lines (above any cap);
 //! - sends `simulate` (a server shutdown leave, which LiveKit honours for any client);
+//! - unsubscribes from every camera it receives by participant (a list the gateway once did not
+//!   read) and, two seconds later, subscribes to them again by track: LiveKit starts a new
+//!   subscription at the top layer, so the cap must follow;
 //! - while the gateway has paused its camera (the audio-only fallback's second stage, with
 //!   `--loss` on it), tries every two seconds to unmute it;
 //! - keeps its ticket and every refreshed token it is handed, and after the call tries each of
@@ -27,6 +30,8 @@ pub struct HostileReport {
     pub above_cap_requests: u64,
     /// `simulate` sent (a server-shutdown leave).
     pub simulate_sent: bool,
+    /// Every camera unsubscribed by participant, then subscribed again by track.
+    pub resubscribed: bool,
     /// LiveKit acted on it: a leave, or the session closing, within 5 s.
     pub simulate_obeyed: bool,
     /// Unmutes of its paused camera sent.
@@ -64,6 +69,15 @@ pub fn verdicts(report: &HostileReport, call_size: usize, heights: &[u16]) -> Ve
                 report.above_cap_requests,
                 report.json_frames_sent,
                 report.json_frames_received,
+                highest.map_or("none".into(), |h| h.to_string()),
+            ),
+        },
+        Verdict {
+            behaviour: "unsubscribes by participant and subscribes again",
+            held: (report.resubscribed && highest.is_some())
+                .then(|| highest.is_some_and(|h| h <= cap)),
+            detail: format!(
+                "highest camera received afterwards {} lines, cap {cap} for {call_size} people",
                 highest.map_or("none".into(), |h| h.to_string()),
             ),
         },
@@ -110,6 +124,17 @@ mod tests {
     }
 
     #[test]
+    fn a_resubscription_is_judged_by_what_arrived_after_it() {
+        let report = HostileReport {
+            resubscribed: true,
+            ..Default::default()
+        };
+        assert_eq!(verdicts(&report, 6, &[360, 360])[1].held, Some(true));
+        assert_eq!(verdicts(&report, 6, &[720, 360])[1].held, Some(false));
+        assert_eq!(verdicts(&HostileReport::default(), 6, &[720])[1].held, None);
+    }
+
+    #[test]
     fn untried_behaviours_are_not_judged() {
         let all = verdicts(&HostileReport::default(), 3, &[540]);
         assert!(all.iter().all(|v| v.held.is_none()), "{all:?}");
@@ -122,6 +147,6 @@ mod tests {
             ..Default::default()
         };
         let held: Vec<Option<bool>> = verdicts(&tried, 3, &[540]).iter().map(|v| v.held).collect();
-        assert_eq!(held, [None, Some(false), Some(true), Some(false)]);
+        assert_eq!(held, [None, None, Some(false), Some(true), Some(false)]);
     }
 }

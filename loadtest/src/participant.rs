@@ -382,6 +382,9 @@ pub async fn run(
         .collect();
     let mut misbehave = tokio::time::interval(Duration::from_secs(2));
     let mut simulated_at: Option<Instant> = None;
+    // Ticks of the misbehaviour timer so far: the cameras are unsubscribed (by participant) at
+    // the second and subscribed again (by track) at the third, once.
+    let mut misbehaved = 0u32;
 
     let outcome: Result<()> = async {
         loop {
@@ -413,6 +416,25 @@ pub async fn run(
                             scenario: Some(lk::simulate_scenario::Scenario::ServerLeave(true)),
                         }))?;
                         hostile(&observations, |h| h.simulate_sent = true);
+                    }
+                    misbehaved += 1;
+                    if (misbehaved == 2 || misbehaved == 3) && !cameras.is_empty() {
+                        // LiveKit drops a subscription (and its settings) on an unsubscribe by
+                        // participant as by track; a new one starts at the top layer.
+                        let subscribe = misbehaved == 3;
+                        let tracks: Vec<String> = cameras.iter().cloned().collect();
+                        requests.send(signal_request::Message::Subscription(lk::UpdateSubscription {
+                            track_sids: if subscribe { tracks.clone() } else { vec![] },
+                            participant_tracks: if subscribe {
+                                vec![]
+                            } else {
+                                vec![lk::ParticipantTracks { participant_sid: String::new(), track_sids: tracks }]
+                            },
+                            subscribe,
+                        }))?;
+                        if subscribe {
+                            hostile(&observations, |h| h.resubscribed = true);
+                        }
                     }
                     if fallback_stage == "camera" && !own_camera.is_empty() {
                         requests.send(signal_request::Message::Mute(lk::MuteTrackRequest {

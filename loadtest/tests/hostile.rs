@@ -1,7 +1,8 @@
 //! The hostile participant (`--hostile`) against the running dev stack: one simulated
 //! participant of the call speaks LiveKit's protocol as a misbehaving client would (JSON text
-//! frames, settings above the cap, `simulate`, unmuting a camera the fallback paused, its
-//! tokens presented to LiveKit directly), and the server's policy must hold against each.
+//! frames, settings above the cap, re-subscribing by another route, `simulate`, unmuting a camera
+//! the fallback paused, its tokens presented to LiveKit directly), and the server's policy must
+//! hold against each.
 
 mod common;
 
@@ -70,6 +71,10 @@ fn a_client_speaking_json_gets_the_ladder_and_its_simulate_and_tokens_get_nothin
         "LiveKit's answers reached it in JSON"
     );
     assert_eq!(held(&report, "asks for 1080 lines"), Some(true));
+    assert_eq!(
+        held(&report, "unsubscribes by participant and subscribes again"),
+        Some(true)
+    );
     assert_eq!(held(&report, "simulate"), Some(true));
     assert_eq!(held(&report, "tokens to LiveKit directly"), Some(true));
 }
