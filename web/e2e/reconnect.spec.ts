@@ -29,6 +29,9 @@ test("a dropped connection shows 'Reconnecting' while it is down, then 'Reconnec
 
     const status = alice.getByTestId("call_status");
     await expect(status).toHaveText("Connected.");
+    // One tile each before the cut: a participant an earlier test's page left behind stays in
+    // LiveKit until its departure timeout, and alice, cut off, would not see it go.
+    await expect(alice.getByTestId("tile")).toHaveCount(2, { timeout: CONNECT_TIMEOUT });
     balancer.refusing = true;
     balancer.cut();
     await expect(status).toHaveText("Connection lost. Reconnecting…");
