@@ -429,8 +429,9 @@ mod tests {
                 .extract()
                 .expect("parses")
         };
-        let config = parse("[fallback]\nenter_after_secs = 4\n");
+        let config = parse("[fallback]\nenter_after_secs = 4\nsettle_secs = 0\n");
         assert_eq!(config.fallback.enter_after_secs, 4);
+        assert_eq!(config.fallback.settle_secs, 0);
         assert_eq!(config.fallback.restore_after_secs, 20);
         assert!(config.validate().is_ok());
         let config = parse("[fallback]\nrestore_after_secs = 0\n");

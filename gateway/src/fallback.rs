@@ -13,6 +13,14 @@
 //! `restore_after`. Flapping backs off: entering again within `flap_window` of a restore doubles
 //! the next `restore_after` (up to `max_restore_after`).
 //!
+//! Settling: for `settle` after a restore, a bad rating does not count towards entering again.
+//! A restore is itself a disturbance LiveKit rates as poor: the browser's bandwidth estimate
+//! restarts low after the pause, so for several seconds its camera sends fewer simulcast layers
+//! than its subscribers ask for (and it receives fewer than it asked for), and LiveKit scores
+//! each missing layer as a lost quality level (`cDistanceWeight` in its
+//! `connectionquality/scorer.go`). Counting that would send a recovered participant straight
+//! back to audio only; a link that is really bad again is still caught, `settle` later.
+//!
 //! This type is pure state, owned by the session's relay task, driven by quality reports and a
 //! timer ([`Fallback::deadline`]); it says what to do, the relay does it. The stage a participant
 //! is in also lives in its LiveKit attributes (set by the relay), so a resumed session — possibly
@@ -41,6 +49,9 @@ pub struct FallbackConfig {
     /// Falling back again within this long of a restore doubles the next `restore_after`.
     pub flap_window_secs: u64,
     pub max_restore_after_secs: u64,
+    /// After a restore, bad ratings start counting only this long later (the media ramping up
+    /// again is rated as a bad link; see the module documentation).
+    pub settle_secs: u64,
 }
 
 impl Default for FallbackConfig {
@@ -52,6 +63,7 @@ impl Default for FallbackConfig {
             restore_after_secs: 20,
             flap_window_secs: 120,
             max_restore_after_secs: 160,
+            settle_secs: 20,
         }
     }
 }
@@ -212,7 +224,7 @@ impl Fallback {
         }
         match (self.stage, self.link) {
             (Stage::Normal, Link::Bad) => {
-                Some(self.link_since + Duration::from_secs(self.config.enter_after_secs))
+                Some(self.bad_counts_from() + Duration::from_secs(self.config.enter_after_secs))
             }
             (Stage::IncomingPaused, Link::Bad) => Some(
                 self.link_since.max(self.stage_since)
@@ -258,6 +270,15 @@ impl Fallback {
         let entered = self.entered_at.take()?;
         self.stage = Stage::Normal;
         Some(now.duration_since(entered))
+    }
+
+    /// Since when the present bad rating counts towards entering: not before the media of the
+    /// last restore has settled.
+    fn bad_counts_from(&self) -> Instant {
+        let settled = self
+            .last_restore
+            .map(|at| at + Duration::from_secs(self.config.settle_secs));
+        settled.map_or(self.link_since, |settled| settled.max(self.link_since))
     }
 
     fn enter(&mut self, stage: Stage, now: Instant) {
@@ -392,16 +413,17 @@ mod tests {
     fn flapping_doubles_the_wait_for_video_and_a_quiet_spell_resets_it() {
         let t0 = Instant::now();
         let mut fallback = Fallback::new(FallbackConfig::default(), t0);
-        // Bad 0–12, good until 50, bad 50–62 (within 2 min of the restore at 32), good after.
-        let reports = [(0, POOR), (12, GOOD), (50, POOR), (62, GOOD)];
+        // Bad 0–12, good until 50, bad 50–66 (within 2 min of the restore at 32), good after.
+        let reports = [(0, POOR), (12, GOOD), (50, POOR), (66, GOOD)];
         assert_eq!(
             run(&mut fallback, t0, &reports, 120),
             [
                 (10, Step::PauseIncoming),
                 (32, restore(Stage::IncomingPaused, 22)),
-                (60, Step::PauseIncoming),
+                // Bad since 50, counted from 52 (settled 20 s after the restore).
+                (62, Step::PauseIncoming),
                 // 40 s of good link needed this time, not 20.
-                (102, restore(Stage::IncomingPaused, 42)),
+                (106, restore(Stage::IncomingPaused, 44)),
             ]
         );
         assert_eq!(fallback.restore_after(), s(40));
@@ -420,13 +442,139 @@ mod tests {
         let mut now = t0;
         for _ in 0..8 {
             fallback.on_quality(POOR, now);
-            now += s(10);
+            // Bad from the restore on: counted once settled (20 s), entered 10 s after that.
+            now += s(30);
             assert_eq!(fallback.poll(now), Some(Step::PauseIncoming));
             fallback.on_quality(GOOD, now);
             now += fallback.restore_after();
             assert!(matches!(fallback.poll(now), Some(Step::Restore { .. })));
         }
         assert_eq!(fallback.restore_after(), s(160));
+    }
+
+    /// What failed a browser test once: 10 s after a restore from the camera stage, with no loss
+    /// at all, LiveKit rated the participant POOR for 13 s while its camera's top layer was not
+    /// back yet. That is the restore settling, not a bad link.
+    #[test]
+    fn a_restore_settling_is_not_taken_for_a_bad_link_and_a_link_bad_again_still_is() {
+        let settling = [(0, POOR), (12, GOOD), (42, POOR), (55, GOOD)];
+        assert_eq!(
+            steps_of(&settling, 200),
+            [
+                (10, Step::PauseIncoming),
+                (32, restore(Stage::IncomingPaused, 22))
+            ]
+        );
+        let bad_again = [(0, POOR), (12, GOOD), (42, POOR)];
+        assert_eq!(
+            steps_of(&bad_again, 70),
+            [
+                (10, Step::PauseIncoming),
+                (32, restore(Stage::IncomingPaused, 22)),
+                // Counted from 52, when the restore has settled.
+                (62, Step::PauseIncoming),
+            ]
+        );
+        // Before any restore nothing settles: bad for `enter_after` is enough.
+        assert_eq!(
+            steps_of(&[(0, GOOD), (3, LOST)], 20),
+            [(13, Step::PauseIncoming)]
+        );
+    }
+
+    mod invariants {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Quality reports at increasing seconds, some of them levels LiveKit does not define.
+        fn reports() -> impl Strategy<Value = Vec<(u64, i32)>> {
+            let level = prop_oneof![
+                3 => Just(POOR),
+                1 => Just(LOST),
+                2 => Just(GOOD),
+                2 => Just(EXCELLENT),
+                1 => Just(99),
+            ];
+            prop::collection::vec((1u64..40, level), 0..24).prop_map(|gaps| {
+                let mut at = 0;
+                gaps.into_iter()
+                    .map(|(gap, level)| {
+                        at += gap;
+                        (at, level)
+                    })
+                    .collect()
+            })
+        }
+
+        /// The link as the reports say at `second`, and since when it has been so.
+        fn link_at(reports: &[(u64, i32)], second: u64) -> (Link, u64) {
+            let mut state = (Link::Unknown, 0);
+            for &(at, quality) in reports.iter().filter(|(at, _)| *at <= second) {
+                if link(quality) != state.0 {
+                    state = (link(quality), at);
+                }
+            }
+            state
+        }
+
+        proptest! {
+            /// Whatever LiveKit reports: video is paused exactly when the link has been bad for
+            /// `enter_after` (counted from when the last restore settled), never earlier and
+            /// never later; the camera only after that and `uplink_after` more; video comes back
+            /// only after the link stayed good for at least `restore_after`; and the steps come in
+            /// the order of the stages.
+            #[test]
+            fn steps_follow_the_link_and_nothing_else(reports in reports()) {
+                let config = FallbackConfig::default();
+                let (enter, uplink, restore_base, settle) = (
+                    config.enter_after_secs,
+                    config.uplink_after_secs,
+                    config.restore_after_secs,
+                    config.settle_secs,
+                );
+                let until = reports.last().map_or(0, |(at, _)| *at) + 200;
+                let t0 = Instant::now();
+                let steps = run(&mut Fallback::new(config, t0), t0, &reports, until);
+
+                let mut stage = Stage::Normal;
+                let (mut last_restore, mut stage_since) = (None::<u64>, 0);
+                let mut next = steps.iter().peekable();
+                for second in 0..=until {
+                    let (state, since) = link_at(&reports, second);
+                    let step = next.next_if(|(at, _)| *at == second).map(|(_, step)| *step);
+                    prop_assert!(next.peek().is_none_or(|(at, _)| *at > second), "two steps at {second}: {steps:?}");
+                    let counts_from = last_restore.map_or(since, |r| since.max(r + settle));
+                    let due_in_normal =
+                        stage == Stage::Normal && state == Link::Bad && second >= counts_from + enter;
+                    prop_assert_eq!(
+                        due_in_normal,
+                        step == Some(Step::PauseIncoming),
+                        "at {}: {:?} in {:?}; steps {:?}", second, state, stage, steps
+                    );
+                    match step {
+                        Some(Step::PauseIncoming) => {
+                            stage = Stage::IncomingPaused;
+                            stage_since = second;
+                        }
+                        Some(Step::PauseCamera) => {
+                            prop_assert_eq!(stage, Stage::IncomingPaused);
+                            prop_assert_eq!(state, Link::Bad);
+                            prop_assert!(second >= since.max(stage_since) + uplink);
+                            stage = Stage::CameraPaused;
+                        }
+                        Some(Step::Restore { from, .. }) => {
+                            prop_assert_eq!(from, stage);
+                            prop_assert_eq!(state, Link::Good);
+                            prop_assert!(second >= since + restore_base, "restored at {second}, good since {since}");
+                            stage = Stage::Normal;
+                            last_restore = Some(second);
+                        }
+                        None => {}
+                    }
+                }
+                prop_assert!(next.peek().is_none());
+            }
+        }
     }
 
     #[test]
