@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Seed the dev homeserver with the demo practitioners and the "Demo case" (design.md).
+"""Seed the dev homeserver with the demo practitioners, the "Demo case" (design.md) and the
+end-to-end encrypted "Encrypted case".
 
-Idempotent: existing accounts and the existing case are reused, so it runs on every `make up`.
+Idempotent: existing accounts and the existing cases are reused, so it runs on every `make up`.
 Users are registered with Synapse's shared-secret admin API (open registration stays off).
-Writes STATE_DIR/demo.json (the case's room id, for tests) and STATE_DIR/seeded when done.
+Writes STATE_DIR/demo.json (the cases' room ids, for tests) and STATE_DIR/seeded when done.
 Standard library only.
 """
 import hashlib
@@ -25,6 +26,9 @@ PASSWORD = "koinos-dev"
 PRACTITIONERS = ["alice", "bob", "carol", "dave", "erin", "frank"]
 SERVICE_ACCOUNT = "koinos-rtc"
 CASE_NAME = "Demo case"
+# An end-to-end encrypted case: its calls encrypt their media with Element Call's key scheme.
+ENCRYPTED_CASE_NAME = "Encrypted case"
+ENCRYPTION = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 # How a case room is created: the contract the page and the load tester are checked against too.
 CASE_ROOM = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto", "contract", "case-room.json")))
 CASE_TYPE = CASE_ROOM["type"]
@@ -113,7 +117,7 @@ def case_users(token: str) -> dict:
     return users
 
 
-def find_case(token: str) -> str | None:
+def find_case(token: str, case_name: str) -> str | None:
     for room_id in call("GET", "/_matrix/client/v3/joined_rooms", token=token)["joined_rooms"]:
         quoted = urllib.parse.quote(room_id)
         try:
@@ -121,9 +125,38 @@ def find_case(token: str) -> str | None:
             name = call("GET", f"/_matrix/client/v3/rooms/{quoted}/state/m.room.name", token=token)
         except MatrixError:
             continue
-        if create.get("type") == CASE_TYPE and name.get("name") == CASE_NAME:
+        if create.get("type") == CASE_TYPE and name.get("name") == case_name:
             return room_id
     return None
+
+
+def ensure_case(tokens: dict, case_name: str, topic: str, encrypted: bool) -> str:
+    """The case named `case_name`, created by alice if it does not exist; every practitioner and
+    the service account joined."""
+    room_id = find_case(tokens["alice"], case_name)
+    if room_id is None:
+        room_id = call(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            {
+                "name": case_name,
+                "topic": topic,
+                "preset": CASE_ROOM["preset"],
+                "creation_content": {"type": CASE_TYPE},
+                "power_level_content_override": {
+                    "events": CASE_ROOM["event_power_levels"],
+                    "users": case_users(tokens["alice"]),
+                },
+                "initial_state": [ENCRYPTION] if encrypted else [],
+                "invite": [user_id(u) for u in PRACTITIONERS[1:] + [SERVICE_ACCOUNT]],
+            },
+            token=tokens["alice"],
+        )["room_id"]
+        print(f"seed: created {case_name!r} {room_id}")
+    quoted = urllib.parse.quote(room_id)
+    for localpart in PRACTITIONERS[1:] + [SERVICE_ACCOUNT]:
+        call("POST", f"/_matrix/client/v3/join/{quoted}", {}, token=tokens[localpart])
+    return room_id
 
 
 def main() -> int:
@@ -134,32 +167,12 @@ def main() -> int:
     tokens = {p: login(p, PASSWORD) for p in PRACTITIONERS}
     tokens[SERVICE_ACCOUNT] = login(SERVICE_ACCOUNT, SERVICE_PASSWORD)
 
-    room_id = find_case(tokens["alice"])
-    if room_id is None:
-        room_id = call(
-            "POST",
-            "/_matrix/client/v3/createRoom",
-            {
-                "name": CASE_NAME,
-                "topic": "Demonstration case for koinos-rtc",
-                "preset": CASE_ROOM["preset"],
-                "creation_content": {"type": CASE_TYPE},
-                "power_level_content_override": {
-                    "events": CASE_ROOM["event_power_levels"],
-                    "users": case_users(tokens["alice"]),
-                },
-                "invite": [user_id(u) for u in PRACTITIONERS[1:] + [SERVICE_ACCOUNT]],
-            },
-            token=tokens["alice"],
-        )["room_id"]
-        print(f"seed: created {CASE_NAME!r} {room_id}")
-    quoted = urllib.parse.quote(room_id)
-    for localpart in PRACTITIONERS[1:] + [SERVICE_ACCOUNT]:
-        call("POST", f"/_matrix/client/v3/join/{quoted}", {}, token=tokens[localpart])
+    room_id = ensure_case(tokens, CASE_NAME, "Demonstration case for koinos-rtc", encrypted=False)
+    encrypted_room_id = ensure_case(tokens, ENCRYPTED_CASE_NAME, "End-to-end encrypted demonstration case", encrypted=True)
 
     os.makedirs(STATE_DIR, exist_ok=True)
     with open(os.path.join(STATE_DIR, "demo.json"), "w") as f:
-        json.dump({"room_id": room_id, "server_name": SERVER_NAME}, f)
+        json.dump({"room_id": room_id, "encrypted_room_id": encrypted_room_id, "server_name": SERVER_NAME}, f)
     open(os.path.join(STATE_DIR, "seeded"), "w").close()
     print(f"seed: {CASE_NAME!r} is {room_id}; practitioners {', '.join(PRACTITIONERS)} joined; mallory in no case")
     return 0

@@ -12,6 +12,10 @@ export default defineConfig({
     // matrix-js-sdk and livekit-client are large; the app is one page.
     chunkSizeWarningLimit: 2500,
   },
+  // The crypto WASM finds its .wasm beside its module: pre-bundled into .vite/deps it would not.
+  optimizeDeps: {
+    exclude: ["@matrix-org/matrix-sdk-crypto-wasm"],
+  },
   server: {
     port: 5173,
     // The page imports the shared contract files (../proto/contract/*.json): the dev server may

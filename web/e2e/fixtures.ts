@@ -6,7 +6,7 @@ import { test as base, expect, type Browser, type BrowserContext, type Page } fr
 import { CONNECT_TIMEOUT, DEMO_CASE, DEMO_PASSWORD, DEV_DIR } from "./support/env";
 import { inboundVideoHeights } from "./support/media";
 
-export { CONNECT_TIMEOUT, DEMO_CASE, DEMO_PASSWORD } from "./support/env";
+export { CONNECT_TIMEOUT, DEMO_CASE, DEMO_PASSWORD, ENCRYPTED_CASE } from "./support/env";
 export * from "./support/matrix";
 export * from "./support/media";
 export * from "./support/stack";

@@ -98,18 +98,23 @@ export function livekitRoomOf(jwt: string): string {
   return payload.video.room;
 }
 
-/**
- * Deletes a LiveKit room with LiveKit's own RoomService and the dev stack's API key, as LiveKit
- * itself closes an empty room after its departure timeout (nobody ends the call).
- */
-export async function deleteLiveKitRoom(room: string): Promise<void> {
+/** A LiveKit token signed with the dev stack's API key (as only control may mint them). */
+export function mintLiveKitToken(claims: object, ttlSecs = 60): string {
   const devDir = process.env.KOINOS_DEV_DIR ?? fileURLToPath(new URL("../../../.dev/", import.meta.url));
   const keys = /^keys:\n\s+([A-Za-z0-9_-]+):\s*"([^"]+)"/m.exec(readFileSync(join(devDir, "livekit.yaml"), "utf8"));
   if (!keys?.[1] || !keys[2]) throw new Error("no API key in the dev stack's livekit.yaml");
   const b64 = (value: object): string => Buffer.from(JSON.stringify(value)).toString("base64url");
   const now = Math.floor(Date.now() / 1000);
-  const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ iss: keys[1], nbf: now - 5, exp: now + 60, video: { roomCreate: true } })}`;
-  const token = `${unsigned}.${createHmac("sha256", keys[2]).update(unsigned).digest("base64url")}`;
+  const unsigned = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ iss: keys[1], nbf: now - 5, exp: now + ttlSecs, ...claims })}`;
+  return `${unsigned}.${createHmac("sha256", keys[2]).update(unsigned).digest("base64url")}`;
+}
+
+/**
+ * Deletes a LiveKit room with LiveKit's own RoomService and the dev stack's API key, as LiveKit
+ * itself closes an empty room after its departure timeout (nobody ends the call).
+ */
+export async function deleteLiveKitRoom(room: string): Promise<void> {
+  const token = mintLiveKitToken({ video: { roomCreate: true } });
   const response = await fetch("http://127.0.0.1:7881/twirp/livekit.RoomService/DeleteRoom", {
     method: "POST",
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },

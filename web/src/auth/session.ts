@@ -100,11 +100,27 @@ export function createSessionClient(session: StoredSession): MatrixClient {
 }
 
 /**
- * Starts syncing and resolves once the initial sync is PREPARED.
+ * Starts this device's end-to-end encryption (matrix-js-sdk's Rust crypto, its store in IndexedDB
+ * per user and device): encrypted case rooms hand out the call's media keys in Olm-encrypted
+ * to-device messages, which only a client with crypto can send or read. It must run before the
+ * first sync, which would otherwise pass those messages by. A browser that cannot run it still
+ * joins unencrypted cases; an encrypted call then refuses with its own error (mediaEncryption.ts).
+ */
+async function startCrypto(client: MatrixClient): Promise<void> {
+  try {
+    await client.initRustCrypto({ cryptoDatabasePrefix: `koinos-rtc:${client.getUserId() ?? ""}:${client.getDeviceId() ?? ""}` });
+  } catch (err) {
+    console.error("End-to-end encryption could not be started in this browser", err);
+  }
+}
+
+/**
+ * Starts encryption, then syncing, and resolves once the initial sync is PREPARED.
  * `onProgress` receives a sentence while the homeserver is unreachable (the SDK keeps retrying).
  * Rejects with an auth AppError if the stored token was revoked.
  */
-export function startAndWaitForSync(client: MatrixClient, onProgress: (message: string | undefined) => void): Promise<void> {
+export async function startAndWaitForSync(client: MatrixClient, onProgress: (message: string | undefined) => void): Promise<void> {
+  await startCrypto(client);
   return new Promise<void>((resolve, reject) => {
     const cleanup = (): void => {
       client.off(ClientEvent.Sync, onSync);

@@ -102,6 +102,11 @@ export function CallView({ controller, onLeave, onEndForAll, onRejoin }: Props) 
       <p className={`call-status status-${snap.connection}`} role="status" data-testid="call_status" data-connection={snap.connection}>
         {snap.statusText}
       </p>
+      {snap.encrypted && (
+        <p className="e2ee-badge" role="note" data-testid="e2ee_badge" aria-label="This call is end-to-end encrypted">
+          <span aria-hidden="true">🔒</span> End-to-end encrypted
+        </p>
+      )}
       {recording && (
         <p className="recording-badge" role="status" data-testid="recording_badge" aria-label="This call is being recorded">
           <span aria-hidden="true">●</span> Recording

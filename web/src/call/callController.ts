@@ -4,23 +4,13 @@ import {
   type LivekitTransport,
   type MatrixRTCSession,
 } from "matrix-js-sdk/lib/matrixrtc";
-import {
-  ConnectionError,
-  ConnectionErrorReason,
-  ConnectionState,
-  DisconnectReason,
-  Room,
-  RoomEvent,
-  Track,
-  VideoPresets,
-} from "livekit-client";
+import { ConnectionState, RoomEvent, Track, type DisconnectReason, type Room } from "livekit-client";
 import type { AppConfig } from "../config/config";
 import { AppErrorException, MESSAGES, appError, toAppError, type AppError } from "../errors/errors";
 import { DEFAULT_CHOICES, mediaErrorOf, type MediaChoices } from "./mediaChoices";
 import { LINK_LOST_AFTER_MS, MediaWatch } from "./mediaWatch";
 import { fallbackStageOf, type FallbackStage } from "./networkFallback";
 import {
-  CallReconnectPolicy,
   JOIN_RETRY_FOR_MS,
   REJOIN_FOR_MS,
   joinIsRetryable,
@@ -28,6 +18,8 @@ import {
   rejoinGaveUpText,
   rejoinIsHopeless,
 } from "./recovery";
+import { createLivekitRoom, disconnectOutcome, isRoomGone, livekitConnectError } from "./livekitRoom";
+import { CallMediaKeys, callIsEncrypted } from "./mediaEncryption";
 import { mayKick } from "./membershipTrust";
 import { requestEndCall, requestRtcToken, requestTurnServer } from "./rtcToken";
 import matrixContract from "../../../proto/contract/matrix.json";
@@ -73,80 +65,10 @@ export interface CallSnapshot {
   fallbackRecovered: boolean;
   /** After a disconnect: whether joining again makes sense (the connection was lost, not ended). */
   rejoinable: boolean;
+  /** Whether the call's media is end-to-end encrypted (the case room is). */
+  encrypted: boolean;
   /** Bumped whenever anything about the LiveKit room changed (participants, tracks, mutes). */
   revision: number;
-}
-
-/**
- * Creates the LiveKit room with the options the gateway's 720/540/360 ladder relies on, capturing
- * from (and playing to) the devices chosen in the lobby.
- */
-export function createLivekitRoom(choices: MediaChoices = DEFAULT_CHOICES): Room {
-  return new Room({
-    adaptiveStream: false,
-    dynacast: true,
-    reconnectPolicy: new CallReconnectPolicy(),
-    publishDefaults: {
-      videoSimulcastLayers: [VideoPresets.h360, VideoPresets.h540],
-    },
-    videoCaptureDefaults: {
-      resolution: VideoPresets.h720.resolution,
-      deviceId: choices.videoDeviceId,
-    },
-    audioCaptureDefaults: {
-      deviceId: choices.audioDeviceId,
-    },
-    ...(choices.audioOutputDeviceId ? { audioOutput: { deviceId: choices.audioOutputDeviceId } } : {}),
-  });
-}
-
-/** What ended the call for this page, in words, and whether joining again makes sense. */
-export function disconnectOutcome(reason: DisconnectReason | undefined): { text: string; rejoinable: boolean } {
-  switch (reason) {
-    case DisconnectReason.PARTICIPANT_REMOVED:
-      return { text: "You were removed from the call.", rejoinable: false };
-    // Only control deletes a call's room: a host ended it for everyone.
-    case DisconnectReason.ROOM_DELETED:
-      return { text: "The host ended the call.", rejoinable: false };
-    case DisconnectReason.ROOM_CLOSED:
-      return { text: "The call was ended.", rejoinable: false };
-    case DisconnectReason.DUPLICATE_IDENTITY:
-      return { text: "You joined this call from another window.", rejoinable: false };
-    // livekit-client gives up reconnecting without a reason (UNKNOWN_REASON).
-    case undefined:
-    case DisconnectReason.UNKNOWN_REASON:
-    case DisconnectReason.JOIN_FAILURE:
-    case DisconnectReason.SIGNAL_CLOSE:
-    case DisconnectReason.STATE_MISMATCH:
-    case DisconnectReason.CONNECTION_TIMEOUT:
-    case DisconnectReason.MEDIA_FAILURE:
-      return { text: "The connection to the call was lost.", rejoinable: true };
-    default:
-      return { text: "Disconnected from the call.", rejoinable: true };
-  }
-}
-
-/** LiveKit refused the connection because the room does not exist (any more). */
-function isRoomGone(err: unknown): boolean {
-  return (
-    err instanceof ConnectionError &&
-    ((err.reason === ConnectionErrorReason.NotAllowed && err.status === 404) ||
-      /room does not exist/i.test(err.message))
-  );
-}
-
-function livekitConnectError(err: unknown): AppError {
-  console.warn("LiveKit connect failed", err);
-  if (err instanceof ConnectionError) {
-    if (err.reason === ConnectionErrorReason.NotAllowed) {
-      if (err.status === 403) return appError("forbidden", MESSAGES.forbidden);
-      return appError("auth", "The media server refused the call token. Please try again.");
-    }
-    if (err.reason === ConnectionErrorReason.Cancelled) {
-      return appError("unknown", "Connecting to the call was cancelled.");
-    }
-  }
-  return appError("network", "Cannot reach the media server.");
 }
 
 /** Settles when every MatrixRTC leave this page started has gone out. */
@@ -171,6 +93,8 @@ export class CallController {
   readonly session: MatrixRTCSession;
   private readonly config: AppConfig;
   private lkRoom: Room | undefined;
+  /** The call's media keys, when the case room is encrypted (mediaEncryption.ts). */
+  private mediaKeys: CallMediaKeys | undefined;
   private snapshot: CallSnapshot = {
     phase: "joining",
     connection: "connecting",
@@ -179,6 +103,7 @@ export class CallController {
     fallback: "none",
     fallbackRecovered: false,
     rejoinable: false,
+    encrypted: false,
     revision: 0,
   };
   /** The gateway paused our camera (fallback stage "camera") while it was on: turn it back on after. */
@@ -276,17 +201,16 @@ export class CallController {
       this.throwIfLeaving();
       this.session.on(MatrixRTCSessionEvent.MembershipManagerError, this.onMembershipManagerError);
       this.matrixRoom.on(MatrixRoomEvent.Timeline, this.onCaseTimeline);
-      this.session.joinRoomSession([], this.transport(), {
-        callIntent: "video",
-        // Media E2EE (Element Call's per-member keys) is not used by this page.
-        manageMediaKeys: false,
-      });
+      const encrypted = callIsEncrypted(this.matrixRoom);
+      if (encrypted) this.mediaKeys = new CallMediaKeys(this.client, this.session);
+      this.update({ encrypted });
+      this.session.joinRoomSession([], this.transport(), { callIntent: "video", manageMediaKeys: encrypted });
       this.rtcJoined = true;
       this.throwIfLeaving();
 
       // (b) A ticket from control, for which we prove our Matrix identity with an OpenID
       // token, then (c) LiveKit.
-      const room = createLivekitRoom(this.choices);
+      const room = await this.newRoom(this.choices);
       this.lkRoom = room;
       window.__koinosRoom = room;
       this.attachRoomListeners(room);
@@ -519,7 +443,7 @@ export class CallController {
       const wait = rejoinDelayMs(attempt);
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
       if (this.leaving) return;
-      const room = createLivekitRoom(choices);
+      const room = await this.newRoom(choices);
       try {
         await this.connect(room);
       } catch (err) {
@@ -742,6 +666,15 @@ export class CallController {
     return left;
   }
 
+  /** A LiveKit room for this call, encrypting its media when the case room is encrypted. */
+  private async newRoom(choices: MediaChoices): Promise<Room> {
+    const e2ee = this.mediaKeys?.forNewRoom();
+    const room = createLivekitRoom(choices, e2ee);
+    // Before anything is published: a track's encryption is fixed when it is announced.
+    if (e2ee) await room.setE2EEEnabled(true);
+    return room;
+  }
+
   private async teardown(timeoutMs: number): Promise<void> {
     activeCalls.delete(this);
     clearInterval(this.mediaTimer);
@@ -756,6 +689,7 @@ export class CallController {
       tasks.push(room.disconnect(true).catch((err: unknown) => console.warn("LiveKit disconnect failed", err)));
     }
     await Promise.all(tasks);
+    this.mediaKeys?.dispose();
   }
 
   /** Leaves the call: disconnects LiveKit and leaves the MatrixRTC session. */
