@@ -1,5 +1,6 @@
 import type { Page } from "@playwright/test";
 import {
+  accessTokenOf,
   DEMO_CASE,
   ENCRYPTED_CASE,
   expect,
@@ -8,6 +9,8 @@ import {
   joinCall,
   mintLiveKitToken,
   openCase,
+  postAsUser,
+  roomIdOf,
   signIn,
   test,
 } from "./fixtures";
@@ -142,4 +145,103 @@ test("the same eavesdropper on an unencrypted case's call decodes its video (wha
 
   const eve = await eavesdropOn(openUserPage, await livekitRoomOfCall(alice));
   await expect.poll(async () => (await inboundCounters(eve)).framesDecoded, { timeout: 30_000 }).toBeGreaterThan(0);
+});
+
+/** The newest key index this page holds for `identity`'s media (its key provider's key ring). */
+async function keyIndexOf(page: Page, identity: string): Promise<number> {
+  return page.evaluate((id) => {
+    const e2ee = window.__koinosRoom?.options.e2ee;
+    const keys = e2ee && "keyProvider" in e2ee ? e2ee.keyProvider.getKeys() : [];
+    const indices = keys.filter((k) => k.participantIdentity === id).map((k) => k.keyIndex ?? 0);
+    return indices.length === 0 ? -1 : Math.max(...indices);
+  }, identity);
+}
+
+/** Video frames this page decoded from `identity`'s camera so far. */
+async function framesDecodedFrom(page: Page, identity: string): Promise<number> {
+  return page.evaluate(async (id) => {
+    let frames = 0;
+    for (const pub of window.__koinosRoom?.remoteParticipants.get(id)?.trackPublications.values() ?? []) {
+      (await pub.track?.getRTCStatsReport())?.forEach((stat: { type?: string; kind?: string; framesDecoded?: number }) => {
+        if (stat.type === "inbound-rtp" && stat.kind === "video") frames += stat.framesDecoded ?? 0;
+      });
+    }
+    return frames;
+  }, identity);
+}
+
+async function identityOf(page: Page): Promise<string> {
+  return page.evaluate(() => window.__koinosRoom?.localParticipant.identity ?? "");
+}
+
+/** `viewer` keeps decoding `identity`'s video. */
+async function expectDecoding(viewer: Page, identity: string): Promise<void> {
+  const before = await framesDecodedFrom(viewer, identity);
+  await expect.poll(() => framesDecodedFrom(viewer, identity), { timeout: 30_000 }).toBeGreaterThan(before);
+}
+
+test("a late joiner gets the keys in use: video from everyone at once, decrypted with the key each sends with", async ({ openUserPage }) => {
+  test.setTimeout(180_000);
+  const alice = await openUserPage("alice");
+  await joinEncryptedCall(alice, "alice");
+  const bob = await openUserPage("bob");
+  await joinEncryptedCall(bob, "bob");
+  await expectMediaFlowing(alice, "alice");
+  const [aliceId, bobId] = [await identityOf(alice), await identityOf(bob)];
+  expect(await keyIndexOf(alice, aliceId)).toBeGreaterThanOrEqual(0);
+
+  // (matrix-js-sdk may draw a new key for a newcomer, so that it cannot read what was sent
+  // before it came; it hands the newcomer that key at once.)
+  const carol = await openUserPage("carol");
+  await joinEncryptedCall(carol, "carol");
+  await expectDecoding(carol, aliceId);
+  await expectDecoding(carol, bobId);
+  await expect.poll(async () => (await keyIndexOf(carol, aliceId)) === (await keyIndexOf(alice, aliceId))).toBe(true);
+  await expect.poll(async () => (await keyIndexOf(carol, bobId)) === (await keyIndexOf(bob, bobId))).toBe(true);
+});
+
+test("a member removed from an encrypted case: the others' keys rotate, and they go on decoding each other", async ({ openUserPage }) => {
+  test.setTimeout(240_000);
+  const alice = await openUserPage("alice");
+  await joinEncryptedCall(alice, "alice");
+  const bob = await openUserPage("bob");
+  await joinEncryptedCall(bob, "bob");
+  const carol = await openUserPage("carol");
+  await joinEncryptedCall(carol, "carol");
+  const [aliceId, bobId, carolId] = [await identityOf(alice), await identityOf(bob), await identityOf(carol)];
+  await expectDecoding(carol, aliceId);
+  await expectDecoding(alice, carolId);
+  const aliceKey = await keyIndexOf(alice, aliceId);
+  const carolKey = await keyIndexOf(carol, carolId);
+  // What bob holds of alice's key before he goes.
+  expect(await keyIndexOf(bob, aliceId)).toBe(aliceKey);
+
+  const room = encodeURIComponent(roomIdOf(alice));
+  const aliceToken = await accessTokenOf("alice");
+  const bobUser = bobId.slice(0, bobId.lastIndexOf(":"));
+  try {
+    await postAsUser(aliceToken, `/rooms/${room}/kick`, { user_id: bobUser, reason: "e2e: removed from the encrypted case" });
+    await expect.poll(() => bob.evaluate(() => window.__koinosRoom?.state ?? "gone"), { timeout: 10_000, intervals: [200] }).toBe("gone");
+    // Each one left draws a new key and hands it only to those still in the call.
+    await expect.poll(() => keyIndexOf(alice, aliceId), { timeout: 60_000 }).not.toBe(aliceKey);
+    await expect.poll(() => keyIndexOf(carol, carolId), { timeout: 60_000 }).not.toBe(carolKey);
+    await expect.poll(() => keyIndexOf(carol, aliceId), { timeout: 30_000 }).toBe(await keyIndexOf(alice, aliceId));
+    await expect.poll(() => keyIndexOf(alice, carolId), { timeout: 30_000 }).toBe(await keyIndexOf(carol, carolId));
+    await expectDecoding(carol, aliceId);
+    await expectDecoding(alice, carolId);
+  } finally {
+    await postAsUser(aliceToken, `/rooms/${room}/invite`, { user_id: bobUser }).catch(() => undefined);
+    await postAsUser(await accessTokenOf("bob"), `/join/${room}`, {});
+  }
+});
+
+test("this device's crypto store lives in the browser while signed in and is gone after signing out", async ({ openUserPage }) => {
+  const page = await openUserPage("alice");
+  await signIn(page, "alice");
+  const cryptoStores = (): Promise<string[]> =>
+    page.evaluate(async () => (await indexedDB.databases()).map((db) => db.name ?? "").filter((name) => name.endsWith("::matrix-sdk-crypto")));
+  await expect.poll(cryptoStores).toEqual([expect.stringMatching(/^koinos-rtc:@alice:localhost:[A-Z]+::matrix-sdk-crypto$/)]);
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await expect(page.getByLabel("Username")).toBeVisible();
+  await expect.poll(cryptoStores).toEqual([]);
 });

@@ -1,13 +1,4 @@
-import { accessTokenOf, expect, HOMESERVER_URL, joinDemoCall, remoteMedia, roomIdOf, test } from "./fixtures";
-
-async function asUser(token: string, path: string, body: unknown): Promise<void> {
-  const response = await fetch(`${HOMESERVER_URL}/_matrix/client/v3${path}`, {
-    method: "POST",
-    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok) throw new Error(`${path}: HTTP ${response.status} ${await response.text()}`);
-}
+import { accessTokenOf, expect, joinDemoCall, postAsUser as asUser, remoteMedia, roomIdOf, test } from "./fixtures";
 
 test("a member removed from the case room while in the call is dropped from the call and told", async ({ openUserPage }) => {
   const alice = await openUserPage("alice");

@@ -6,6 +6,7 @@ import { SyncStatus } from "./auth/SyncStatus";
 import {
   clearStoredSession,
   createSessionClient,
+  forgetDeviceStores,
   loadStoredSession,
   loginWithPassword,
   saveSession,
@@ -122,6 +123,7 @@ export function App() {
       }
     }
     stopClient();
+    if (c) await forgetDeviceStores(c);
   }, [stopClient]);
 
   const sessionValue = useMemo<SessionContextValue | null>(() => {

@@ -22,6 +22,16 @@ export interface StateEvent {
   content: Record<string, unknown>;
 }
 
+/** POSTs `body` to the client-server API's `path` (after `/_matrix/client/v3`) as the holder of `token`. */
+export async function postAsUser(token: string, path: string, body: unknown): Promise<void> {
+  const response = await fetch(`${HOMESERVER_URL}/_matrix/client/v3${path}`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status} ${await response.text()}`);
+}
+
 /** A fresh access token for `user` (device E2ECHECK), for reading and writing as them. */
 export async function accessTokenOf(user: string): Promise<string> {
   const login = await fetch(`${HOMESERVER_URL}/_matrix/client/v3/login`, {

@@ -99,6 +99,22 @@ export function createSessionClient(session: StoredSession): MatrixClient {
   });
 }
 
+function cryptoDatabasePrefix(client: MatrixClient): string {
+  return `koinos-rtc:${client.getUserId() ?? ""}:${client.getDeviceId() ?? ""}`;
+}
+
+/**
+ * After signing out (the client stopped): this device's keys are of no use to anyone any more,
+ * and are not left behind in the browser.
+ */
+export async function forgetDeviceStores(client: MatrixClient): Promise<void> {
+  try {
+    await client.clearStores({ cryptoDatabasePrefix: cryptoDatabasePrefix(client) });
+  } catch (err) {
+    console.warn("The signed-out device's stores could not be cleared", err);
+  }
+}
+
 /**
  * Starts this device's end-to-end encryption (matrix-js-sdk's Rust crypto, its store in IndexedDB
  * per user and device): encrypted case rooms hand out the call's media keys in Olm-encrypted
@@ -108,7 +124,7 @@ export function createSessionClient(session: StoredSession): MatrixClient {
  */
 async function startCrypto(client: MatrixClient): Promise<void> {
   try {
-    await client.initRustCrypto({ cryptoDatabasePrefix: `koinos-rtc:${client.getUserId() ?? ""}:${client.getDeviceId() ?? ""}` });
+    await client.initRustCrypto({ cryptoDatabasePrefix: cryptoDatabasePrefix(client) });
   } catch (err) {
     console.error("End-to-end encryption could not be started in this browser", err);
   }
