@@ -2,14 +2,17 @@ import type { Frame, Page } from "@playwright/test";
 import {
   DEMO_CASE,
   DEMO_PASSWORD,
+  ENCRYPTED_CASE,
   expect,
   expectMediaFlowing as expectPageMediaFlowing,
   gatewayMetric,
   HOMESERVER_URL,
-  joinDemoCall,
+  joinCall,
   liveCallMemberships,
+  openCase,
   roomState,
   setDisplayName,
+  signIn,
   test,
 } from "./fixtures";
 import type { EcHostSession, EcHostState } from "./element-call/host";
@@ -58,6 +61,7 @@ async function joinWithElementCall(
   openUserPage: (label: string) => Promise<Page>,
   user: string,
   intent: "start_call" | "join_existing",
+  roomName = DEMO_CASE,
 ): Promise<Participant> {
   const page = await openUserPage(user);
   // Pages that Playwright serves have no address of their own, so Chromium's Local Network
@@ -88,7 +92,7 @@ async function joinWithElementCall(
       homeserverUrl: HOMESERVER_URL,
       user,
       password: DEMO_PASSWORD,
-      roomName: DEMO_CASE,
+      roomName,
       intent,
       elementCallUrl: ELEMENT_CALL_URL,
     },
@@ -231,20 +235,49 @@ test.describe("stock Element Call through the gateway", () => {
     // puts the localpart there), so the tile shows which of them the page chose.
     const aliceWas = await setDisplayName("alice", "Dr Alice Martin");
     try {
-      await elementCallAndThisPage(openUserPage);
+      await elementCallAndThisPage(openUserPage, DEMO_CASE);
+    } finally {
+      await setDisplayName("alice", aliceWas);
+    }
+  });
+
+  test(`Element Call ${elementCallVersion()} and this page in an encrypted case: each decrypts and decodes the other's media`, async ({ openUserPage }) => {
+    test.setTimeout(300_000);
+    // Element Call encrypts with per-participant keys because the room is encrypted, its keys
+    // going through the widget host's Olm; the page does the same with its own.
+    const aliceWas = await setDisplayName("alice", "Dr Alice Martin");
+    try {
+      await elementCallAndThisPage(openUserPage, ENCRYPTED_CASE, async (bob) => {
+        await expect(bob.getByTestId("e2ee_badge")).toBeVisible();
+        await expect
+          .poll(() =>
+            bob.evaluate(() =>
+              [...(window.__koinosRoom?.remoteParticipants.values() ?? [])].flatMap((p) =>
+                [...p.trackPublications.values()].filter((pub) => pub.isSubscribed).map((pub) => pub.isEncrypted),
+              ),
+            ),
+          )
+          .toEqual([true, true]);
+      });
     } finally {
       await setDisplayName("alice", aliceWas);
     }
   });
 });
 
-async function elementCallAndThisPage(openUserPage: (label: string) => Promise<Page>): Promise<void> {
-  const alice = await joinWithElementCall(openUserPage, "alice", "start_call");
+async function elementCallAndThisPage(
+  openUserPage: (label: string) => Promise<Page>,
+  caseName: string,
+  whileInCall: (bob: Page) => Promise<void> = () => Promise.resolve(),
+): Promise<void> {
+  const alice = await joinWithElementCall(openUserPage, "alice", "start_call", caseName);
   await expect
     .poll(async () => (await hostState(alice.page)).actions, { message: "alice's Element Call joins", timeout: 120_000, intervals: [1000] })
     .toContain("io.element.join");
   const bob = await openUserPage("bob");
-  await joinDemoCall(bob, "bob");
+  await signIn(bob, "bob");
+  await openCase(bob, caseName);
+  await joinCall(bob);
 
   // One LiveKit room for both clients (MSC4195's room name). The page names her by the user
   // attribute control put in her token (whatever identity her Element Call asked for: 0.26
@@ -257,6 +290,7 @@ async function elementCallAndThisPage(openUserPage: (label: string) => Promise<P
   // Each receives the other's camera and microphone.
   await expectPageMediaFlowing(bob, "bob, on this page");
   await expectMediaFlowing(alice, "alice, in Element Call");
+  await whileInCall(bob);
 
   await bob.getByRole("button", { name: "Leave call" }).click();
   await alice.frame().getByTestId("incall_leave").click();

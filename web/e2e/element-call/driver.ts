@@ -130,8 +130,21 @@ export class ElementCallDriver extends WidgetDriver {
     contentMap: { [userId: string]: { [deviceId: string]: object } },
   ): Promise<void> {
     if (encrypted) {
-      // Only per-participant E2EE needs this, and the case rooms are not encrypted rooms.
-      throw new Error("this widget host has no Matrix encryption");
+      // Per-participant E2EE in an encrypted case: each device's content Olm-encrypted for it.
+      const crypto = this.client.getCrypto();
+      if (!crypto) throw new Error("this widget host's crypto did not start");
+      const byContent = new Map<string, { userId: string; deviceId: string }[]>();
+      for (const [userId, devices] of Object.entries(contentMap)) {
+        for (const [deviceId, content] of Object.entries(devices)) {
+          const key = JSON.stringify(content);
+          byContent.set(key, [...(byContent.get(key) ?? []), { userId, deviceId }]);
+        }
+      }
+      for (const [content, devices] of byContent) {
+        const batch = await crypto.encryptToDeviceMessages(eventType, devices, JSON.parse(content) as Record<string, unknown>);
+        await this.record(`to-device ${eventType} (encrypted)`, this.client.queueToDevice(batch));
+      }
+      return;
     }
     const map = new Map<string, Map<string, Record<string, unknown>>>();
     for (const [userId, devices] of Object.entries(contentMap)) {

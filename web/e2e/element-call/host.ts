@@ -121,6 +121,10 @@ class Host implements EcHost {
     });
     this.client = client;
     const synced = waitForSync(client);
+    // Olm, as Element Web has: in an encrypted room Element Call hands its media keys to the
+    // host to send encrypted to each device, and reads the others' from it (in memory: the host
+    // lives as long as its page).
+    await client.initRustCrypto({ useIndexedDB: false });
     await client.startClient({ initialSyncLimit: 20, lazyLoadMembers: false });
     await synced;
 
@@ -211,8 +215,9 @@ class Host implements EcHost {
     });
     client.on(ClientEvent.ToDeviceEvent, (ev: MatrixEvent) => {
       if (!this.live()) return;
+      // Decrypted by the host's crypto, as Element Web feeds them: the clear type and content.
       const message = { type: ev.getType(), sender: ev.getSender() ?? "", content: ev.getContent() };
-      api.feedToDevice(message, false).catch((err: unknown) => this.errors.push(`feedToDevice: ${String(err)}`));
+      api.feedToDevice(message, ev.isEncrypted()).catch((err: unknown) => this.errors.push(`feedToDevice: ${String(err)}`));
     });
 
     iframe.src = widgetUrl;
