@@ -112,6 +112,9 @@ export function App() {
     const c = clientRef.current;
     // Leave any running call while the access token is still valid.
     await leaveAllCalls();
+    // From here on, what this client reports (its sync stopping, perhaps before it ever
+    // finished) no longer changes the screen.
+    clientRef.current = undefined;
     setAuth({ kind: "signed-out" });
     navigate("#/");
     clearStoredSession();
@@ -121,10 +124,10 @@ export function App() {
       } catch (err) {
         console.warn("Logout request failed", err);
       }
+      c.stopClient();
+      await forgetDeviceStores(c);
     }
-    stopClient();
-    if (c) await forgetDeviceStores(c);
-  }, [stopClient]);
+  }, []);
 
   const sessionValue = useMemo<SessionContextValue | null>(() => {
     if (auth.kind !== "ready" || !config) return null;
