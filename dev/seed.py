@@ -28,7 +28,6 @@ SERVICE_ACCOUNT = "koinos-rtc"
 CASE_NAME = "Demo case"
 # An end-to-end encrypted case: its calls encrypt their media with Element Call's key scheme.
 ENCRYPTED_CASE_NAME = "Encrypted case"
-ENCRYPTION = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 # How a case room is created: the contract the page and the load tester are checked against too.
 CASE_ROOM = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "proto", "contract", "case-room.json")))
 CASE_TYPE = CASE_ROOM["type"]
@@ -147,7 +146,9 @@ def ensure_case(tokens: dict, case_name: str, topic: str, encrypted: bool) -> st
                     "events": CASE_ROOM["event_power_levels"],
                     "users": case_users(tokens["alice"]),
                 },
-                "initial_state": [ENCRYPTION] if encrypted else [],
+                # A new case is encrypted (the contract); "Demo case" stays as an unencrypted
+                # room made before that would be, which must keep working.
+                "initial_state": CASE_ROOM["initial_state"] if encrypted else [],
                 "invite": [user_id(u) for u in PRACTITIONERS[1:] + [SERVICE_ACCOUNT]],
             },
             token=tokens["alice"],

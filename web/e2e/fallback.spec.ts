@@ -1,6 +1,7 @@
 import type { Page } from "@playwright/test";
 import {
   DEMO_CASE,
+  ENCRYPTED_CASE,
   expect,
   inboundCounters,
   joinCall,
@@ -63,13 +64,17 @@ test("a participant whose link stays bad goes audio-only, is told why, and gets 
   test.setTimeout(480_000);
   const enteredBefore = await fallbacksEntered("incoming_video");
 
+  // In the encrypted case: LiveKit rates the link and the gateway acts on RTP headers and
+  // signalling only, so an end-to-end encrypted call falls back and recovers the same (the
+  // killed-gateway test below runs unencrypted).
   const alice = await openUserPage("alice");
-  await joinDemoCall(alice, "alice");
+  await joinDemoCall(alice, "alice", ENCRYPTED_CASE);
   const bob = await openUserPage("bob", { lossy: true });
   await signIn(bob, "bob");
-  await openCase(bob, DEMO_CASE);
+  await openCase(bob, ENCRYPTED_CASE);
   await joinCall(bob);
   const bobIdentity = await bob.evaluate(() => window.__koinosRoom?.localParticipant.identity ?? "");
+  expect(await bob.evaluate(() => window.__koinosRoom?.isE2EEEnabled)).toBe(true);
 
   // A healthy call first: video flows both ways and nobody is in a fallback.
   await expect.poll(() => framesOver3s(bob), { timeout: 60_000 }).toBeGreaterThan(0);

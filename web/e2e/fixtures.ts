@@ -219,10 +219,10 @@ export async function joinCall(page: Page): Promise<void> {
     .toBe("connected");
 }
 
-/** Signs `user` in on `page`, opens the demo case and joins its call. Returns the Matrix user id. */
-export async function joinDemoCall(page: Page, user: string): Promise<string> {
+/** Signs `user` in on `page`, opens the demo case (or `caseName`) and joins its call. Returns the Matrix user id. */
+export async function joinDemoCall(page: Page, user: string, caseName = DEMO_CASE): Promise<string> {
   const userId = await signIn(page, user);
-  await openCase(page, DEMO_CASE);
+  await openCase(page, caseName);
   await joinCall(page);
   return userId;
 }

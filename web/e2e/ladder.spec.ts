@@ -1,6 +1,6 @@
 import type { Page } from "@playwright/test";
 import type { RemoteTrackPublication } from "livekit-client";
-import { DEMO_CASE, enterCall, expect, inboundVideoHeightFrom, inboundVideoHeights, joinDemoCall, openCase, signIn, test, tileLayout, videoSettlesAt } from "./fixtures";
+import { ENCRYPTED_CASE, enterCall, expect, inboundVideoHeightFrom, inboundVideoHeights, joinDemoCall, openCase, signIn, test, tileLayout, videoSettlesAt } from "./fixtures";
 
 /**
  * The quality ladder is enforced by the gateway, per subscriber, with no help from the page
@@ -139,12 +139,15 @@ test("6, 5, 4 and 2 people: at most 360 lines, then 540, then 720; a 7th is told
   test.setTimeout(600_000);
   const users = ["alice", "bob", "carol", "dave", "erin", "frank"] as const;
   const pages = new Map<string, Page>();
+  // In the encrypted case: the gateway sees only RTP headers and signalling of an end-to-end
+  // encrypted call, and holds the ladder all the same (the 3-person test runs unencrypted).
   for (const user of users) {
     const page = await openUserPage(user);
-    await joinDemoCall(page, user);
+    await joinDemoCall(page, user, ENCRYPTED_CASE);
     pages.set(user, page);
   }
   const page = (user: (typeof users)[number]): Page => pages.get(user) as Page;
+  for (const p of pages.values()) expect(await p.evaluate(() => window.__koinosRoom?.isE2EEEnabled)).toBe(true);
 
   // Six: everybody receives the five other cameras at 360, and never more.
   for (const p of pages.values()) await videoSettlesAt(p, 5, 360, "highest");
@@ -165,7 +168,7 @@ test("6, 5, 4 and 2 people: at most 360 lines, then 540, then 720; a 7th is told
   // the call is full, by control's real refusal, and is not counted in the call.
   const seventh = await openUserPage("alice-second-device");
   await signIn(seventh, "alice");
-  await openCase(seventh, DEMO_CASE);
+  await openCase(seventh, ENCRYPTED_CASE);
   await enterCall(seventh, "Join call");
   await expect(seventh.getByTestId("call_error")).toHaveText("This call is full (6 participants).", { timeout: 60_000 });
   expect(await seventh.evaluate(() => window.__koinosRoom === undefined)).toBe(true);

@@ -5,7 +5,7 @@ import { enterCall, expect, openCase, roomState, roomIdOf, signIn, test, CONNECT
  * org.koinos.case, call memberships at power level 0, control's service account invited at
  * power level 100 — and control accepts the invite by itself, which is what lets a call start.
  */
-test("a new case follows the case-room rules and can hold a call", async ({ openUserPage }) => {
+test("a new case follows the case-room rules (end-to-end encrypted, its call's slot open) and can hold an encrypted call", async ({ openUserPage }) => {
   const page = await openUserPage("dave");
   await signIn(page, "dave");
   const name = `E2E case ${Date.now()}`;
@@ -26,6 +26,15 @@ test("a new case follows the case-room rules and can hold a call", async ({ open
   expect(power.users["@koinos-rtc:localhost"]).toBe(100);
   // The homeserver's own defaults for sensitive events are kept.
   expect(power.events["m.room.power_levels"]).toBe(100);
+  // End-to-end encrypted, and the call's MatrixRTC slot open with per-member media keys, which
+  // only an admin may change.
+  expect(event("m.room.encryption")?.algorithm).toBe("m.megolm.v1.aes-sha2");
+  expect(event("org.matrix.msc4143.rtc.slot", "m.call#ROOM")).toEqual({
+    status: "open",
+    application: { type: "m.call" },
+    encryption: { type: "org.matrix.msc4143.per_member" },
+  });
+  expect(power.events["org.matrix.msc4143.rtc.slot"]).toBe(100);
 
   // Control joins on the invite; then the page can start a call in the new case.
   await expect
@@ -39,6 +48,8 @@ test("a new case follows the case-room rules and can hold a call", async ({ open
   await expect
     .poll(() => page.evaluate(() => window.__koinosRoom?.state ?? "none"), { timeout: CONNECT_TIMEOUT })
     .toBe("connected");
+  await expect(page.getByTestId("e2ee_badge")).toBeVisible();
+  expect(await page.evaluate(() => window.__koinosRoom?.isE2EEEnabled)).toBe(true);
   await page.getByRole("button", { name: "Leave call" }).click();
   await expect(page.getByRole("button", { name: "Start call" })).toBeVisible({ timeout: 30_000 });
 });

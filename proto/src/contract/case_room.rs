@@ -1,9 +1,10 @@
-//! How a case room is created: its type, preset and power levels. The page and the seeding
+//! How a case room is created: its type, preset, power levels and initial state (end-to-end
+//! encrypted, its MatrixRTC slot open). The page and the seeding
 //! create case rooms too; all three are checked against `proto/contract/case-room.json`.
 
 use serde_json::{Map, Value, json};
 
-use super::{CALL_MEMBER_EVENT, CASE_ROOM_TYPE};
+use super::{CALL_MEMBER_EVENT, CASE_ROOM_TYPE, identity::ROOM_SLOT};
 
 /// The `createRoom` preset of a case room.
 pub const PRESET: &str = "private_chat";
@@ -11,9 +12,16 @@ pub const PRESET: &str = "private_chat";
 /// The power level of the creator and of control's service account.
 pub const ADMIN_POWER_LEVEL: i64 = 100;
 
+/// MSC4143's slot state event, unstable spelling (stable: `m.rtc.slot`).
+pub const RTC_SLOT_EVENT: &str = "org.matrix.msc4143.rtc.slot";
+/// The slot's encryption: every member draws its own media key (unstable spelling).
+pub const RTC_SLOT_PER_MEMBER_ENCRYPTION: &str = "org.matrix.msc4143.per_member";
+/// The room encryption algorithm of a case room.
+pub const MEGOLM: &str = "m.megolm.v1.aes-sha2";
+
 /// Per-event power levels. The homeserver replaces (not merges) `events` when overriding, so
 /// the usual private-room levels are restated; call memberships are open to every member.
-pub const EVENT_POWER_LEVELS: [(&str, i64); 10] = [
+pub const EVENT_POWER_LEVELS: [(&str, i64); 11] = [
     ("m.room.name", 50),
     ("m.room.avatar", 50),
     ("m.room.canonical_alias", 50),
@@ -24,7 +32,25 @@ pub const EVENT_POWER_LEVELS: [(&str, i64); 10] = [
     ("m.room.server_acl", 100),
     ("m.room.encryption", 100),
     (CALL_MEMBER_EVENT, 0),
+    (RTC_SLOT_EVENT, 100),
 ];
+
+/// The state a case room is created with: end-to-end encryption, and its call's MatrixRTC slot
+/// open with per-member media encryption.
+pub fn initial_state() -> Value {
+    json!([
+        {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": MEGOLM}},
+        {
+            "type": RTC_SLOT_EVENT,
+            "state_key": ROOM_SLOT,
+            "content": {
+                "status": "open",
+                "application": {"type": "m.call"},
+                "encryption": {"type": RTC_SLOT_PER_MEMBER_ENCRYPTION},
+            },
+        },
+    ])
+}
 
 /// Whether the creators of a room of this version hold their power implicitly (MSC4289, room
 /// versions 12 and later): they must then not be listed in the power levels' `users`.
@@ -56,6 +82,7 @@ pub fn create_room_body(
         "preset": PRESET,
         "creation_content": {"type": CASE_ROOM_TYPE},
         "power_level_content_override": {"events": events, "users": users},
+        "initial_state": initial_state(),
         "invite": invite,
     })
 }
@@ -76,6 +103,7 @@ mod tests {
         for (event, level) in EVENT_POWER_LEVELS {
             assert_eq!(events[event], level, "{event}");
         }
+        assert_eq!(room["initial_state"], initial_state());
         for case in room["room_versions"].as_array().unwrap() {
             let version = case["version"].as_str().unwrap();
             assert_eq!(

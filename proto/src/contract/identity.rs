@@ -5,7 +5,9 @@
 use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
 use sha2::{Digest, Sha256};
 
-/// The only MatrixRTC slot this service runs: the room-wide call.
+/// The only MatrixRTC slot this service runs: the room-wide call, `<application>#<slot id>` as
+/// matrix-js-sdk and Element Call spell it (the slot event's state key, and part of the LiveKit
+/// room name). Some MSC4143 revisions write `m.call#room`; state keys are case-sensitive.
 pub const ROOM_SLOT: &str = "m.call#ROOM";
 
 /// The LiveKit room of a Matrix room's room-scoped call, named as lk-jwt-service ≥ 0.4.3 names

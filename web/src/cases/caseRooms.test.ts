@@ -13,6 +13,16 @@ describe("a case room as the page creates it", () => {
     expect(request.power_level_content_override.events[CALL_MEMBER_EVENT_TYPE]).toBe(0);
   });
 
+  it("is end-to-end encrypted, with its call's MatrixRTC slot open for per-member media keys", () => {
+    const request = caseRoomRequest("Case", "@alice:clinic.example", "10");
+    expect(request.initial_state).toEqual(contract.initial_state);
+    expect(request.initial_state).toContainEqual({ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } });
+    const slot = request.initial_state.find((event) => event.type === "org.matrix.msc4143.rtc.slot");
+    expect(slot?.state_key).toBe("m.call#ROOM");
+    expect(slot?.content).toEqual({ status: "open", application: { type: "m.call" }, encryption: { type: "org.matrix.msc4143.per_member" } });
+    expect(request.power_level_content_override.events["org.matrix.msc4143.rtc.slot"]).toBe(100);
+  });
+
   it("gives control's service account (invited) and the creator the admin level", () => {
     const request = caseRoomRequest("Case", "@alice:clinic.example", "11");
     expect(request.invite).toEqual(["@koinos-rtc:clinic.example"]);

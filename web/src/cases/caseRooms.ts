@@ -68,6 +68,8 @@ export function caseRoomRequest(name: string, creator: string, roomVersion: stri
     creation_content: { type: CASE_ROOM_TYPE },
     // The homeserver replaces (not merges) `events`, so the contract restates the usual levels.
     power_level_content_override: { events: { ...caseRoom.event_power_levels } as Record<string, number>, users },
+    // End-to-end encrypted, its call's MatrixRTC slot open with per-member media keys.
+    initial_state: caseRoom.initial_state.map((event) => ({ ...event })),
     invite: [service],
   };
 }
