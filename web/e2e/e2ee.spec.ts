@@ -23,10 +23,17 @@ import { readFileSync } from "node:fs";
  * still goes through the gateway and LiveKit, which never see a key.
  */
 
-async function joinEncryptedCall(page: Page, user: string): Promise<void> {
-  await signIn(page, user);
-  await openCase(page, ENCRYPTED_CASE);
-  await joinCall(page);
+/** `users` join the call of `caseName` (the encrypted case unless said), one after the other; their pages. */
+async function inCall(openUserPage: (label: string) => Promise<Page>, users: string[], caseName = ENCRYPTED_CASE): Promise<Page[]> {
+  const pages: Page[] = [];
+  for (const user of users) {
+    const page = await openUserPage(user);
+    await signIn(page, user);
+    await openCase(page, caseName);
+    await joinCall(page);
+    pages.push(page);
+  }
+  return pages;
 }
 
 /** Every remote track this page subscribes to, and whether LiveKit's client decrypts it. */
@@ -48,10 +55,7 @@ async function remoteEncryption(page: Page): Promise<{ tracks: number; encrypted
 
 test("two practitioners in an encrypted case see and hear each other, every track encrypted, and the call says so", async ({ openUserPage }) => {
   test.setTimeout(180_000);
-  const alice = await openUserPage("alice");
-  await joinEncryptedCall(alice, "alice");
-  const bob = await openUserPage("bob");
-  await joinEncryptedCall(bob, "bob");
+  const [alice, bob] = (await inCall(openUserPage, ["alice", "bob"])) as [Page, Page];
 
   await expectMediaFlowing(alice, "alice");
   await expectMediaFlowing(bob, "bob");
@@ -115,10 +119,7 @@ async function livekitRoomOfCall(page: Page): Promise<string> {
 
 test("a LiveKit subscriber without the keys receives the encrypted call's video and decodes none of it", async ({ openUserPage }) => {
   test.setTimeout(180_000);
-  const alice = await openUserPage("alice");
-  await joinEncryptedCall(alice, "alice");
-  const bob = await openUserPage("bob");
-  await joinEncryptedCall(bob, "bob");
+  const [alice, bob] = (await inCall(openUserPage, ["alice", "bob"])) as [Page, Page];
   await expectMediaFlowing(alice, "alice");
 
   const eve = await eavesdropOn(openUserPage, await livekitRoomOfCall(alice));
@@ -132,14 +133,7 @@ test("a LiveKit subscriber without the keys receives the encrypted call's video 
 
 test("the same eavesdropper on an unencrypted case's call decodes its video (what encryption takes away)", async ({ openUserPage }) => {
   test.setTimeout(180_000);
-  const alice = await openUserPage("alice");
-  await signIn(alice, "alice");
-  await openCase(alice, DEMO_CASE);
-  await joinCall(alice);
-  const bob = await openUserPage("bob");
-  await signIn(bob, "bob");
-  await openCase(bob, DEMO_CASE);
-  await joinCall(bob);
+  const [alice] = (await inCall(openUserPage, ["alice", "bob"], DEMO_CASE)) as [Page, Page];
   await expectMediaFlowing(alice, "alice");
   await expect(alice.getByTestId("e2ee_badge")).toHaveCount(0);
 
@@ -182,18 +176,14 @@ async function expectDecoding(viewer: Page, identity: string): Promise<void> {
 
 test("a late joiner gets the keys in use: video from everyone at once, decrypted with the key each sends with", async ({ openUserPage }) => {
   test.setTimeout(180_000);
-  const alice = await openUserPage("alice");
-  await joinEncryptedCall(alice, "alice");
-  const bob = await openUserPage("bob");
-  await joinEncryptedCall(bob, "bob");
+  const [alice, bob] = (await inCall(openUserPage, ["alice", "bob"])) as [Page, Page];
   await expectMediaFlowing(alice, "alice");
   const [aliceId, bobId] = [await identityOf(alice), await identityOf(bob)];
   expect(await keyIndexOf(alice, aliceId)).toBeGreaterThanOrEqual(0);
 
   // (matrix-js-sdk may draw a new key for a newcomer, so that it cannot read what was sent
   // before it came; it hands the newcomer that key at once.)
-  const carol = await openUserPage("carol");
-  await joinEncryptedCall(carol, "carol");
+  const [carol] = (await inCall(openUserPage, ["carol"])) as [Page];
   await expectDecoding(carol, aliceId);
   await expectDecoding(carol, bobId);
   await expect.poll(async () => (await keyIndexOf(carol, aliceId)) === (await keyIndexOf(alice, aliceId))).toBe(true);
@@ -202,12 +192,7 @@ test("a late joiner gets the keys in use: video from everyone at once, decrypted
 
 test("a member removed from an encrypted case: the others' keys rotate, and they go on decoding each other", async ({ openUserPage }) => {
   test.setTimeout(240_000);
-  const alice = await openUserPage("alice");
-  await joinEncryptedCall(alice, "alice");
-  const bob = await openUserPage("bob");
-  await joinEncryptedCall(bob, "bob");
-  const carol = await openUserPage("carol");
-  await joinEncryptedCall(carol, "carol");
+  const [alice, bob, carol] = (await inCall(openUserPage, ["alice", "bob", "carol"])) as [Page, Page, Page];
   const [aliceId, bobId, carolId] = [await identityOf(alice), await identityOf(bob), await identityOf(carol)];
   await expectDecoding(carol, aliceId);
   await expectDecoding(alice, carolId);
