@@ -410,6 +410,7 @@ export class CallController {
   private endedByServer(room: Room, text: string, rejoinable: boolean): void {
     clearInterval(this.mediaTimer);
     void this.leaveRtc(5000);
+    this.mediaKeys?.dispose();
     if (window.__koinosRoom === room) window.__koinosRoom = undefined;
     this.update({ phase: "disconnected", connection: "disconnected", statusText: text, rejoinable });
   }
@@ -443,11 +444,13 @@ export class CallController {
       const wait = rejoinDelayMs(attempt);
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
       if (this.leaving) return;
-      const room = await this.newRoom(choices);
+      let room: Room | undefined;
       try {
+        // Inside the try: a room that cannot even be set up (its E2EE) is a failed attempt too.
+        room = await this.newRoom(choices);
         await this.connect(room);
       } catch (err) {
-        void room.disconnect(true);
+        void room?.disconnect(true);
         if (this.leaving) return;
         lastError = toAppError(err);
         console.warn(`Re-joining the call failed (attempt ${attempt + 1})`, err);
